@@ -1,0 +1,14 @@
+namespace Interp.Cli;
+
+/// <summary>Settings of the <c>interp</c> command, bound from the "Interp" section of appsettings.json and INTERP_ environment variables.</summary>
+public sealed class InterpOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string Section = "Interp";
+
+    /// <summary>Device for the model weights ("cpu", or e.g. "cuda:0").</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>Number of CPU threads torch may use (0 = torch's default).</summary>
+    public int Threads { get; set; }
+}

@@ -1,0 +1,3 @@
+using Interp.Cli;
+
+return await CliApp.RunAsync(args, Console.Out, Console.Error);

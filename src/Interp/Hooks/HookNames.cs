@@ -1,0 +1,104 @@
+namespace Interp.Hooks;
+
+/// <summary>
+/// Every hook name the toolkit defines, in one place, spelled as TransformerLens spells them.
+/// Axis names used in hook shapes: <c>batch</c>, <c>pos</c> (position), <c>d_model</c>, <c>head_index</c>
+/// (query heads), <c>kv_head_index</c> (key/value heads; equal to head_index without grouped-query attention),
+/// <c>d_head</c>, <c>query_pos</c>, <c>key_pos</c>, <c>d_mlp</c>, <c>one</c> (a kept dimension of size 1).
+/// </summary>
+public static class HookNames
+{
+    /// <summary>Token embedding, [batch, pos, d_model].</summary>
+    public const string Embed = "hook_embed";
+    /// <summary>Positional embedding added to the residual stream, [batch, pos, d_model].</summary>
+    public const string PosEmbed = "hook_pos_embed";
+    /// <summary>The final norm's scale, [batch, pos, one].</summary>
+    public const string LnFinalScale = "ln_final.hook_scale";
+    /// <summary>The final norm's output, [batch, pos, d_model].</summary>
+    public const string LnFinalNormalized = "ln_final.hook_normalized";
+
+    /// <summary>Prefix of block <paramref name="layer"/>'s hooks: <c>blocks.{layer}.</c></summary>
+    public static string Block(int layer) => $"blocks.{layer}.";
+    /// <summary>Input of block <paramref name="layer"/>.</summary>
+    public static string ResidPre(int layer) => $"blocks.{layer}.hook_resid_pre";
+    /// <summary>Residual stream between attention and MLP.</summary>
+    public static string ResidMid(int layer) => $"blocks.{layer}.hook_resid_mid";
+    /// <summary>Output of block <paramref name="layer"/>.</summary>
+    public static string ResidPost(int layer) => $"blocks.{layer}.hook_resid_post";
+    /// <summary>Attention output written to the residual stream, [batch, pos, d_model].</summary>
+    public static string AttnOut(int layer) => $"blocks.{layer}.hook_attn_out";
+    /// <summary>MLP output written to the residual stream, [batch, pos, d_model].</summary>
+    public static string MlpOut(int layer) => $"blocks.{layer}.hook_mlp_out";
+    /// <summary>A norm's scale: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
+    public static string Scale(int layer, string norm) => $"blocks.{layer}.{norm}.hook_scale";
+    /// <summary>A norm's output: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
+    public static string Normalized(int layer, string norm) => $"blocks.{layer}.{norm}.hook_normalized";
+    /// <summary>Queries, [batch, pos, head_index, d_head].</summary>
+    public static string Q(int layer) => Attn(layer, "hook_q");
+    /// <summary>Keys, [batch, pos, kv_head_index, d_head].</summary>
+    public static string K(int layer) => Attn(layer, "hook_k");
+    /// <summary>Values, [batch, pos, kv_head_index, d_head].</summary>
+    public static string V(int layer) => Attn(layer, "hook_v");
+    /// <summary>Rotated queries (rotary models only).</summary>
+    public static string RotQ(int layer) => Attn(layer, "hook_rot_q");
+    /// <summary>Rotated keys (rotary models only).</summary>
+    public static string RotK(int layer) => Attn(layer, "hook_rot_k");
+    /// <summary>Masked, scaled attention scores, [batch, head_index, query_pos, key_pos].</summary>
+    public static string AttnScores(int layer) => Attn(layer, "hook_attn_scores");
+    /// <summary>Attention pattern after softmax, [batch, head_index, query_pos, key_pos].</summary>
+    public static string Pattern(int layer) => Attn(layer, "hook_pattern");
+    /// <summary>Pattern-weighted values, [batch, pos, head_index, d_head].</summary>
+    public static string Z(int layer) => Attn(layer, "hook_z");
+    /// <summary>Each head's own write into the residual stream, [batch, pos, head_index, d_model]; computed only when used.</summary>
+    public static string Result(int layer) => Attn(layer, "hook_result");
+    /// <summary>MLP pre-activation (the gate's, for gated MLPs), [batch, pos, d_mlp].</summary>
+    public static string MlpPre(int layer) => $"blocks.{layer}.mlp.hook_pre";
+    /// <summary>Gated MLPs only: the linear (non-gate) input, [batch, pos, d_mlp].</summary>
+    public static string MlpPreLinear(int layer) => $"blocks.{layer}.mlp.hook_pre_linear";
+    /// <summary>MLP post-activation, [batch, pos, d_mlp].</summary>
+    public static string MlpPost(int layer) => $"blocks.{layer}.mlp.hook_post";
+
+    private static string Attn(int layer, string hook) => $"blocks.{layer}.attn.{hook}";
+
+    /// <summary>
+    /// TransformerLens's <c>get_act_name</c>: expands a short name such as <c>resid_pre</c>, <c>pattern</c>,
+    /// <c>q</c>, <c>result</c>, <c>mlp_out</c> or <c>scale</c> with a layer into the full hook name.
+    /// <paramref name="norm"/> picks <c>ln1</c>/<c>ln2</c> for <c>scale</c> and <c>normalized</c> (<c>ln_final</c> without a layer).
+    /// </summary>
+    public static string ActName(string shortName, int? layer = null, string? norm = null)
+    {
+        if (shortName.Contains('.') || shortName.StartsWith("hook_", StringComparison.Ordinal)) return shortName;
+        if (layer is null)
+        {
+            return shortName switch
+            {
+                "embed" => Embed,
+                "pos_embed" => PosEmbed,
+                "scale" => LnFinalScale,
+                "normalized" => LnFinalNormalized,
+                _ => throw new HookException(shortName, "this short name needs a layer"),
+            };
+        }
+        int l = layer.Value;
+        return shortName switch
+        {
+            "resid_pre" => ResidPre(l),
+            "resid_mid" => ResidMid(l),
+            "resid_post" => ResidPost(l),
+            "attn_out" => AttnOut(l),
+            "mlp_out" => MlpOut(l),
+            "q" => Q(l), "k" => K(l), "v" => V(l),
+            "rot_q" => RotQ(l), "rot_k" => RotK(l),
+            "attn_scores" or "attn" => AttnScores(l),
+            "pattern" => Pattern(l),
+            "z" => Z(l),
+            "result" => Result(l),
+            "pre" or "mlp_pre" => MlpPre(l),
+            "pre_linear" => MlpPreLinear(l),
+            "post" or "mlp_post" => MlpPost(l),
+            "scale" => Scale(l, norm ?? "ln1"),
+            "normalized" => Normalized(l, norm ?? "ln1"),
+            _ => throw new HookException(shortName, "unknown short hook name"),
+        };
+    }
+}

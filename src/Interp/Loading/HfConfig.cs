@@ -1,0 +1,82 @@
+using System.Text.Json;
+
+namespace Interp.Loading;
+
+/// <summary>A Hugging Face <c>config.json</c>, read defensively: every missing or mistyped key is a clear error.</summary>
+public sealed class HfConfig
+{
+    private readonly JsonElement _root;
+
+    private HfConfig(string path, JsonElement root)
+    {
+        Path = path;
+        _root = root;
+    }
+
+    /// <summary>The file.</summary>
+    public string Path { get; }
+
+    /// <summary>Parses <paramref name="path"/> (size- and depth-limited).</summary>
+    public static HfConfig Load(string path)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new ModelFileException(path, null, "config.json not found");
+        if (info.Length > 16 << 20) throw new ModelFileException(path, null, $"config.json is {info.Length} bytes; refusing anything over 16 MiB");
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 32 });
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ModelFileException(path, null, "is not a JSON object");
+            return new HfConfig(path, doc.RootElement.Clone());
+        }
+        catch (JsonException ex) { throw new ModelFileException(path, null, $"is not valid JSON: {ex.Message}", ex); }
+    }
+
+    /// <summary>The <c>model_type</c>, or null.</summary>
+    public string? ModelType => String("model_type");
+
+    /// <summary>True when the key is present and not null.</summary>
+    public bool Has(string key) => _root.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null;
+
+    /// <summary>A string value, or null when absent.</summary>
+    public string? String(string key) =>
+        !Has(key) ? null
+        : _root.GetProperty(key).ValueKind == JsonValueKind.String ? _root.GetProperty(key).GetString()
+        : throw new ModelFileException(Path, key, "must be a string");
+
+    /// <summary>A positive integer: the first of <paramref name="keys"/> present, else <paramref name="fallback"/>.</summary>
+    public int Int(int? fallback, params string[] keys)
+    {
+        foreach (var key in keys)
+        {
+            if (!Has(key)) continue;
+            var v = _root.GetProperty(key);
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i) || i <= 0)
+                throw new ModelFileException(Path, key, $"must be a positive 32-bit integer, got {v.GetRawText()}");
+            return i;
+        }
+        return fallback ?? throw new ModelFileException(Path, keys[0], "missing from config.json");
+    }
+
+    /// <summary>A finite number, or <paramref name="fallback"/> when absent.</summary>
+    public double Double(string key, double fallback)
+    {
+        if (!Has(key)) return fallback;
+        var v = _root.GetProperty(key);
+        if (v.ValueKind != JsonValueKind.Number || !double.IsFinite(v.GetDouble()))
+            throw new ModelFileException(Path, key, $"must be a finite number, got {v.GetRawText()}");
+        return v.GetDouble();
+    }
+
+    /// <summary>A boolean, or <paramref name="fallback"/> when absent.</summary>
+    public bool Bool(string key, bool fallback)
+    {
+        if (!Has(key)) return fallback;
+        var v = _root.GetProperty(key);
+        return v.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new ModelFileException(Path, key, $"must be true or false, got {v.GetRawText()}"),
+        };
+    }
+}

@@ -1,0 +1,151 @@
+using Interp.Models;
+using Interp.Tokenizers;
+using TorchSharp;
+
+namespace Interp.Loading;
+
+/// <summary>Options for <see cref="ModelLoader.Load"/>.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>A tokenizer file to use instead of the one found beside the model.</summary>
+    public string? TokenizerPath { get; init; }
+    /// <summary>Device to place the weights on ("cpu" by default, or e.g. "cuda:0").</summary>
+    public string Device { get; init; } = "cpu";
+}
+
+/// <summary>A loaded model with its tokenizer (when one could be found) and where it came from.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    private readonly string _noTokenizerReason;
+
+    internal LoadedModel(HookedTransformer model, ITokenizer? tokenizer, string source, string format, string noTokenizerReason)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Source = source;
+        Format = format;
+        _noTokenizerReason = noTokenizerReason;
+    }
+
+    /// <summary>The model.</summary>
+    public HookedTransformer Model { get; }
+    /// <summary>The tokenizer, or null when none goes with the model.</summary>
+    public ITokenizer? Tokenizer { get; }
+    /// <summary>The path the model was loaded from.</summary>
+    public string Source { get; }
+    /// <summary>"llama2.c", "huggingface-gpt2", "huggingface-llama" or "interp".</summary>
+    public string Format { get; }
+
+    /// <summary>The tokenizer, or an error that says why there is none and what to do.</summary>
+    public ITokenizer RequireTokenizer() =>
+        Tokenizer ?? throw new InterpException($"{Source}: no tokenizer for this model ({_noTokenizerReason}); pass token ids instead of text, or name a tokenizer file");
+
+    /// <summary>Frees the weights.</summary>
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>
+/// Loads a model from a path: a llama2.c <c>.bin</c> file, a Hugging Face directory (<c>config.json</c> +
+/// safetensors; GPT-2 or LLaMA), or a directory in the project's own format. Picks one small adapter per format.
+/// </summary>
+public static class ModelLoader
+{
+    /// <summary>Loads the model at <paramref name="path"/>.</summary>
+    public static LoadedModel Load(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        LoadedModel loaded;
+        if (File.Exists(path)) loaded = LoadLlama2C(path, options);
+        else if (!Directory.Exists(path)) throw new ModelFileException(path, null, "no such file or directory");
+        else if (InterpModelFormat.IsInterpModel(path)) loaded = LoadInterp(path, options);
+        else loaded = LoadHuggingFace(path, options);
+        if (options.Device != "cpu") loaded.Model.to(new torch.Device(options.Device));
+        return loaded;
+    }
+
+    private static LoadedModel LoadLlama2C(string path, ModelLoadOptions options)
+    {
+        var model = Llama2CCheckpoint.Load(path);
+        string reason = "";
+        string? tokPath = options.TokenizerPath ?? FindLlama2CTokenizer(path, out reason);
+        var tokenizer = tokPath is null ? null : Llama2CTokenizer.Load(tokPath, model.Config.DVocab);
+        return new LoadedModel(model, tokenizer, path, "llama2.c", reason);
+    }
+
+    /// <summary>llama2.c's tokenizer is <c>tokenizer.bin</c> beside the checkpoint, or the only <c>tok*.bin</c> there.</summary>
+    private static string? FindLlama2CTokenizer(string modelPath, out string reason)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        string standard = Path.Combine(dir, "tokenizer.bin");
+        reason = "";
+        if (File.Exists(standard)) return standard;
+        var candidates = Directory.GetFiles(dir, "tok*.bin");
+        if (candidates.Length == 1) return candidates[0];
+        reason = candidates.Length == 0
+            ? $"no tokenizer.bin or tok*.bin beside it in {dir}"
+            : $"several tok*.bin files beside it ({string.Join(", ", candidates.Select(Path.GetFileName))})";
+        return null;
+    }
+
+    private static LoadedModel LoadInterp(string dir, ModelLoadOptions options)
+    {
+        var model = InterpModelFormat.Load(dir);
+        var (_, tokenizerEntry) = InterpModelFormat.ReadManifest(dir);
+        ITokenizer? tokenizer = null;
+        string reason = "its manifest names no tokenizer";
+        if (options.TokenizerPath is not null) tokenizer = Llama2CTokenizer.Load(options.TokenizerPath, model.Config.DVocab);
+        else if (tokenizerEntry == "gpt2") tokenizer = Gpt2For(model.Config, out reason);
+        else if (tokenizerEntry is not null)
+        {
+            if (tokenizerEntry != Path.GetFileName(tokenizerEntry))
+                throw new ModelFileException(Path.Combine(dir, InterpModelFormat.ManifestFile), "tokenizer", "must be \"gpt2\" or a plain file name inside the model directory");
+            tokenizer = Llama2CTokenizer.Load(Path.Combine(dir, tokenizerEntry), model.Config.DVocab);
+        }
+        return new LoadedModel(model, tokenizer, dir, "interp", reason);
+    }
+
+    private static LoadedModel LoadHuggingFace(string dir, ModelLoadOptions options)
+    {
+        var hf = HfConfig.Load(Path.Combine(dir, "config.json"));
+        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+        string type = hf.ModelType ?? "";
+        (ModelConfig cfg, string format) = type switch
+        {
+            "gpt2" => (Gpt2Checkpoint.ReadConfig(hf, name), "huggingface-gpt2"),
+            "llama" or "mistral" => (LlamaCheckpoint.ReadConfig(hf, name), "huggingface-llama"),
+            _ => throw new ModelFileException(hf.Path, "model_type", $"unsupported model_type '{type}' (supported: gpt2, llama)"),
+        };
+        try { cfg.Validate(); }
+        catch (InterpException ex) when (ex is not ModelFileException) { throw new ModelFileException(hf.Path, null, ex.Message, ex); }
+
+        var model = new HookedTransformer(cfg);
+        try
+        {
+            using var ckpt = CheckpointTensors.Open(dir);
+            using var scope = torch.NewDisposeScope();
+            var weights = format == "huggingface-gpt2"
+                ? Gpt2Checkpoint.ReadWeights(ckpt, cfg)
+                : LlamaCheckpoint.ReadWeights(ckpt, cfg, hf.Bool("tie_word_embeddings", false));
+            ckpt.EnsureAllUsed();
+            WeightLoader.Load(model, weights, dir);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        ITokenizer? tokenizer = null;
+        string reason = "Hugging Face LLaMA tokenizers (tokenizer.model / tokenizer.json) are not supported";
+        if (options.TokenizerPath is not null) tokenizer = Llama2CTokenizer.Load(options.TokenizerPath, cfg.DVocab);
+        else if (format == "huggingface-gpt2") tokenizer = Gpt2For(cfg, out reason);
+        return new LoadedModel(model, tokenizer, dir, format, reason);
+    }
+
+    /// <summary>The GPT-2 BPE tokenizer, when the vocabulary is GPT-2's.</summary>
+    private static Gpt2Tokenizer? Gpt2For(ModelConfig cfg, out string reason)
+    {
+        var gpt2 = new Gpt2Tokenizer();
+        reason = cfg.DVocab >= gpt2.VocabSize ? "" : $"its vocabulary of {cfg.DVocab} is smaller than GPT-2's {gpt2.VocabSize}";
+        return cfg.DVocab >= gpt2.VocabSize ? gpt2 : null;
+    }
+}

@@ -1,0 +1,103 @@
+using Interp.Hooks;
+using static TorchSharp.torch;
+
+namespace Interp.Models;
+
+/// <summary>
+/// Multi-head (optionally grouped-query) causal self-attention, written as explicit stages so that each is a hook:
+/// q, k, v → (rotary) → scores → pattern → z → per-head result → attn_out.
+/// Weights: W_Q [head, d_model, d_head], W_K and W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model].
+/// Query head h reads key/value head h / (n_heads / n_kv_heads).
+/// </summary>
+public sealed class Attention : Component
+{
+    private readonly ModelConfig _cfg;
+    private readonly Rotary? _rotary;
+    private readonly HookPoint _q, _k, _v, _rotQ, _rotK, _scores, _pattern, _z, _result;
+
+    /// <summary>Query weights [head, d_model, d_head].</summary>
+    public Tensor W_Q { get; }
+    /// <summary>Key weights [kv_head, d_model, d_head].</summary>
+    public Tensor W_K { get; }
+    /// <summary>Value weights [kv_head, d_model, d_head].</summary>
+    public Tensor W_V { get; }
+    /// <summary>Output weights [head, d_head, d_model].</summary>
+    public Tensor W_O { get; }
+    /// <summary>Query bias [head, d_head].</summary>
+    public Tensor b_Q { get; }
+    /// <summary>Key bias [kv_head, d_head].</summary>
+    public Tensor b_K { get; }
+    /// <summary>Value bias [kv_head, d_head].</summary>
+    public Tensor b_V { get; }
+    /// <summary>Output bias [d_model].</summary>
+    public Tensor b_O { get; }
+
+    /// <summary>Creates the attention layer of block <paramref name="layer"/>.</summary>
+    public Attention(ModelConfig cfg, int layer) : base("attn", $"blocks.{layer}.attn.")
+    {
+        _cfg = cfg;
+        int h = cfg.NHeads, kv = cfg.KvHeads, d = cfg.DModel, e = cfg.HeadDim;
+        W_Q = Weight("W_Q", h, d, e);
+        W_K = Weight("W_K", kv, d, e);
+        W_V = Weight("W_V", kv, d, e);
+        W_O = Weight("W_O", h, e, d);
+        b_Q = Bias("b_Q", cfg.UseBias, h, e);
+        b_K = Bias("b_K", cfg.UseBias, kv, e);
+        b_V = Bias("b_V", cfg.UseBias, kv, e);
+        b_O = Bias("b_O", cfg.UseBias, d);
+
+        _q = Hook("hook_q", "batch", "pos", "head_index", "d_head");
+        _k = Hook("hook_k", "batch", "pos", "kv_head_index", "d_head");
+        _v = Hook("hook_v", "batch", "pos", "kv_head_index", "d_head");
+        if (cfg.Positional == PositionalKind.Rotary)
+        {
+            _rotary = new Rotary(cfg);
+            register_module("rotary", _rotary);
+        }
+        _rotQ = _rotary is null ? null! : Hook("hook_rot_q", "batch", "pos", "head_index", "d_head");
+        _rotK = _rotary is null ? null! : Hook("hook_rot_k", "batch", "pos", "kv_head_index", "d_head");
+        _scores = Hook("hook_attn_scores", "batch", "head_index", "query_pos", "key_pos");
+        _pattern = Hook("hook_pattern", "batch", "head_index", "query_pos", "key_pos");
+        _z = Hook("hook_z", "batch", "pos", "head_index", "d_head");
+        _result = Hook("hook_result", "batch", "pos", "head_index", "d_model");
+    }
+
+    /// <summary>x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model].</summary>
+    public override Tensor forward(Tensor x)
+    {
+        long pos = x.shape[1];
+        var q = _q.Run(einsum("bpd,hde->bphe", x, W_Q) + b_Q);
+        var k = _k.Run(einsum("bpd,hde->bphe", x, W_K) + b_K);
+        var v = _v.Run(einsum("bpd,hde->bphe", x, W_V) + b_V);
+        if (_rotary is not null)
+        {
+            q = _rotQ.Run(_rotary.forward(q));
+            k = _rotK.Run(_rotary.forward(k));
+        }
+        k = RepeatKv(k);
+        v = RepeatKv(v);
+
+        var scores = einsum("bqhe,bkhe->bhqk", q, k) / Math.Sqrt(_cfg.HeadDim);
+        // Built per call rather than stored: an n_ctx² table is prohibitive for long-context checkpoints.
+        var mask = ones(pos, pos, dtype: ScalarType.Bool, device: x.device).triu(1); // true above the diagonal
+        scores = _scores.Run(scores.masked_fill(mask, float.NegativeInfinity));
+        var pattern = _pattern.Run(scores.softmax(-1));
+        var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
+
+        if (_result.IsActive)
+        {
+            // Per-head writes are materialised only when someone hooks them: [batch, pos, head, d_model].
+            var result = _result.Run(einsum("bqhe,hed->bqhd", z, W_O));
+            return result.sum(2) + b_O;
+        }
+        long batch = z.shape[0];
+        return z.reshape(batch, pos, -1).matmul(W_O.reshape(-1, _cfg.DModel)) + b_O;
+    }
+
+    /// <summary>Grouped-query attention: repeats each key/value head for the query heads that share it.</summary>
+    private Tensor RepeatKv(Tensor t)
+    {
+        int group = _cfg.NHeads / _cfg.KvHeads;
+        return group == 1 ? t : t.repeat_interleave(group, dim: 2);
+    }
+}

@@ -1,0 +1,64 @@
+using Interp.Hooks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Interp.Models;
+
+/// <summary>
+/// Base of every model part: a TorchSharp module whose weights are registered under TransformerLens's names
+/// (so <c>state_dict</c> keys read <c>blocks.0.attn.W_Q</c>) and which declares its hook points.
+/// </summary>
+public abstract class Component : nn.Module<Tensor, Tensor>
+{
+    private readonly List<HookPoint> _hooks = new();
+
+    /// <summary>Creates a component whose hook names start with <paramref name="prefix"/> (e.g. <c>blocks.0.attn.</c>).</summary>
+    protected Component(string name, string prefix) : base(name) => Prefix = prefix;
+
+    /// <summary>
+    /// Components register every weight explicitly under its TransformerLens name; TorchSharp's reflection-based
+    /// registration (which <c>register_module</c> triggers) would add backing fields a second time.
+    /// </summary>
+    protected override void RegisterComponents() { }
+
+    /// <summary>The hook-name prefix of this component.</summary>
+    protected string Prefix { get; }
+
+    /// <summary>The hook points this component and its children declare.</summary>
+    public virtual IEnumerable<HookPoint> HookPoints => _hooks;
+
+    /// <summary>Declares a hook point named <c>Prefix + name</c> with the given axes.</summary>
+    protected HookPoint Hook(string name, params string[] axes)
+    {
+        var hook = new HookPoint(Prefix + name, axes);
+        _hooks.Add(hook);
+        return hook;
+    }
+
+    /// <summary>Registers a trainable weight of the given shape (zeros until loaded or initialised).</summary>
+    protected Parameter Weight(string name, params long[] shape)
+    {
+        var p = new Parameter(zeros(shape), requires_grad: true);
+        p.DetachFromDisposeScope(); // a model built inside a caller's dispose scope must outlive it
+        register_parameter(name, p);
+        return p;
+    }
+
+    /// <summary>Registers a bias: trainable when <paramref name="trainable"/>, else a fixed zero buffer kept for uniform maths.</summary>
+    protected Tensor Bias(string name, bool trainable, params long[] shape)
+    {
+        if (trainable) return Weight(name, shape);
+        var b = zeros(shape).DetachFromDisposeScope();
+        register_buffer(name, b, persistent: false);
+        return b;
+    }
+
+    /// <summary>Registers a constant table (masks, rotary angles) that is derived, never saved.</summary>
+    protected Tensor Constant(string name, Tensor value)
+    {
+        value.DetachFromDisposeScope();
+        register_buffer(name, value, persistent: false);
+        return value;
+    }
+}

@@ -1,0 +1,191 @@
+using Interp.Hooks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Interp.Models;
+
+/// <summary>
+/// A decoder-only transformer with a hook point at every stage (TransformerLens's HookedTransformer), driven by a
+/// <see cref="ModelConfig"/>: GPT-2 (LayerNorm, GELU, learned positions), LLaMA (RMSNorm, rotary, SwiGLU,
+/// grouped-query attention), attention-only and sinusoidal-position models. Tokens [batch, pos] → logits
+/// [batch, pos, d_vocab], causal, float32 by default. Weights are registered under TransformerLens's names
+/// (<c>embed.W_E</c>, <c>blocks.0.attn.W_Q</c>, …); loading lives in <c>Interp.Loading</c>.
+/// </summary>
+public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
+{
+    private readonly Dictionary<string, HookPoint> _hooks;
+
+    /// <summary>The architecture.</summary>
+    public ModelConfig Config { get; }
+    /// <summary>Token embedding.</summary>
+    public Embed Embed { get; }
+    /// <summary>Additive position embedding (null for rotary or position-free models).</summary>
+    public PosEmbed? PosEmbed { get; }
+    /// <summary>The blocks, in order.</summary>
+    public IReadOnlyList<TransformerBlock> Blocks { get; }
+    /// <summary>The final norm (null without normalisation).</summary>
+    public Norm? LnFinal { get; }
+    /// <summary>Unembedding.</summary>
+    public Unembed Unembed { get; }
+
+    /// <summary>Builds the model with all weights zero (norm gains one); load or <see cref="InitWeights"/> next.</summary>
+    public HookedTransformer(ModelConfig config) : base(config.Name)
+    {
+        Config = config.Validate();
+        register_module("embed", Embed = new Embed(config));
+        if (config.Positional is PositionalKind.Learned or PositionalKind.Sinusoidal)
+            register_module("pos_embed", PosEmbed = new PosEmbed(config));
+        var blocks = Enumerable.Range(0, config.NLayers).Select(l => new TransformerBlock(config, l)).ToArray();
+        register_module("blocks", new ModuleList<TransformerBlock>(blocks));
+        Blocks = blocks;
+        if (config.Norm != NormKind.None) register_module("ln_final", LnFinal = new Norm(config, "ln_final."));
+        register_module("unembed", Unembed = new Unembed(config));
+
+        var all = Embed.HookPoints.Concat(PosEmbed?.HookPoints ?? [])
+            .Concat(blocks.SelectMany(b => b.HookPoints))
+            .Concat(LnFinal?.HookPoints ?? []);
+        _hooks = new Dictionary<string, HookPoint>(StringComparer.Ordinal);
+        foreach (var h in all) _hooks.Add(h.Name, h);
+        HookPoints = _hooks.Values.ToArray();
+    }
+
+    /// <summary>Submodules are registered explicitly under TransformerLens's names; skip reflection-based registration.</summary>
+    protected override void RegisterComponents() { }
+
+    /// <summary>Every hook point, in the order the forward pass reaches them.</summary>
+    public IReadOnlyList<HookPoint> HookPoints { get; }
+
+    /// <summary>The device the weights live on.</summary>
+    public Device Device => Embed.W_E.device;
+
+    /// <summary>Number of trainable parameters.</summary>
+    public long ParameterCount => parameters().Sum(p => p.NumberOfElements);
+
+    /// <summary>The hook point called <paramref name="name"/>; an unknown name lists the closest valid names.</summary>
+    public HookPoint GetHookPoint(string name) =>
+        _hooks.TryGetValue(name, out var h) ? h : throw new UnknownHookException(name, NameSuggestions.Closest(name, _hooks.Keys));
+
+    /// <summary>The shape an activation at <paramref name="hook"/> has for a [batch, pos] input.</summary>
+    public long[] HookShape(HookPoint hook, long batch, long pos) => hook.Axes.Select(axis => axis switch
+    {
+        "batch" => batch,
+        "pos" or "query_pos" or "key_pos" => pos,
+        "d_model" => Config.DModel,
+        "head_index" => Config.NHeads,
+        "kv_head_index" => Config.KvHeads,
+        "d_head" => Config.HeadDim,
+        "d_mlp" => Config.DMlp,
+        "one" => 1L,
+        _ => throw new InvalidOperationException($"hook {hook.Name}: unknown axis '{axis}'"),
+    }).ToArray();
+
+    /// <summary>Plain forward pass: tokens [batch, pos] (or [pos]) → logits [batch, pos, d_vocab].</summary>
+    public override Tensor forward(Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
+        tokens = ValidateTokens(tokens);
+        var resid = Embed.forward(tokens);
+        if (PosEmbed is not null) resid = resid + PosEmbed.forward(tokens);
+        foreach (var block in Blocks) resid = block.forward(resid);
+        if (LnFinal is not null) resid = LnFinal.forward(resid);
+        return Unembed.forward(resid).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The forward pass with <paramref name="hooks"/> attached for its duration (removed even if it throws).</summary>
+    public Tensor RunWithHooks(Tensor tokens, params (string Name, HookFunction Hook)[] hooks)
+    {
+        using (Hooks(hooks)) return forward(tokens);
+    }
+
+    /// <summary>
+    /// The forward pass, recording activations into an <see cref="ActivationCache"/>. With no filter every hook
+    /// point is cached except the per-head <c>hook_result</c> (large, and computed only when asked for, as in
+    /// TransformerLens); a filter caches exactly the names it accepts, <c>hook_result</c> included.
+    /// </summary>
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Func<string, bool>? namesFilter = null)
+    {
+        var cache = new ActivationCache();
+        try
+        {
+            namesFilter ??= name => !name.EndsWith(".hook_result", StringComparison.Ordinal);
+            var hooks = HookPoints.Where(h => namesFilter(h.Name))
+                .Select(h => (h.Name, (HookFunction)((act, _) =>
+                {
+                    cache.Add(h.Name, act.detach().DetachFromDisposeScope());
+                    return null;
+                })))
+                .ToArray();
+            var logits = RunWithHooks(tokens, hooks);
+            return (logits, cache);
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Attaches hooks until the returned scope is disposed. Unknown names fail before anything is attached.</summary>
+    public HookScope Hooks(params (string Name, HookFunction Hook)[] hooks)
+    {
+        var points = hooks.Select(h => GetHookPoint(h.Name)).ToArray();
+        var scope = new HookScope();
+        for (int i = 0; i < hooks.Length; i++) scope.Add(points[i].Add(hooks[i].Hook));
+        return scope;
+    }
+
+    /// <summary>Detaches every hook from every hook point.</summary>
+    public void ResetHooks()
+    {
+        foreach (var h in HookPoints) h.Clear();
+    }
+
+    /// <summary>
+    /// Checks tokens and returns them as int64 [batch, pos] on the model's device: 1-D input gains a batch axis;
+    /// ids must lie in [0, d_vocab) and the length in [1, n_ctx].
+    /// </summary>
+    public Tensor ValidateTokens(Tensor tokens)
+    {
+        if (tokens.dim() == 1) tokens = tokens.unsqueeze(0);
+        if (tokens.dim() != 2)
+            throw new InvalidTokensException($"tokens must have shape [batch, pos], got [{string.Join(", ", tokens.shape)}]");
+        if (tokens.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
+            throw new InvalidTokensException($"tokens must be an integer tensor, got {tokens.dtype}");
+        long pos = tokens.shape[1];
+        if (pos == 0 || tokens.shape[0] == 0) throw new InvalidTokensException("tokens are empty: need at least one position");
+        if (pos > Config.NCtx)
+            throw new InvalidTokensException($"sequence of {pos} tokens is longer than the model's context n_ctx = {Config.NCtx}");
+        tokens = tokens.to(ScalarType.Int64, Device);
+        using (NewDisposeScope())
+        {
+            var bad = (tokens < 0).logical_or(tokens >= Config.DVocab);
+            if (bad.any().item<bool>())
+            {
+                long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
+                long id = tokens.reshape(-1)[flat].item<long>();
+                throw new InvalidTokensException(
+                    $"token id {id} at [batch {flat / pos}, pos {flat % pos}] is outside the vocabulary [0, {Config.DVocab})");
+            }
+        }
+        return tokens;
+    }
+
+    /// <summary>
+    /// Random initialisation as TransformerLens does by default: weights ~ N(0, std) with std = 0.8/√d_model
+    /// unless given, biases zero, norm gains one. Deterministic for a given seed.
+    /// </summary>
+    public void InitWeights(long seed, double? std = null)
+    {
+        double s = std ?? 0.8 / Math.Sqrt(Config.DModel);
+        var generator = new Generator((ulong)seed);
+        using var _ = no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            string leaf = name[(name.LastIndexOf('.') + 1)..];
+            if (leaf.StartsWith("b", StringComparison.Ordinal)) p.zero_();
+            else if (leaf == "w") p.fill_(1.0);
+            else p.copy_(randn(p.shape, generator: generator) * s);
+        }
+    }
+}

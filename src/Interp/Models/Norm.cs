@@ -1,0 +1,47 @@
+using Interp.Hooks;
+using static TorchSharp.torch;
+
+namespace Interp.Models;
+
+/// <summary>
+/// LayerNorm or RMSNorm with TransformerLens's hooks: <c>hook_scale</c> [batch, pos, one] and
+/// <c>hook_normalized</c> [batch, pos, d_model]. As in TransformerLens, LayerNorm's hook_normalized is taken after
+/// w and b; RMSNorm's before w.
+/// </summary>
+public sealed class Norm : Component
+{
+    private readonly NormKind _kind;
+    private readonly double _eps;
+    private readonly HookPoint _scale, _normalized;
+
+    /// <summary>Gain w [d_model].</summary>
+    public Tensor W { get; }
+    /// <summary>Shift b [d_model] (zero, fixed, for RMSNorm).</summary>
+    public Tensor B { get; }
+
+    /// <summary>Creates the norm; <paramref name="prefix"/> is e.g. <c>blocks.0.ln1.</c>.</summary>
+    public Norm(ModelConfig cfg, string prefix) : base("norm", prefix)
+    {
+        if (cfg.Norm == NormKind.None) throw new ArgumentException("NormKind.None has no norm module", nameof(cfg));
+        _kind = cfg.Norm;
+        _eps = cfg.NormEps;
+        W = Weight("w", cfg.DModel);
+        using (no_grad()) W.fill_(1.0);
+        B = Bias("b", _kind == NormKind.LayerNorm, cfg.DModel);
+        _scale = Hook("hook_scale", "batch", "pos", "one");
+        _normalized = Hook("hook_normalized", "batch", "pos", "d_model");
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x)
+    {
+        if (_kind == NormKind.LayerNorm)
+        {
+            x = x - x.mean([-1], keepdim: true);
+            var scale = _scale.Run((x.pow(2).mean([-1], keepdim: true) + _eps).sqrt());
+            return _normalized.Run(x / scale * W + B);
+        }
+        var rms = _scale.Run((x.pow(2).mean([-1], keepdim: true) + _eps).sqrt());
+        return _normalized.Run(x / rms) * W;
+    }
+}

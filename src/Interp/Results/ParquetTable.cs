@@ -1,0 +1,65 @@
+using Interp.Loading;
+using Parquet;
+using Parquet.Schema;
+
+namespace Interp.Results;
+
+/// <summary>
+/// A results table in long format, built column by column and written to Parquet atomically (temporary file +
+/// rename), in row groups of at most <see cref="RowGroupSize"/> rows so that large tables stream.
+/// </summary>
+public sealed class ParquetTable
+{
+    private readonly List<Column> _columns = new();
+
+    /// <summary>A column: its field, its length, and how to write a slice of it into a row group.</summary>
+    private sealed record Column(DataField Field, long Length, Func<ParquetRowGroupWriter, long, int, CancellationToken, Task> WriteSlice);
+
+    /// <summary>Rows per row group.</summary>
+    public int RowGroupSize { get; init; } = 1 << 20;
+
+    /// <summary>Number of rows (all columns have the same length).</summary>
+    public long RowCount => _columns.Count == 0 ? 0 : _columns[0].Length;
+
+    /// <summary>Adds a column; every column must have the same length and a distinct name.</summary>
+    public ParquetTable Add<T>(string name, T[] values) where T : struct
+    {
+        if (_columns.Count > 0 && values.Length != RowCount)
+            throw new InterpException($"Parquet column '{name}' has {values.Length} rows but the table has {RowCount}");
+        if (_columns.Any(c => c.Field.Name == name))
+            throw new InterpException($"Parquet column '{name}' was added twice");
+        var field = new DataField<T>(name);
+        _columns.Add(new Column(field, values.LongLength, async (group, start, count, ct) =>
+            await group.WriteAsync(field, new ReadOnlyMemory<T>(values, (int)start, count), cancellationToken: ct)));
+        return this;
+    }
+
+    /// <summary>Writes the table to <paramref name="path"/>; a reader never sees a partial file.</summary>
+    public async Task WriteAsync(string path, CancellationToken cancellationToken = default)
+    {
+        if (_columns.Count == 0) throw new InterpException($"{path}: a Parquet table needs at least one column");
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        var schema = new ParquetSchema(_columns.Select(c => (Field)c.Field).ToArray());
+        string tmp = Path.Combine(dir ?? ".", $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            await using (var stream = File.Create(tmp))
+            await using (var writer = await ParquetWriter.CreateAsync(schema, stream, cancellationToken: cancellationToken))
+            {
+                for (long start = 0; start < RowCount || start == 0; start += RowGroupSize)
+                {
+                    int count = (int)Math.Min(RowGroupSize, RowCount - start);
+                    using var group = writer.CreateRowGroup();
+                    foreach (var column in _columns) await column.WriteSlice(group, start, count, cancellationToken);
+                    if (RowCount == 0) break;
+                }
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+}
