@@ -1,3 +1,4 @@
+#nullable enable
 // MSBuild inline task: marks one GLIBCXX version need of an ELF64 little-endian shared library as weak,
 // only when the system's libstdc++ does not provide that version. See TorchSharpNativeFix.targets.
 using System;

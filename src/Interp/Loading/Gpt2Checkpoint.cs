@@ -13,6 +13,8 @@ public static class Gpt2Checkpoint
     /// <summary>The model config a GPT-2 <c>config.json</c> describes.</summary>
     public static ModelConfig ReadConfig(HfConfig hf, string name)
     {
+        if (!hf.Bool("scale_attn_weights", true) || hf.Bool("scale_attn_by_inverse_layer_idx", false))
+            throw new ModelFileException(hf.Path, "scale_attn_weights", "only GPT-2's standard 1/√d_head attention scaling is supported");
         int d = hf.Int(null, "n_embd", "hidden_size");
         string act = hf.String("activation_function") ?? "gelu_new";
         return new ModelConfig

@@ -1,0 +1,106 @@
+using Interp.Cli;
+using Interp.Loading;
+using Interp.Tests.Support;
+using ParquetSharp;
+using static TorchSharp.torch;
+
+namespace Interp.Tests.Cli;
+
+/// <summary>The <c>interp</c> verbs, run in-process; Parquet output is read back with ParquetSharp (an independent reader).</summary>
+public sealed class CliTests
+{
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = await CliApp.RunAsync(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [Fact]
+    public async Task Info_lists_architecture_parameters_and_every_hook_with_its_shape()
+    {
+        var (code, output, _) = await Run("info", "--model", TestModels.StoriesBin);
+        Assert.Equal(0, code);
+        Assert.Contains("layers:      5", output);
+        Assert.Contains("(key/value heads: 4)", output);
+        Assert.Contains("Rotary (AdjacentPairs", output);
+        Assert.Contains("parameters:  292,800", output);
+        Assert.Matches(@"blocks\.4\.attn\.hook_k\s+\[batch, pos, 4, 8\]", output);
+        Assert.Matches(@"blocks\.0\.attn\.hook_pattern\s+\[batch, 8, query_pos, key_pos\]", output);
+        Assert.Matches(@"ln_final\.hook_scale\s+\[batch, pos, 1\]", output);
+        using var loaded = ModelLoader.Load(TestModels.StoriesBin);
+        Assert.Contains($"hook points: {loaded.Model.HookPoints.Count}", output);
+    }
+
+    [Fact]
+    public async Task Logits_writes_every_position_and_vocabulary_entry_to_parquet()
+    {
+        using var tmp = new TempDir();
+        string file = tmp.File("logits.parquet");
+        var (code, _, err) = await Run("logits", "--model", TestModels.Gpt2TinyDir, "--tokens", "5, 17,999,0", "--out", file);
+        Assert.True(code == 0, err);
+
+        using var reader = new ParquetFileReader(file);
+        var schema = reader.FileMetaData.Schema;
+        Assert.Equal(["position", "vocab", "logit"], Enumerable.Range(0, schema.NumColumns).Select(i => schema.Column(i).Name));
+        var positions = new List<int>(); var vocab = new List<int>(); var logits = new List<float>();
+        for (int g = 0; g < reader.FileMetaData.NumRowGroups; g++)
+        {
+            using var group = reader.RowGroup(g);
+            long n = group.MetaData.NumRows;
+            positions.AddRange(group.Column(0).LogicalReader<int>().ReadAll((int)n));
+            vocab.AddRange(group.Column(1).LogicalReader<int>().ReadAll((int)n));
+            logits.AddRange(group.Column(2).LogicalReader<float>().ReadAll((int)n));
+        }
+        Assert.Equal(4 * 1000, positions.Count);
+
+        using var loaded = ModelLoader.Load(TestModels.Gpt2TinyDir);
+        using var scope = NewDisposeScope();
+        var expected = loaded.Model.forward(tensor(new long[] { 5, 17, 999, 0 }, [1, 4]))[0].data<float>().ToArray();
+        for (int i = 0; i < positions.Count; i++)
+        {
+            Assert.Equal(i / 1000, positions[i]);
+            Assert.Equal(i % 1000, vocab[i]);
+            Assert.Equal(expected[positions[i] * 1000 + vocab[i]], logits[i]);
+        }
+    }
+
+    [Fact]
+    public async Task Generate_prints_a_fluent_continuation()
+    {
+        var (code, output, err) = await Run("generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "20");
+        Assert.True(code == 0, err);
+        Assert.StartsWith("Once upon a time, there was a little", output);
+    }
+
+    [Theory]
+    [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--text", "hello", "--out", "OUT" }, "no tokenizer for this model (its vocabulary of 1000 is smaller than GPT-2's 50257)")]
+    [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,x,3", "--out", "OUT" }, "'x' is not an integer token id")]
+    [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,1000", "--out", "OUT" }, "token id 1000 at [batch 0, pos 1] is outside the vocabulary [0, 1000)")]
+    [InlineData(new[] { "logits", "--model", "/no/such/model", "--tokens", "1", "--out", "OUT" }, "/no/such/model: no such file or directory")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--max-new", "-3" }, "--max-new must not be negative")]
+    public async Task Bad_requests_give_one_clear_line_and_exit_code_1(string[] args, string message)
+    {
+        using var tmp = new TempDir();
+        args = args.Select(a => a switch
+        {
+            "MODEL:gpt2" => TestModels.Gpt2TinyDir,
+            "MODEL:stories" => TestModels.StoriesBin,
+            "OUT" => tmp.File("out.parquet"),
+            _ => a,
+        }).ToArray();
+        var (code, _, err) = await Run(args);
+        Assert.Equal(1, code);
+        Assert.Contains(message, err);
+        Assert.False(File.Exists(tmp.File("out.parquet")));
+    }
+
+    [Fact]
+    public async Task Tokens_and_text_together_are_rejected_by_the_parser()
+    {
+        var (code, _, err) = await Run("logits", "--model", TestModels.Gpt2TinyDir, "--tokens", "1", "--text", "a", "--out", "x.parquet");
+        Assert.NotEqual(0, code);
+        Assert.Contains("exactly one of --tokens and --text", err);
+    }
+}
