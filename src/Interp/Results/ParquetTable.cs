@@ -39,7 +39,11 @@ public sealed class ParquetTable
     {
         if (_columns.Count == 0) throw new InterpException($"{path}: a Parquet table needs at least one column");
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
+        try { if (dir is not null) Directory.CreateDirectory(dir); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new InterpException($"cannot create the folder for Parquet table {path}: {ex.Message}", ex);
+        }
         var schema = new ParquetSchema(_columns.Select(c => (Field)c.Field).ToArray());
         string tmp = Path.Combine(dir ?? ".", $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try
@@ -56,6 +60,10 @@ public sealed class ParquetTable
                 }
             }
             File.Move(tmp, path, overwrite: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new InterpException($"cannot write Parquet table {path}: {ex.Message}", ex);
         }
         finally
         {

@@ -97,6 +97,17 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Unwritable_output_is_a_clear_error()
+    {
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.File("blocker"), "a file where a folder should be");
+        string target = Path.Combine(tmp.File("blocker"), "logits.parquet");
+        var (code, _, err) = await Run("logits", "--model", TestModels.Gpt2TinyDir, "--tokens", "1,2", "--out", target);
+        Assert.Equal(1, code);
+        Assert.Contains($"cannot create the folder for Parquet table {target}", err);
+    }
+
+    [Fact]
     public async Task Tokens_and_text_together_are_rejected_by_the_parser()
     {
         var (code, _, err) = await Run("logits", "--model", TestModels.Gpt2TinyDir, "--tokens", "1", "--text", "a", "--out", "x.parquet");
