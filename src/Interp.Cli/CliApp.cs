@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Interp.Cli.Commands;
+using Interp.Experiments;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -17,6 +18,33 @@ public static class CliApp
     /// <summary>Runs the command line <paramref name="args"/>, writing results to <paramref name="output"/> and errors to <paramref name="error"/>.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
+        using var host = BuildHost(output, error);
+        var services = host.Services;
+        var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")
+        {
+            services.GetRequiredService<InfoCommand>().Build(),
+            services.GetRequiredService<LogitsCommand>().Build(),
+            services.GetRequiredService<GenerateCommand>().Build(),
+            services.GetRequiredService<ListCommand>().Build(),
+            services.GetRequiredService<RunCommand>().Build(),
+
+        };
+        return await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken);
+    }
+
+    /// <summary>
+    /// Entry point of the scripts in <c>experiments/</c>: runs one experiment with <c>interp run</c>'s options
+    /// (<c>--model</c>, <c>--out</c>, <c>--seed</c>, <c>--set</c>) through the same host.
+    /// </summary>
+    public static async Task<int> RunScriptAsync(IExperiment experiment, string[] args)
+    {
+        using var host = BuildHost(Console.Out, Console.Error);
+        var command = host.Services.GetRequiredService<RunCommand>().BuildForScript(experiment);
+        return await command.Parse(args).InvokeAsync(new InvocationConfiguration { Output = Console.Out, Error = Console.Error });
+    }
+
+    private static IHost BuildHost(TextWriter output, TextWriter error)
+    {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
         {
             ContentRootPath = AppContext.BaseDirectory,
@@ -33,16 +61,10 @@ public static class CliApp
         builder.Services.AddSingleton<InfoCommand>();
         builder.Services.AddSingleton<LogitsCommand>();
         builder.Services.AddSingleton<GenerateCommand>();
-        using var host = builder.Build();
+        builder.Services.AddSingleton<ListCommand>();
+        builder.Services.AddSingleton<RunCommand>();
 
-        var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")
-        {
-            host.Services.GetRequiredService<InfoCommand>().Build(),
-            host.Services.GetRequiredService<LogitsCommand>().Build(),
-            host.Services.GetRequiredService<GenerateCommand>().Build(),
-        };
-        var parse = root.Parse(args);
-        return await parse.InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken);
+        return builder.Build();
     }
 }
 

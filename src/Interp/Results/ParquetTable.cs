@@ -24,15 +24,33 @@ public sealed class ParquetTable
     /// <summary>Adds a column; every column must have the same length and a distinct name.</summary>
     public ParquetTable Add<T>(string name, T[] values) where T : struct
     {
-        if (_columns.Count > 0 && values.Length != RowCount)
-            throw new InterpException($"Parquet column '{name}' has {values.Length} rows but the table has {RowCount}");
-        if (_columns.Any(c => c.Field.Name == name))
-            throw new InterpException($"Parquet column '{name}' was added twice");
+        CheckNewColumn(name, values.LongLength);
         var field = new DataField<T>(name);
         _columns.Add(new Column(field, values.LongLength, async (group, start, count, ct) =>
             await group.WriteAsync(field, new ReadOnlyMemory<T>(values, (int)start, count), cancellationToken: ct)));
         return this;
     }
+
+    /// <summary>Adds a string column (UTF-8, required values).</summary>
+    public ParquetTable Add(string name, string[] values)
+    {
+        CheckNewColumn(name, values.LongLength);
+        var field = new DataField<string>(name, false);
+        _columns.Add(new Column(field, values.LongLength, async (group, start, count, ct) =>
+            await group.WriteAsync(field, new ArraySegment<string>(values, (int)start, count))));
+        return this;
+    }
+
+    private void CheckNewColumn(string name, long length)
+    {
+        if (_columns.Count > 0 && length != RowCount)
+            throw new InterpException($"Parquet column '{name}' has {length} rows but the table has {RowCount}");
+        if (_columns.Any(c => c.Field.Name == name))
+            throw new InterpException($"Parquet column '{name}' was added twice");
+    }
+
+    /// <summary>The column names, in order.</summary>
+    public IReadOnlyList<string> ColumnNames => _columns.Select(c => c.Field.Name).ToArray();
 
     /// <summary>Writes the table to <paramref name="path"/>; a reader never sees a partial file.</summary>
     public async Task WriteAsync(string path, CancellationToken cancellationToken = default)

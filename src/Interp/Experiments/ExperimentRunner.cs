@@ -1,0 +1,116 @@
+using System.Globalization;
+using System.Reflection;
+using Interp.Loading;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using TorchSharp;
+
+namespace Interp.Experiments;
+
+/// <summary>How to run an experiment.</summary>
+public sealed record ExperimentRunOptions
+{
+    /// <summary>Model to analyse; null means <see cref="DefaultModel"/>.</summary>
+    public string? ModelPath { get; init; }
+    /// <summary>Loads the built-in default model when no <see cref="ModelPath"/> is given.</summary>
+    public Func<LoadedModel>? DefaultModel { get; init; }
+    /// <summary>Output folder; null means <c>{ArtifactsRoot}/runs/{experiment}-{timestamp}</c>.</summary>
+    public string? OutputDirectory { get; init; }
+    /// <summary>Root of generated outputs.</summary>
+    public string ArtifactsRoot { get; init; } = "artifacts";
+    /// <summary>Seed of every random draw.</summary>
+    public int Seed { get; init; }
+    /// <summary>Device for the model.</summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>Free-form options for the experiment (<c>--set key=value</c>).</summary>
+    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    /// <summary>Receives progress reports.</summary>
+    public IProgress<ExperimentProgress>? Progress { get; init; }
+}
+
+/// <summary>The outcome of a run.</summary>
+public sealed record RunResult(string OutputDirectory, RunManifest Manifest);
+
+/// <summary>
+/// Runs an <see cref="IExperiment"/>: creates the run folder, keeps <c>manifest.json</c> current, and always ends
+/// with a status (completed, cancelled or failed) and a report of whatever was finished.
+/// </summary>
+public sealed class ExperimentRunner(ILogger? logger = null)
+{
+    private readonly ILogger _logger = logger ?? NullLogger.Instance;
+
+    /// <summary>Runs <paramref name="experiment"/>. Cancellation and failures are recorded, not thrown.</summary>
+    public async Task<RunResult> RunAsync(IExperiment experiment, ExperimentRunOptions options, CancellationToken cancellationToken = default)
+    {
+        var started = DateTimeOffset.UtcNow;
+        string runId = $"{experiment.Name}-{started:yyyyMMdd-HHmmss}";
+        string dir = CreateRunDirectory(options.OutputDirectory ?? Path.Combine(options.ArtifactsRoot, "runs", runId));
+        var manifest = new RunManifest
+        {
+            RunId = runId,
+            Experiment = experiment.Name,
+            Seed = options.Seed,
+            Started = started,
+            Options = new Dictionary<string, string>(options.Options) { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
+            Versions = Versions(),
+        };
+        manifest.Save(dir);
+        _logger.LogInformation("Running {Experiment} into {Directory}", experiment.Name, dir);
+
+        Func<LoadedModel>? load = !experiment.UsesModel ? null
+            : options.ModelPath is not null ? () => ModelLoader.Load(options.ModelPath, new ModelLoadOptions { Device = options.Device })
+            : options.DefaultModel ?? throw new InterpException($"experiment {experiment.Name} needs a model: pass --model PATH");
+        var context = new ExperimentContext(dir, manifest, load, _logger, options.Progress);
+        torch.manual_seed(options.Seed);
+        try
+        {
+            await experiment.RunAsync(context, cancellationToken);
+            manifest.Status = RunStatus.Completed;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            manifest.Status = RunStatus.Cancelled;
+            _logger.LogWarning("{Experiment} was cancelled; finished artefacts are kept in {Directory}", experiment.Name, dir);
+        }
+        catch (Exception ex)
+        {
+            manifest.Status = RunStatus.Failed;
+            manifest.Error = ex is InterpException ? ex.Message : ex.ToString();
+            _logger.LogError("{Experiment} failed: {Error}", experiment.Name, ex.Message);
+        }
+        finally
+        {
+            manifest.Ended = DateTimeOffset.UtcNow;
+            RunReport.Write(dir, manifest, context.Report);
+            manifest.Artifacts.RemoveAll(a => a.Kind == "report");
+            manifest.Artifacts.Add(new RunArtifact("report.md", "report", "the report (Markdown)"));
+            manifest.Artifacts.Add(new RunArtifact("report.html", "report", "the report (HTML)"));
+            manifest.Save(dir);
+            context.LoadedModelOrNull?.Dispose();
+        }
+        return new RunResult(dir, manifest);
+    }
+
+    private static string CreateRunDirectory(string requested)
+    {
+        string dir = requested;
+        // A second run within the same second gets its own folder instead of overwriting the first.
+        for (int i = 2; Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any(); i++) dir = $"{requested}-{i}";
+        try { Directory.CreateDirectory(dir); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new InterpException($"cannot create the output folder {dir}: {ex.Message}", ex);
+        }
+        return dir;
+    }
+
+    private static Dictionary<string, string> Versions() => new()
+    {
+        ["interp"] = typeof(ExperimentRunner).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown",
+        ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString() ?? "unknown",
+        ["libtorch"] = torch.__version__ ?? "unknown",
+        ["dotnet"] = Environment.Version.ToString(),
+        ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+        ["cpu_threads"] = torch.get_num_threads().ToString(CultureInfo.InvariantCulture),
+    };
+}
