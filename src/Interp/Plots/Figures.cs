@@ -28,10 +28,16 @@ public static class Figures
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
         // ScottPlot draws row 0 at the top, at y = rows − 1.
-        plot.Axes.Left.SetTicks(Enumerable.Range(0, rows).Select(r => (double)(rows - 1 - r)).ToArray(),
-            Enumerable.Range(0, rows).Select(r => rowLabels?[r] ?? r.ToString()).ToArray());
-        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, cols).Select(c => (double)c).ToArray(),
-            Enumerable.Range(0, cols).Select(c => columnLabels?[c] ?? c.ToString()).ToArray());
+        // Labelled axes show every label; numbered ones about 16 ticks, so that large matrices stay legible.
+        var rowTicks = TickIndices(rows, rowLabels is not null);
+        var colTicks = TickIndices(cols, columnLabels is not null);
+        plot.Axes.Left.SetTicks(rowTicks.Select(r => (double)(rows - 1 - r)).ToArray(), rowTicks.Select(r => rowLabels?[r] ?? r.ToString()).ToArray());
+        plot.Axes.Bottom.SetTicks(colTicks.Select(c => (double)c).ToArray(), colTicks.Select(c => columnLabels?[c] ?? c.ToString()).ToArray());
+        if (Math.Max(rowLabels?.Length ?? 0, columnLabels?.Length ?? 0) > 30)
+        {
+            plot.Axes.Left.TickLabelStyle.FontSize = 9;
+            plot.Axes.Bottom.TickLabelStyle.FontSize = 9;
+        }
         if (columnLabels is not null && columnLabels.Any(l => l.Length > 2))
         {
             // Rotated labels need room below the axis, or they run into the axis title.
@@ -98,6 +104,12 @@ public static class Figures
         double extent = vectors.Max(v => Math.Max(Math.Abs(v.X), Math.Abs(v.Y))) * 1.3 + 1e-9;
         plot.Axes.SetLimits(-0.15 * extent, extent, -0.15 * extent, extent);
         return plot;
+    }
+
+    private static int[] TickIndices(int n, bool labelled)
+    {
+        int step = labelled ? 1 : Math.Max(1, (int)Math.Ceiling(n / 16.0));
+        return Enumerable.Range(0, n).Where(i => i % step == 0).ToArray();
     }
 
     private static double Min(double[,] v) => v.Cast<double>().Where(double.IsFinite).DefaultIfEmpty(0).Min();
