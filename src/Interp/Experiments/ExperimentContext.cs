@@ -73,6 +73,7 @@ public sealed class ExperimentContext
     /// <summary>Writes a table (a <c>run_id</c> column is appended) and records it.</summary>
     public async Task WriteTableAsync(string fileName, ParquetTable table, string description, CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         string path = ArtifactPath(fileName, ".parquet");
         table.Add("run_id", Enumerable.Repeat(RunId, (int)table.RowCount).ToArray());
         await table.WriteAsync(path, cancellationToken);

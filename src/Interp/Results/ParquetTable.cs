@@ -71,6 +71,7 @@ public sealed class ParquetTable
             {
                 for (long start = 0; start < RowCount || start == 0; start += RowGroupSize)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     int count = (int)Math.Min(RowGroupSize, RowCount - start);
                     using var group = writer.CreateRowGroup();
                     foreach (var column in _columns) await column.WriteSlice(group, start, count, cancellationToken);
