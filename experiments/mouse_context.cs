@@ -2,15 +2,16 @@
 // The classic teaching example of self-attention: with Q = K = V = the input embeddings (no learned weights),
 // the same word "mouse" comes out different in two sentences, because it averages in its context.
 // Run: dotnet run experiments/mouse_context.cs [-- --out DIR]
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new MouseContextExperiment(), args);
-#endif
 
 using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
 using ScottPlot;
 using static TorchSharp.torch;
+
+#if !INTERP_CLI
+return await Interp.Cli.CliApp.RunScriptAsync(new MouseContextExperiment(), args);
+#endif
 
 /// <summary>Self-attention with Q = K = V = X on two sentences that share the word "mouse".</summary>
 sealed class MouseContextExperiment : IExperiment

@@ -2,15 +2,16 @@
 // The original Transformer's sinusoidal position table, PE(pos, 2i) = sin(pos/10000^(2i/D)),
 // PE(pos, 2i+1) = cos(pos/10000^(2i/D)), and how similar positions are to each other under it.
 // Run: dotnet run experiments/positional_encoding.cs [-- --set positions=64 --set d_model=128]
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new PositionalEncodingExperiment(), args);
-#endif
 
 using Interp.Experiments;
 using Interp.Models;
 using Interp.Plots;
 using Interp.Results;
 using static TorchSharp.torch;
+
+#if !INTERP_CLI
+return await Interp.Cli.CliApp.RunScriptAsync(new PositionalEncodingExperiment(), args);
+#endif
 
 /// <summary>The sinusoidal position table as a heatmap, and the dot-product similarity between positions.</summary>
 sealed class PositionalEncodingExperiment : IExperiment

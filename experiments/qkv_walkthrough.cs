@@ -3,9 +3,6 @@
 // "is" and "red" look at "car" and read its embedding, then print and plot every stage: Q, K, V, scores, scaled scores, softmax weights,
 // and the weighted values.
 // Run: dotnet run experiments/qkv_walkthrough.cs [-- --set steps=300]
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new QkvWalkthroughExperiment(), args);
-#endif
 
 using System.Globalization;
 using System.Text;
@@ -13,6 +10,10 @@ using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
 using static TorchSharp.torch;
+
+#if !INTERP_CLI
+return await Interp.Cli.CliApp.RunScriptAsync(new QkvWalkthroughExperiment(), args);
+#endif
 
 /// <summary>One causal attention head on "The car is red", learned and then taken apart stage by stage.</summary>
 sealed class QkvWalkthroughExperiment : IExperiment

@@ -27,6 +27,8 @@ public static class InterpModelFormat
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
         MaxDepth = 32,
+        // Explicit: apps that default to trimming-safe JSON (e.g. `dotnet run file.cs`) disable reflection otherwise.
+        TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
     };
 
     /// <summary>True when <paramref name="directory"/> holds a model in this format.</summary>
