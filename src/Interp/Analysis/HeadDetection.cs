@@ -1,0 +1,97 @@
+using Interp.Hooks;
+using Interp.Models;
+using static TorchSharp.torch;
+
+namespace Interp.Analysis;
+
+/// <summary>The three standard attention-head scores (TransformerLens's head detector).</summary>
+public enum HeadScoreKind
+{
+    /// <summary>Attention from each position to the one before it.</summary>
+    PreviousToken,
+    /// <summary>Attention from a token in the repeated half to the same token in the first half.</summary>
+    DuplicateToken,
+    /// <summary>Attention from a token in the repeated half to the token after its first occurrence.</summary>
+    Induction,
+}
+
+/// <summary>Scores of every head: <c>Values[kind][layer, head]</c>.</summary>
+public sealed record HeadScores(IReadOnlyDictionary<HeadScoreKind, double[,]> Values)
+{
+    /// <summary>The snake_case name used in tables: previous_token, duplicate_token, induction.</summary>
+    public static string Name(HeadScoreKind kind) => kind switch
+    {
+        HeadScoreKind.PreviousToken => "previous_token",
+        HeadScoreKind.DuplicateToken => "duplicate_token",
+        _ => "induction",
+    };
+
+    /// <summary>The head with the highest score of <paramref name="kind"/> in <paramref name="layer"/> (or any layer).</summary>
+    public (int Layer, int Head, double Score) Best(HeadScoreKind kind, int? layer = null)
+    {
+        var v = Values[kind];
+        var best = (Layer: -1, Head: -1, Score: double.NegativeInfinity);
+        for (int l = 0; l < v.GetLength(0); l++)
+            for (int h = 0; h < v.GetLength(1); h++)
+                if ((layer is null || layer == l) && v[l, h] > best.Score) best = (l, h, v[l, h]);
+        return best;
+    }
+}
+
+/// <summary>
+/// Detects previous-token, duplicate-token and induction heads from attention patterns on repeated random
+/// sequences: [prefix] + r + r, with r uniformly random tokens. Each score is the mean attention weight on the
+/// position the mechanism predicts, so 1 means the head attends there and nowhere else.
+/// </summary>
+public static class HeadDetection
+{
+    /// <summary>
+    /// Repeated random tokens [batch, prefix + 2·half]: an optional first token (e.g. BOS), then a random sequence
+    /// of <paramref name="half"/> tokens drawn uniformly from [<paramref name="low"/>, <paramref name="high"/>), then the same again.
+    /// </summary>
+    public static Tensor RepeatedRandomTokens(int batch, int half, int low, int high, long seed, int? firstToken = null)
+    {
+        if (half < 2 || low < 0 || high <= low + 1)
+            throw new InterpException($"repeated random tokens need half ≥ 2 and a token range of at least 2 ids, got half {half}, range [{low}, {high})");
+        var generator = new Generator((ulong)seed);
+        var random = randint(low, high, [batch, half], generator: generator, dtype: ScalarType.Int64);
+        var parts = new List<Tensor>();
+        if (firstToken is int t) parts.Add(full(batch, 1, t, dtype: ScalarType.Int64));
+        parts.Add(random);
+        parts.Add(random);
+        return cat(parts, 1);
+    }
+
+    /// <summary>Scores every head on <paramref name="tokens"/> = [prefix] + r + r, r of length <paramref name="half"/>.</summary>
+    public static HeadScores Score(HookedTransformer model, Tensor tokens, int half, CancellationToken cancellationToken = default)
+    {
+        int prefix = (int)tokens.shape[1] - 2 * half;
+        if (prefix < 0) throw new InterpException($"tokens of length {tokens.shape[1]} cannot hold two copies of {half} tokens");
+        var cfg = model.Config;
+        var values = Enum.GetValues<HeadScoreKind>().ToDictionary(k => k, _ => new double[cfg.NLayers, cfg.NHeads]);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (logits, cache) = model.RunWithCache(tokens, name => name.EndsWith(".hook_pattern", StringComparison.Ordinal));
+        using (cache)
+        {
+            logits.Dispose();
+            for (int l = 0; l < cfg.NLayers; l++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var pattern = cache[HookNames.Pattern(l)];                                           // [batch, head, q, k]
+                var previous = pattern.diagonal(offset: -1, dim1: 2, dim2: 3).mean([0, 2]);           // q → q−1, all q ≥ 1
+                // Second copy: query q ∈ [prefix+half, prefix+2·half); same token at q − half, the one after it at q − half + 1.
+                var second = pattern.narrow(2, prefix + half, half);                                 // [batch, head, half, k]
+                var duplicate = second.narrow(3, prefix, half).diagonal(offset: 0, dim1: 2, dim2: 3).mean([0, 2]);
+                var induction = second.narrow(3, prefix + 1, half).diagonal(offset: 0, dim1: 2, dim2: 3).mean([0, 2]);
+                for (int h = 0; h < cfg.NHeads; h++)
+                {
+                    values[HeadScoreKind.PreviousToken][l, h] = previous[h].item<float>();
+                    values[HeadScoreKind.DuplicateToken][l, h] = duplicate[h].item<float>();
+                    values[HeadScoreKind.Induction][l, h] = induction[h].item<float>();
+                }
+            }
+        }
+        return new HeadScores(values);
+    }
+}
