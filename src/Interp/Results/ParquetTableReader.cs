@@ -1,0 +1,41 @@
+using Parquet;
+using Parquet.Schema;
+
+namespace Interp.Results;
+
+/// <summary>Reads the numeric columns of a Parquet table (as written by <see cref="ParquetTable"/>) back as doubles.</summary>
+public static class ParquetTableReader
+{
+    /// <summary>Every int32, int64, float or double column of <paramref name="path"/>, by name.</summary>
+    public static async Task<Dictionary<string, double[]>> ReadNumericAsync(string path, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await using var reader = await ParquetReader.CreateAsync(path, cancellationToken: cancellationToken);
+            var fields = reader.Schema.GetDataFields().Where(f => f.ClrType == typeof(int) || f.ClrType == typeof(long) || f.ClrType == typeof(float) || f.ClrType == typeof(double)).ToArray();
+            var columns = fields.ToDictionary(f => f.Name, _ => new List<double>());
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                using var group = reader.OpenRowGroupReader(g);
+                int n = checked((int)group.RowCount);
+                foreach (var field in fields)
+                    columns[field.Name].AddRange(await ReadAsync(group, field, n, cancellationToken));
+            }
+            return columns.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or NotSupportedException)
+        {
+            throw new InterpException($"cannot read Parquet table {path}: {ex.Message}", ex);
+        }
+    }
+
+    private static async Task<IEnumerable<double>> ReadAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct)
+    {
+        if (field.ClrType == typeof(int)) { var a = new int[n]; await group.ReadAsync<int>(field, a, null, ct); return a.Select(v => (double)v); }
+        if (field.ClrType == typeof(long)) { var a = new long[n]; await group.ReadAsync<long>(field, a, null, ct); return a.Select(v => (double)v); }
+        if (field.ClrType == typeof(float)) { var a = new float[n]; await group.ReadAsync<float>(field, a, null, ct); return a.Select(v => (double)v); }
+        var d = new double[n];
+        await group.ReadAsync<double>(field, d, null, ct);
+        return d;
+    }
+}
