@@ -27,6 +27,7 @@ public static class CliApp
             services.GetRequiredService<GenerateCommand>().Build(),
             services.GetRequiredService<ListCommand>().Build(),
             services.GetRequiredService<RunCommand>().Build(),
+            services.GetRequiredService<TrainDefaultCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken);
@@ -63,6 +64,7 @@ public static class CliApp
         builder.Services.AddSingleton<GenerateCommand>();
         builder.Services.AddSingleton<ListCommand>();
         builder.Services.AddSingleton<RunCommand>();
+        builder.Services.AddSingleton<TrainDefaultCommand>();
 
         return builder.Build();
     }

@@ -27,10 +27,12 @@ public sealed class ProgressDisplay(TextWriter error, bool interactive) : IProgr
                 if (value.Fraction >= 1) error.WriteLine();
                 return;
             }
+            // Without a terminal: one line per new stage name (the text before ':') and per 10 % of progress.
             int decile = value.Fraction is double g ? (int)(g * 10) : -1;
-            if (decile == _lastDecile && value.Stage.Split(':')[0] == _lastStage) return;
+            string stage = value.Stage.Split(':')[0];
+            if (decile == _lastDecile && (value.Fraction is not null || stage == _lastStage)) return;
             _lastDecile = decile;
-            _lastStage = value.Stage.Split(':')[0];
+            _lastStage = stage;
             error.WriteLine(value.Fraction is double h ? $"{h,5:P0} {value.Stage}" : value.Stage);
         }
     }

@@ -35,12 +35,12 @@ public sealed class LogitsCommand(CliConsole console, IOptions<InterpOptions> op
             using var loaded = LoadModel(parse.GetValue(model)!, parse.GetValue(tokenizer), parse.GetValue(device));
             int[] ids = TokenInput.Resolve(parse.GetValue(tokens), parse.GetValue(text), parse.GetValue(bos), loaded);
             string outPath = parse.GetValue(output)!;
+            ParquetTable table;
+            // Torch's grad mode and dispose scopes are per thread: finish the tensor work before awaiting.
             using (var scope = NewDisposeScope())
             using (no_grad())
-            {
-                var logits = loaded.Model.forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]));
-                await LogitsTable.From(logits).WriteAsync(outPath, ct);
-            }
+                table = LogitsTable.From(loaded.Model.forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length])));
+            await table.WriteAsync(outPath, ct);
             Logger.LogInformation("Wrote {Rows:N0} rows to {Path}", (long)ids.Length * loaded.Model.Config.DVocab, outPath);
             await Console.Out.WriteLineAsync($"wrote {outPath}: {ids.Length} positions × {loaded.Model.Config.DVocab} vocabulary entries");
             return 0;

@@ -21,6 +21,8 @@ public static class InductionStudy
         public int Batch { get; init; } = 32;
         /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
         public int Half { get; init; } = 24;
+        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
+        public int? FirstToken { get; init; }
         /// <summary>Lowest token id drawn (null: just above BOS/EOS/unknown at the low end).</summary>
         public int? Low { get; init; }
         /// <summary>One past the highest token id drawn (null: the vocabulary size, below a special id at the high end).</summary>
@@ -37,9 +39,9 @@ public static class InductionStudy
         var model = loaded.Model;
         var cfg = model.Config;
         var tokenizer = loaded.Tokenizer;
-        int? first = tokenizer?.BosId;
+        int? first = settings.FirstToken ?? tokenizer?.BosId;
         // Random tokens avoid the special ids at either end of the vocabulary (BOS/EOS/unknown).
-        var special = new[] { tokenizer?.BosId, tokenizer?.EosId }.OfType<int>().ToArray();
+        var special = new[] { first, tokenizer?.EosId }.OfType<int>().ToArray();
         int low = settings.Low ?? special.Where(s => s < cfg.DVocab / 2).Select(s => s + 1).DefaultIfEmpty(0).Max();
         int high = settings.High ?? special.Where(s => s >= cfg.DVocab / 2).DefaultIfEmpty(cfg.DVocab).Min();
         int half = Math.Min(settings.Half, (cfg.NCtx - (first is null ? 0 : 1)) / 2);

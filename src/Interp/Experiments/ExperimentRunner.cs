@@ -64,7 +64,7 @@ public sealed class ExperimentRunner(ILogger? logger = null)
         torch.manual_seed(options.Seed);
         try
         {
-            await experiment.RunAsync(context, cancellationToken);
+            await TorchThread.RunAsync(() => experiment.RunAsync(context, cancellationToken));
             manifest.Status = RunStatus.Completed;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

@@ -8,7 +8,7 @@ namespace Interp.Loading;
 
 /// <summary>
 /// The project's own model format: a directory holding <c>interp-model.json</c> (format tag, version, the
-/// <see cref="ModelConfig"/>, the tokenizer to use, free-form metadata) and <c>model.safetensors</c> (the weights
+/// <see cref="ModelConfig"/>, the tokenizer to use, the SHA-256 of the weights file, free-form metadata) and <c>model.safetensors</c> (the weights
 /// under TransformerLens names). Trained models round-trip through it exactly.
 /// </summary>
 public static class InterpModelFormat
@@ -41,13 +41,15 @@ public static class InterpModelFormat
     public static void Save(HookedTransformer model, string directory, string? tokenizer = null, IReadOnlyDictionary<string, string>? metadata = null)
     {
         Directory.CreateDirectory(directory);
-        SafeTensorsWriter.Write(Path.Combine(directory, WeightsFile), model.state_dict(), metadata);
+        string weights = Path.Combine(directory, WeightsFile);
+        SafeTensorsWriter.Write(weights, model.state_dict(), metadata);
         var manifest = new JsonObject
         {
             ["format"] = FormatTag,
             ["version"] = Version,
             ["config"] = JsonSerializer.SerializeToNode(model.Config, Json),
             ["tokenizer"] = tokenizer,
+            ["weights_sha256"] = ModelHash.Compute(weights),
             ["metadata"] = JsonSerializer.SerializeToNode(metadata ?? new Dictionary<string, string>(), Json),
         };
         AtomicFile.WriteAllText(Path.Combine(directory, ManifestFile), manifest.ToJsonString(Json));

@@ -38,6 +38,27 @@ public sealed class ExperimentRunnerTests
     }
 
     [Fact]
+    public async Task Experiments_stay_on_one_thread_across_awaits_so_torch_thread_state_holds()
+    {
+        using var tmp = new TempDir();
+        var threads = new List<int>();
+        bool gradInside = true;
+        await new ExperimentRunner().RunAsync(new Scripted(async (ctx, ct) =>
+        {
+            using var _ = TorchSharp.torch.no_grad();
+            threads.Add(Environment.CurrentManagedThreadId);
+            await ctx.WriteTableAsync("a.parquet", Table(3), "a", ct);
+            await Task.Delay(5, ct);
+            threads.Add(Environment.CurrentManagedThreadId);
+            gradInside = TorchSharp.torch.is_grad_enabled();
+        }), new ExperimentRunOptions { OutputDirectory = tmp.Path });
+        Assert.Single(threads.Distinct());
+        Assert.False(gradInside, "no_grad still holds after the awaits");
+        Assert.True(TorchSharp.torch.is_grad_enabled(), "the caller's thread keeps gradients on");
+        Assert.Equal(RunStatus.Completed, RunManifest.Load(tmp.Path).Status);
+    }
+
+    [Fact]
     public async Task Failed_run_records_the_error()
     {
         using var tmp = new TempDir();

@@ -15,6 +15,13 @@ public sealed class Llama2CCheckpointTests
         Assert.Equal(Interp.Models.RotaryStyle.AdjacentPairs, cfg.RotaryStyle);
     }
 
+    [Fact]
+    public void Model_hash_of_a_file_is_its_sha256()
+    {
+        // The value published in shared/models/README.md (sha256sum of the file).
+        Assert.Equal("b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696", ModelHash.Compute(TestModels.StoriesBin));
+    }
+
     [Theory]
     [InlineData(10, "shorter than the 28-byte llama2.c header")]
     [InlineData(28, "truncated or not a llama2.c checkpoint")]
