@@ -30,7 +30,7 @@ public static class CliApp
             services.GetRequiredService<TrainDefaultCommand>().Build(),
 
         };
-        return await root.Parse(args).InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken);
+        return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
     }
 
     /// <summary>
@@ -41,8 +41,15 @@ public static class CliApp
     {
         using var host = BuildHost(Console.Out, Console.Error);
         var command = host.Services.GetRequiredService<RunCommand>().BuildForScript(experiment);
-        return await command.Parse(args).InvokeAsync(new InvocationConfiguration { Output = Console.Out, Error = Console.Error });
+        return await command.Parse(args).InvokeAsync(Invocation(Console.Out, Console.Error));
     }
+
+    /// <summary>
+    /// Ctrl+C cancels the verb's token; the process then waits up to 30 s for the verb to record what it finished
+    /// (manifest status "cancelled", report) before it is terminated.
+    /// </summary>
+    private static InvocationConfiguration Invocation(TextWriter output, TextWriter error) =>
+        new() { Output = output, Error = error, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) };
 
     private static IHost BuildHost(TextWriter output, TextWriter error)
     {
