@@ -59,7 +59,7 @@ public sealed class RunCommand(CliConsole console, IOptions<InterpOptions> optio
             Options = settings,
             Progress = ProgressDisplay.ForConsole(Console.Error),
         };
-        if (Options.Threads > 0) TorchSharp.torch.set_num_threads(Options.Threads);
+        ApplyThreads();
         var result = await new ExperimentRunner(loggers.CreateLogger<ExperimentRunner>()).RunAsync(experiment, runOptions, ct);
         var m = result.Manifest;
         await Console.Out.WriteLineAsync($"{m.Experiment}: {m.Status.ToString().ToLowerInvariant()} — {m.Artifacts.Count} files in {result.OutputDirectory}");

@@ -26,7 +26,7 @@ public sealed class TrainDefaultCommand(CliConsole console, IOptions<InterpOptio
         {
             int? n = parse.GetValue(steps);
             if (n is < 1) throw new InterpException($"--steps must be positive, got {n}");
-            if (Options.Threads > 0) TorchSharp.torch.set_num_threads(Options.Threads);
+            ApplyThreads();
             string dir = parse.GetValue(output)!;
             var display = ProgressDisplay.ForConsole(Console.Error);
             Logger.LogInformation("Training the built-in model into {Directory}", dir);

@@ -35,10 +35,16 @@ public abstract class VerbBase(CliConsole console, IOptions<InterpOptions> optio
     /// <summary>Builds the System.CommandLine command.</summary>
     public abstract Command Build();
 
+    /// <summary>Applies the configured torch thread count (process-wide), when one is configured.</summary>
+    protected void ApplyThreads()
+    {
+        if (Options.Threads > 0) torch.set_num_threads(Options.Threads);
+    }
+
     /// <summary>Loads the model named on the command line, with the configured device and threads.</summary>
     protected LoadedModel LoadModel(string path, string? tokenizer, string? device)
     {
-        if (Options.Threads > 0) torch.set_num_threads(Options.Threads);
+        ApplyThreads();
         Logger.LogInformation("Loading {Model}", path);
         var loaded = ModelLoader.Load(path, new ModelLoadOptions { TokenizerPath = tokenizer, Device = device ?? Options.Device });
         Logger.LogInformation("Loaded {Format} model {Name}: {Params:N0} parameters", loaded.Format, loaded.Model.Config.Name, loaded.Model.ParameterCount);

@@ -80,23 +80,33 @@ public static class InterpModelFormat
     }
 
     /// <summary>Loads a model saved by <see cref="Save"/>.</summary>
-    public static HookedTransformer Load(string directory)
+    public static HookedTransformer Load(string directory) => Load(directory, ReadManifest(directory).Config);
+
+    /// <summary>Loads the weights in <paramref name="directory"/> into a model of <paramref name="config"/> (read with <see cref="ReadManifest"/>).</summary>
+    public static HookedTransformer Load(string directory, ModelConfig config)
     {
-        var (config, _) = ReadManifest(directory);
         var model = new HookedTransformer(config);
-        string weightsPath = Path.Combine(directory, WeightsFile);
-        if (!File.Exists(weightsPath)) throw new ModelFileException(weightsPath, null, "not found");
-        using var file = SafeTensorsFile.Open(weightsPath);
-        using var scope = torch.NewDisposeScope();
-        var expected = WeightLoader.ExpectedShapes(model);
-        var weights = new Dictionary<string, torch.Tensor>();
-        foreach (var info in file.Tensors)
+        try
         {
-            if (!expected.TryGetValue(info.Name, out var shape))
-                throw new ModelFileException(weightsPath, info.Name, $"the config in {ManifestFile} has no such weight; the config disagrees with the weights");
-            weights[info.Name] = file.ReadTensor(info.Name, shape);
+            string weightsPath = Path.Combine(directory, WeightsFile);
+            if (!File.Exists(weightsPath)) throw new ModelFileException(weightsPath, null, "not found");
+            using var file = SafeTensorsFile.Open(weightsPath);
+            using var scope = torch.NewDisposeScope();
+            var expected = WeightLoader.ExpectedShapes(model);
+            var weights = new Dictionary<string, torch.Tensor>();
+            foreach (var info in file.Tensors)
+            {
+                if (!expected.TryGetValue(info.Name, out var shape))
+                    throw new ModelFileException(weightsPath, info.Name, $"the config in {ManifestFile} has no such weight; the config disagrees with the weights");
+                weights[info.Name] = file.ReadTensor(info.Name, shape);
+            }
+            WeightLoader.Load(model, weights, weightsPath);
         }
-        WeightLoader.Load(model, weights, weightsPath);
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         return model;
     }
 }

@@ -89,8 +89,8 @@ public static class ModelLoader
 
     private static LoadedModel LoadInterp(string dir, ModelLoadOptions options)
     {
-        var model = InterpModelFormat.Load(dir);
-        var (_, tokenizerEntry) = InterpModelFormat.ReadManifest(dir);
+        var (config, tokenizerEntry) = InterpModelFormat.ReadManifest(dir);
+        var model = InterpModelFormat.Load(dir, config);
         ITokenizer? tokenizer = null;
         string reason = "its manifest names no tokenizer";
         if (options.TokenizerPath is not null) tokenizer = Llama2CTokenizer.Load(options.TokenizerPath, model.Config.DVocab);
