@@ -1,4 +1,5 @@
 using Interp.Loading;
+using Interp.Plots;
 using Interp.Results;
 using Microsoft.Extensions.Logging;
 using ScottPlot;
@@ -85,8 +86,7 @@ public sealed class ExperimentContext
     public void SaveFigure(string fileName, Plot plot, string caption, int width = 900, int height = 600)
     {
         string path = ArtifactPath(fileName, ".png");
-        var png = plot.GetImage(width, height).GetImageBytes(ImageFormat.Png);
-        AtomicFile.Write(path, tmp => File.WriteAllBytes(tmp, png));
+        Figures.SavePng(plot, path, width, height);
         Report.Add(new ReportItem.Figure(fileName, caption));
         Record(new RunArtifact(fileName, "figure", caption));
         Logger.LogInformation("Wrote {File}", fileName);

@@ -106,6 +106,13 @@ public static class Figures
         return plot;
     }
 
+    /// <summary>Renders <paramref name="plot"/> as a PNG and writes it atomically (a reader never sees a partial image).</summary>
+    public static void SavePng(Plot plot, string path, int width, int height)
+    {
+        var png = plot.GetImage(width, height).GetImageBytes(ImageFormat.Png);
+        Loading.AtomicFile.Write(path, tmp => File.WriteAllBytes(tmp, png));
+    }
+
     private static int[] TickIndices(int n, bool labelled)
     {
         int step = labelled ? 1 : Math.Max(1, (int)Math.Ceiling(n / 16.0));

@@ -63,8 +63,7 @@ public static class DefaultModelTraining
             ("training batch", result.EvalSteps.Select(s => (double)result.Loss[s - 1]).ToArray()),
             ("first copy (random)", result.FirstHalfLoss.Select(v => (double)v).ToArray()),
             ("repeated copy", result.RepeatedHalfLoss.Select(v => (double)v).ToArray()));
-        var png = plot.GetImage(1000, 500).GetImageBytes(ScottPlot.ImageFormat.Png);
-        AtomicFile.Write(Path.Combine(directory, "training_loss.png"), tmp => File.WriteAllBytes(tmp, png));
+        Figures.SavePng(plot, Path.Combine(directory, "training_loss.png"), 1000, 500);
         return new DefaultModelReport(directory, result, scores);
     }
 }
