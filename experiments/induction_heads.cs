@@ -32,7 +32,7 @@ sealed class InductionHeadsExperiment : IExperiment
             Batch = context.IntOption("batch", 64),
             Half = context.IntOption("half", 24),
             // The built-in model's sequences start with BOS = 0 (content tokens 1 … 63); other models use their tokenizer's BOS.
-            FirstToken = loaded.Model.Config == Interp.Training.InductionRecipe.ModelConfig ? (int)Interp.Training.InductionDataGenerator.Bos : null,
+            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(loaded.Model.Config),
             // In a 2-layer model the circuit is layer 0 → layer 1 by construction.
             PreviousTokenLayer = twoLayer ? 0 : null,
             InductionLayer = twoLayer ? 1 : null,

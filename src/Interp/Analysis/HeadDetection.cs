@@ -1,5 +1,7 @@
 using Interp.Hooks;
+using Interp.Loading;
 using Interp.Models;
+using Interp.Results;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -36,7 +38,27 @@ public sealed record HeadScores(IReadOnlyDictionary<HeadScoreKind, double[,]> Va
                 if ((layer is null || layer == l) && v[l, h] > best.Score) best = (l, h, v[l, h]);
         return best;
     }
+
+    /// <summary>The scores as a long table: layer, head, score (previous_token | duplicate_token | induction), value.</summary>
+    public ParquetTable ToTable()
+    {
+        var rows = new ParquetColumns();
+        foreach (var (kind, values) in Values)
+            for (int l = 0; l < values.GetLength(0); l++)
+                for (int h = 0; h < values.GetLength(1); h++)
+                    rows.Row(("layer", l), ("head", h), ("score", Name(kind)), ("value", (float)values[l, h]));
+        return rows.ToTable();
+    }
 }
+
+/// <summary>Repeated random sequences [batch, prefix + 2·half] and how they were drawn.</summary>
+/// <param name="Tokens">The sequences.</param>
+/// <param name="Half">Length of the random part that is repeated.</param>
+/// <param name="Prefix">1 when every sequence starts with <paramref name="FirstToken"/>, else 0.</param>
+/// <param name="Low">Lowest id drawn.</param>
+/// <param name="High">One past the highest id drawn.</param>
+/// <param name="FirstToken">The token that starts every sequence, if any.</param>
+public sealed record RepeatedTokens(Tensor Tokens, int Half, int Prefix, int Low, int High, int? FirstToken);
 
 /// <summary>
 /// Detects previous-token, duplicate-token and induction heads from attention patterns on repeated random
@@ -60,6 +82,24 @@ public static class HeadDetection
         parts.Add(random);
         parts.Add(random);
         return cat(parts, 1);
+    }
+
+    /// <summary>
+    /// Repeated random tokens suited to <paramref name="loaded"/>: each sequence starts with <paramref name="firstToken"/>
+    /// (default: the tokenizer's BOS, if any); ids are drawn from [low, high), by default the whole vocabulary except
+    /// the special ids (BOS, EOS) at either end; <paramref name="half"/> is capped so that both copies fit the context.
+    /// </summary>
+    public static RepeatedTokens RepeatedRandomTokens(LoadedModel loaded, int batch, int half, long seed, int? firstToken = null, int? low = null, int? high = null)
+    {
+        var cfg = loaded.Model.Config;
+        var tokenizer = loaded.Tokenizer;
+        int? first = firstToken ?? tokenizer?.BosId;
+        var special = new[] { first, tokenizer?.EosId }.OfType<int>().ToArray();
+        int lo = low ?? special.Where(s => s < cfg.DVocab / 2).Select(s => s + 1).DefaultIfEmpty(0).Max();
+        int hi = high ?? special.Where(s => s >= cfg.DVocab / 2).DefaultIfEmpty(cfg.DVocab).Min();
+        int prefix = first is null ? 0 : 1;
+        half = Math.Min(half, (cfg.NCtx - prefix) / 2);
+        return new RepeatedTokens(RepeatedRandomTokens(batch, half, lo, hi, seed, first), half, prefix, lo, hi, first);
     }
 
     /// <summary>Scores every head on <paramref name="tokens"/> = [prefix] + r + r, r of length <paramref name="half"/>.</summary>

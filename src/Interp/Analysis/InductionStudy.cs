@@ -39,25 +39,14 @@ public static class InductionStudy
         var model = loaded.Model;
         var cfg = model.Config;
         var tokenizer = loaded.Tokenizer;
-        int? first = settings.FirstToken ?? tokenizer?.BosId;
-        // Random tokens avoid the special ids at either end of the vocabulary (BOS/EOS/unknown).
-        var special = new[] { first, tokenizer?.EosId }.OfType<int>().ToArray();
-        int low = settings.Low ?? special.Where(s => s < cfg.DVocab / 2).Select(s => s + 1).DefaultIfEmpty(0).Max();
-        int high = settings.High ?? special.Where(s => s >= cfg.DVocab / 2).DefaultIfEmpty(cfg.DVocab).Min();
-        int half = Math.Min(settings.Half, (cfg.NCtx - (first is null ? 0 : 1)) / 2);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
 
         context.ReportProgress("scoring heads", 0.1);
-        var tokens = HeadDetection.RepeatedRandomTokens(settings.Batch, half, low, high, context.Seed, first);
-        int prefix = first is null ? 0 : 1;
+        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken, settings.Low, settings.High);
+        var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
         var scores = HeadDetection.Score(model, tokens, half, cancellationToken);
-        var rows = new ParquetColumns();
-        foreach (var (kind, values) in scores.Values)
-            for (int l = 0; l < cfg.NLayers; l++)
-                for (int h = 0; h < cfg.NHeads; h++)
-                    rows.Row(("layer", l), ("head", h), ("score", HeadScores.Name(kind)), ("value", (float)values[l, h]));
-        await context.WriteTableAsync("head_scores.parquet", rows.ToTable(),
+        await context.WriteTableAsync("head_scores.parquet", scores.ToTable(),
             "previous-token, duplicate-token and induction score of every head on repeated random sequences", cancellationToken);
         foreach (var kind in Enum.GetValues<HeadScoreKind>())
             context.SaveFigure($"head_scores_{HeadScores.Name(kind)}.png",

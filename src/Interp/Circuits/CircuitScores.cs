@@ -3,38 +3,87 @@ using static TorchSharp.torch;
 
 namespace Interp.Circuits;
 
-/// <summary>Scores of the circuits through tokens.</summary>
+/// <summary>Which of a head's two circuits.</summary>
+public enum Circuit
+{
+    /// <summary>The pattern (QK) circuit W_Q·W_Kᵀ: where a token looks.</summary>
+    Pattern,
+    /// <summary>The message (OV) circuit W_V·W_O: what it moves.</summary>
+    Message,
+}
+
+/// <summary>
+/// Scores of every head's circuits through tokens, computed from d_model-sized matrices only, so that they cost the
+/// same for a 50,000-token vocabulary as for a small one: no d_vocab × d_vocab matrix, and no d_vocab × d_head factor
+/// per head, is ever formed.
+/// </summary>
 public static class CircuitScores
 {
     /// <summary>
-    /// The full message circuit of every head through tokens, W_E·W_V·W_O·W_U (d_vocab × d_vocab: what attending to
-    /// token s does to the logit of token t), kept factored: [layer, head, d_vocab, d_vocab] of rank ≤ d_head.
+    /// Copying score of every head's full message circuit W_E·OV·W_U, as in "A Mathematical Framework for Transformer
+    /// Circuits": Σλ / Σ|λ| over its eigenvalues λ (Σλ is real: it is the trace), [layer, head]. 1 means attending
+    /// to a token raises that same token's logit; −1 means it lowers it.
     /// </summary>
-    public static FactoredMatrix FullMessage(HookedTransformer model)
+    /// <remarks>W_E·W_V·W_O·W_U = A·B with A = W_E·W_V and B = W_O·W_U shares its nonzero eigenvalues with
+    /// B·A = W_O·(W_U·W_E)·W_V, a d_head × d_head matrix built from the d_model × d_model product W_U·W_E.</remarks>
+    public static double[,] Copying(HookedTransformer model)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var ov = HeadCircuits.Message(model);
-        var a = model.Embed.W_E.detach().matmul(ov.A);          // [layer, head, d_vocab, d_head]
-        var b = ov.B.matmul(model.Unembed.W_U.detach());        // [layer, head, d_head, d_vocab]
-        return new FactoredMatrix(a, b).MoveToOuterDisposeScope();
+        return EigenScore(model, ov, Embedding(model), model.Unembed.W_U.detach());
     }
 
     /// <summary>
-    /// Copying score of every head's full message circuit, as in "A Mathematical Framework for Transformer Circuits":
-    /// Σλ / Σ|λ| over its eigenvalues λ (Σλ is real: it is the trace). 1 means attending to a token raises that same
-    /// token's logit; −1 means it lowers it. Computed from the d_head × d_head matrix B·A: no d_vocab² matrix exists.
+    /// The same eigenvalue score for every head's full pattern circuit W_E·QK·W_Eᵀ, [layer, head]: near 1 when tokens
+    /// attend to copies of themselves (a duplicate-token head's signature), near −1 when they avoid them.
     /// </summary>
-    public static double[,] Copying(HookedTransformer model)
+    public static double[,] SameToken(HookedTransformer model)
     {
         using var scope = NewDisposeScope();
-        using var full = FullMessage(model);
-        var eig = full.Eigenvalues();                            // [layer, head, k] complex
+        using var _ = no_grad();
+        using var qk = HeadCircuits.Pattern(model);
+        var we = Embedding(model);
+        return EigenScore(model, qk, we, we.mT);
+    }
+
+    /// <summary>
+    /// The singular values of every head's full circuit through tokens (W_E·QK·W_Eᵀ or W_E·OV·W_U), [layer, head], from
+    /// a d_model-sized core with the same singular values: with W_E = Q_E·R_E and W_Uᵀ = Q_U·R_U (thin QR, once for
+    /// the model), ‖W_E·X·W_U‖ and its spectrum equal those of R_E·X·R_Uᵀ because Q_E and Q_U have orthonormal columns.
+    /// </summary>
+    public static CircuitSpectrum[,] FullSpectra(HookedTransformer model, Circuit circuit)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var inner = circuit == Circuit.Pattern ? HeadCircuits.Pattern(model) : HeadCircuits.Message(model);
+        var left = Embedding(model).to(ScalarType.Float64);
+        var right = (circuit == Circuit.Pattern ? Embedding(model).mT : model.Unembed.W_U.detach()).to(ScalarType.Float64);
+        var (_, rl) = linalg.qr(left, linalg.QRMode.R);              // [d_model, d_model] (or smaller for a tiny vocabulary)
+        var (_, rr) = linalg.qr(right.mT, linalg.QRMode.R);
+        using var core = new FactoredMatrix(rl.matmul(inner.A.to(ScalarType.Float64)), inner.B.to(ScalarType.Float64).matmul(rr.mT));
+        return CircuitSpectrum.Of(core);
+    }
+
+    /// <summary>Σλ/Σ|λ| of left·(A·B)·right for every head, from the eigenvalues of B·(right·left)·A.</summary>
+    private static double[,] EigenScore(HookedTransformer model, FactoredMatrix inner, Tensor left, Tensor right)
+    {
+        var middle = right.to(ScalarType.Float64).matmul(left.to(ScalarType.Float64));       // [d_model, d_model]
+        var small = inner.B.to(ScalarType.Float64).matmul(middle).matmul(inner.A.to(ScalarType.Float64)); // [layer, head, d_head, d_head]
+        var eig = linalg.eigvals(small);
         var score = real(eig).sum(-1) / eig.abs().sum(-1);
-        var result = new double[model.Config.NLayers, model.Config.NHeads];
-        var flat = score.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        for (int l = 0; l < model.Config.NLayers; l++)
-            for (int h = 0; h < model.Config.NHeads; h++) result[l, h] = flat[l * model.Config.NHeads + h];
+        return ToLayerHead(model, score);
+    }
+
+    private static Tensor Embedding(HookedTransformer model) => model.Embed.W_E.detach();
+
+    internal static double[,] ToLayerHead(HookedTransformer model, Tensor values)
+    {
+        int layers = model.Config.NLayers, heads = model.Config.NHeads;
+        var flat = values.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        var result = new double[layers, heads];
+        for (int l = 0; l < layers; l++)
+            for (int h = 0; h < heads; h++) result[l, h] = flat[l * heads + h];
         return result;
     }
 }

@@ -30,6 +30,12 @@ public static class HeadCircuits
         return new FactoredMatrix(Stack(model, a => PerQueryHead(model, a.W_V)), Stack(model, a => a.W_O)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>TransformerLens's name for <see cref="Pattern"/>: <c>model.QK()</c>, every head's W_Q·W_Kᵀ.</summary>
+    public static FactoredMatrix QK(this HookedTransformer model) => Pattern(model);
+
+    /// <summary>TransformerLens's name for <see cref="Message"/>: <c>model.OV()</c>, every head's W_V·W_O.</summary>
+    public static FactoredMatrix OV(this HookedTransformer model) => Message(model);
+
     /// <summary>
     /// The pattern circuit of a rotary model for a query <paramref name="offset"/> positions after its key:
     /// W_Q·R(offset)·W_Kᵀ, since rotating the query by angle i·θ and the key by j·θ leaves R((i − j)·θ) between them.

@@ -11,6 +11,11 @@ public sealed record ModelLoadOptions
     public string? TokenizerPath { get; init; }
     /// <summary>Device to place the weights on ("cpu" by default, or e.g. "cuda:0").</summary>
     public string Device { get; init; } = "cpu";
+    /// <summary>
+    /// TransformerLens-style weight processing applied right after loading (see <see cref="WeightProcessing"/>);
+    /// <see cref="WeightProcessingOptions.None"/> by default, so that the loaded weights are exactly the file's.
+    /// </summary>
+    public WeightProcessingOptions Processing { get; init; } = WeightProcessingOptions.None;
 }
 
 /// <summary>A loaded model with its tokenizer (when one could be found) and where it came from.</summary>
@@ -50,7 +55,7 @@ public sealed class LoadedModel : IDisposable
 /// </summary>
 public static class ModelLoader
 {
-    /// <summary>Loads the model at <paramref name="path"/>.</summary>
+    /// <summary>Loads the model at <paramref name="path"/>, then applies <see cref="ModelLoadOptions.Processing"/>.</summary>
     public static LoadedModel Load(string path, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
@@ -59,6 +64,15 @@ public static class ModelLoader
         else if (!Directory.Exists(path)) throw new ModelFileException(path, null, "no such file or directory");
         else if (InterpModelFormat.IsInterpModel(path)) loaded = LoadInterp(path, options);
         else loaded = LoadHuggingFace(path, options);
+        if (options.Processing.Any)
+        {
+            try { loaded.Model.ProcessWeights(options.Processing); }
+            catch
+            {
+                loaded.Dispose();
+                throw;
+            }
+        }
         if (options.Device != "cpu") loaded.Model.to(new torch.Device(options.Device));
         return loaded;
     }

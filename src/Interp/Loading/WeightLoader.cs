@@ -13,7 +13,10 @@ public static class WeightLoader
     public static IReadOnlyDictionary<string, long[]> ExpectedShapes(HookedTransformer model) =>
         model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
 
-    /// <summary>Copies <paramref name="weights"/> into <paramref name="model"/>; <paramref name="source"/> names the file in errors.</summary>
+    /// <summary>
+    /// Copies <paramref name="weights"/> into <paramref name="model"/>; <paramref name="source"/> names the file in
+    /// errors. The model's <see cref="HookedTransformer.Processing"/> record is reset, as the weights are now unprocessed.
+    /// </summary>
     public static void Load(HookedTransformer model, IReadOnlyDictionary<string, Tensor> weights, string source)
     {
         var state = model.state_dict();
@@ -32,5 +35,6 @@ public static class WeightLoader
                 throw new ModelFileException(source, name, "contains NaN or infinite values");
             target.copy_(value);
         }
+        model.Processing = WeightProcessingOptions.None; // the weights are now exactly the given ones
     }
 }

@@ -29,6 +29,13 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     /// <summary>Unembedding.</summary>
     public Unembed Unembed { get; }
 
+    /// <summary>
+    /// The weight-processing steps applied so far (<see cref="WeightProcessing.ProcessWeights"/>, or
+    /// <c>ModelLoadOptions.Processing</c> at load): <see cref="WeightProcessingOptions.None"/> for weights exactly as
+    /// loaded or initialised. Downstream analyses read it to know, e.g., whether norm gains are folded into the weights.
+    /// </summary>
+    public WeightProcessingOptions Processing { get; internal set; } = WeightProcessingOptions.None;
+
     /// <summary>Builds the model with all weights zero (norm gains one); load or <see cref="InitWeights"/> next.</summary>
     public HookedTransformer(ModelConfig config) : base(config.Name)
     {
@@ -173,7 +180,7 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Random initialisation as TransformerLens does by default: weights ~ N(0, std) with std = 0.8/√d_model
-    /// unless given, biases zero, norm gains one. Deterministic for a given seed.
+    /// unless given, biases zero, norm gains one. Deterministic for a given seed. Resets <see cref="Processing"/>.
     /// </summary>
     public void InitWeights(long seed, double? std = null)
     {
@@ -187,5 +194,6 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
             else if (leaf == "w") p.fill_(1.0);
             else p.copy_(randn(p.shape, generator: generator) * s);
         }
+        Processing = WeightProcessingOptions.None;
     }
 }

@@ -50,6 +50,7 @@ public static class Figures
             for (int r = 0; r < rows; r++)
                 for (int c = 0; c < cols; c++)
                 {
+                    if (!double.IsFinite(values[r, c])) continue;   // NaN marks "not applicable": left blank
                     var text = plot.Add.Text(values[r, c].ToString("0.00"), c, rows - 1 - r);
                     text.LabelFontColor = values[r, c] > (Min(values) + Max(values)) / 2 ? Colors.Black : Colors.White;
                     text.LabelAlignment = Alignment.MiddleCenter;
@@ -81,6 +82,67 @@ public static class Figures
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
         if (series.Length > 1) plot.ShowLegend(Alignment.UpperRight);
+        return plot;
+    }
+
+    /// <summary>
+    /// A scatter of labelled points (e.g. one per head, labelled "layer.head"), with optional fixed axis limits and
+    /// dashed reference lines at x = <paramref name="xLine"/> and y = <paramref name="yLine"/>.
+    /// </summary>
+    public static Plot Scatter(string title, string xLabel, string yLabel, IReadOnlyList<(string Label, double X, double Y)> points,
+        (double Min, double Max)? xLimits = null, (double Min, double Max)? yLimits = null, double? xLine = null, double? yLine = null)
+    {
+        var plot = new Plot();
+        var finite = points.Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToArray();
+        var markers = plot.Add.ScatterPoints(finite.Select(p => p.X).ToArray(), finite.Select(p => p.Y).ToArray());
+        markers.MarkerSize = 8;
+        if (finite.Length <= 200)
+            foreach (var (label, x, y) in finite)
+            {
+                var text = plot.Add.Text(label, x, y);
+                text.LabelFontSize = 11;
+                text.LabelOffsetX = 5;
+                text.LabelOffsetY = -5;
+            }
+        if (xLine is double xl) plot.Add.VerticalLine(xl, 1, Colors.Gray, LinePattern.Dashed);
+        if (yLine is double yl) plot.Add.HorizontalLine(yl, 1, Colors.Gray, LinePattern.Dashed);
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        if (xLimits is var (x0, x1)) plot.Axes.SetLimitsX(x0, x1);
+        if (yLimits is var (y0, y1)) plot.Axes.SetLimitsY(y0, y1);
+        return plot;
+    }
+
+    /// <summary>
+    /// Singular-value spectra of pairs of matrices, one colour per pair: the first of each pair solid, the second
+    /// dashed (e.g. each head's pattern and message circuits), each normalised by its largest value so that shapes
+    /// compare across heads of different scale.
+    /// </summary>
+    public static Plot Spectra(string title, string solidName, string dashedName, IReadOnlyList<(string Name, double[] Solid, double[] Dashed)> pairs)
+    {
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            var color = palette.GetColor(i);
+            foreach (var (values, dashed) in new[] { (pairs[i].Solid, false), (pairs[i].Dashed, true) })
+            {
+                if (values.Length == 0) continue;
+                double top = values[0] > 0 ? values[0] : 1;
+                var line = plot.Add.ScatterLine(Enumerable.Range(1, values.Length).Select(k => (double)k).ToArray(), values.Select(v => v / top).ToArray());
+                line.Color = color;
+                line.LineWidth = 2;
+                line.LinePattern = dashed ? LinePattern.Dashed : LinePattern.Solid;
+                line.MarkerSize = 0;
+                line.LegendText = $"{pairs[i].Name} {(dashed ? dashedName : solidName)}";
+            }
+        }
+        plot.Title(title);
+        plot.XLabel("singular value index");
+        plot.YLabel("σᵢ / σ₁");
+        plot.Axes.SetLimitsY(0, 1.05);
+        plot.ShowLegend(Alignment.UpperRight);
         return plot;
     }
 

@@ -2,7 +2,7 @@ namespace Interp.Results;
 
 /// <summary>
 /// Builds a long-format table row by row: <c>columns.Row(("layer", 0), ("head", 3), ("value", 0.7f))</c>.
-/// Every row must name the same columns in the same order; types are int, long, float, double, bool or string.
+/// Every row must name the same columns in the same order; types are int, long, float, double, bool, string or double[] (a list column).
 /// </summary>
 public sealed class ParquetColumns
 {
@@ -42,6 +42,7 @@ public sealed class ParquetColumns
                 case double: table.Add(name, values.Cast<double>().ToArray()); break;
                 case bool: table.Add(name, values.Cast<bool>().ToArray()); break;
                 case string: table.Add(name, values.Cast<string>().ToArray()); break;
+                case double[]: table.Add(name, values.Cast<double[]>().ToArray()); break;
                 default: throw new InterpException($"table column '{name}' has unsupported type {values[0].GetType().Name}");
             }
         }

@@ -13,7 +13,7 @@ public sealed class ParquetTable
     private readonly List<Column> _columns = new();
 
     /// <summary>A column: its field, its length, and how to write a slice of it into a row group.</summary>
-    private sealed record Column(DataField Field, long Length, Func<ParquetRowGroupWriter, long, int, CancellationToken, Task> WriteSlice);
+    private sealed record Column(Field Field, long Length, Func<ParquetRowGroupWriter, long, int, CancellationToken, Task> WriteSlice);
 
     /// <summary>Rows per row group.</summary>
     public int RowGroupSize { get; init; } = 1 << 20;
@@ -41,6 +41,38 @@ public sealed class ParquetTable
         return this;
     }
 
+    /// <summary>
+    /// Adds a list column, list&lt;double&gt; in Parquet's standard LIST layout (read back as <c>double[]</c> by
+    /// ParquetSharp, as a list by DuckDB, pandas and Arrow): one array per row, e.g. a spectrum of singular values.
+    /// </summary>
+    public ParquetTable Add(string name, double[][] values)
+    {
+        CheckNewColumn(name, values.LongLength);
+        var item = new DataField<double>("element");
+        var list = new ListField(name, item);
+        _columns.Add(new Column(list, values.LongLength, async (group, start, count, ct) =>
+        {
+            var rows = new ArraySegment<double[]>(values, (int)start, count);
+            var flat = new List<double>();
+            var repetition = new List<int>();
+            var definition = new List<int>();
+            foreach (var row in rows)
+            {
+                // An empty list is one entry "list present, no element" (definition level 1, no value).
+                if (row.Length == 0) { repetition.Add(0); definition.Add(1); continue; }
+                for (int i = 0; i < row.Length; i++)
+                {
+                    flat.Add(row[i]);
+                    repetition.Add(i == 0 ? 0 : 1);
+                    definition.Add(item.MaxDefinitionLevel);
+                }
+            }
+            await group.WriteAllPartsAsync(item, new ReadOnlyMemory<double>(flat.ToArray()),
+                new ReadOnlyMemory<int>(definition.ToArray()), new ReadOnlyMemory<int>(repetition.ToArray()), ct);
+        }));
+        return this;
+    }
+
     private void CheckNewColumn(string name, long length)
     {
         if (_columns.Count > 0 && length != RowCount)
@@ -62,7 +94,7 @@ public sealed class ParquetTable
         {
             throw new InterpException($"cannot create the folder for Parquet table {path}: {ex.Message}", ex);
         }
-        var schema = new ParquetSchema(_columns.Select(c => (Field)c.Field).ToArray());
+        var schema = new ParquetSchema(_columns.Select(c => c.Field).ToArray());
         string tmp = Path.Combine(dir ?? ".", $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try
         {

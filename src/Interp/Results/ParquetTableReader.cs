@@ -6,13 +6,13 @@ namespace Interp.Results;
 /// <summary>Reads the numeric columns of a Parquet table (as written by <see cref="ParquetTable"/>) back as doubles.</summary>
 public static class ParquetTableReader
 {
-    /// <summary>Every int32, int64, float or double column of <paramref name="path"/>, by name.</summary>
+    /// <summary>Every int32, int64, float or double column of <paramref name="path"/>, by name (list columns are skipped).</summary>
     public static async Task<Dictionary<string, double[]>> ReadNumericAsync(string path, CancellationToken cancellationToken = default)
     {
         try
         {
             await using var reader = await ParquetReader.CreateAsync(path, cancellationToken: cancellationToken);
-            var fields = reader.Schema.GetDataFields().Where(f => f.ClrType == typeof(int) || f.ClrType == typeof(long) || f.ClrType == typeof(float) || f.ClrType == typeof(double)).ToArray();
+            var fields = reader.Schema.GetDataFields().Where(f => f.MaxRepetitionLevel == 0).Where(f => f.ClrType == typeof(int) || f.ClrType == typeof(long) || f.ClrType == typeof(float) || f.ClrType == typeof(double)).ToArray();
             var columns = fields.ToDictionary(f => f.Name, _ => new List<double>());
             for (int g = 0; g < reader.RowGroupCount; g++)
             {

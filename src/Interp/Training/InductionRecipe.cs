@@ -34,6 +34,12 @@ public static class InductionRecipe
     /// <summary>The optimisation: AdamW, peak lr 2e-3 after 100 warm-up steps, constant, weight decay 0.01, batch 32.</summary>
     public static TrainingOptions Training { get; } = new();
 
+    /// <summary>
+    /// The token the built-in model's sequences start with (BOS = 0) when <paramref name="config"/> is this recipe's
+    /// architecture; null for any other model (its tokenizer, if any, says).
+    /// </summary>
+    public static int? FirstTokenFor(ModelConfig config) => config == ModelConfig ? (int)InductionDataGenerator.Bos : null;
+
     /// <summary>A freshly initialised model (TransformerLens's default N(0, 0.8/√d_model) weights).</summary>
     public static HookedTransformer CreateModel(long seed = 0)
     {

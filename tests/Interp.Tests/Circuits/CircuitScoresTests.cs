@@ -1,4 +1,5 @@
 using Interp.Circuits;
+using Interp.Models;
 using Interp.Tests.Support;
 using Interp.Training;
 using static TorchSharp.torch;
@@ -35,5 +36,57 @@ public sealed class CircuitScoresTests
         // Both layer-1 heads do induction; their message circuits copy the attended token to the output.
         Assert.True(scores[1, 0] > 0.7, $"head 1.0 copying score {scores[1, 0]}");
         Assert.True(scores[1, 1] > 0.7, $"head 1.1 copying score {scores[1, 1]}");
+    }
+
+    [Fact]
+    public void Full_message_circuits_give_the_same_copying_score_through_either_route()
+    {
+        using var model = TestModels.Random(TestModels.LlamaLike, seed: 2);   // GQA, untied unembedding
+        using var scope = NewDisposeScope();
+        var scores = CircuitScores.Copying(model);
+        // The vocabulary-sized factors W_E·W_V and W_O·W_U, eigenvalues from their r × r product B·A.
+        using var full = FullCircuits.Message(model);
+        var eig = full.Eigenvalues();
+        var viaFull = real(eig).sum(-1) / eig.abs().sum(-1);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++) Assert.Equal(viaFull[l, h].item<float>(), scores[l, h], 4);
+    }
+}
+
+/// <summary>Copying scores at GPT-2-small scale; alone in its collection so that the peak-memory reading is its own.</summary>
+[Collection(nameof(MemoryMeasurementCollection))]
+public sealed class CopyingScoresAtScaleTests
+{
+    [Fact]
+    public void All_144_heads_of_a_gpt2_small_shaped_model_without_a_vocab_squared_matrix()
+    {
+        var cfg = new ModelConfig
+        {
+            Name = "gpt2-small-shaped", DModel = 768, NLayers = 12, NHeads = 12, DMlp = 3072, DVocab = 50257, NCtx = 1024,
+            Norm = NormKind.LayerNorm, Positional = PositionalKind.Learned, Mlp = MlpKind.Standard,
+        };
+        using var model = new HookedTransformer(cfg);
+        model.InitWeights(seed: 1);
+        using var scope = NewDisposeScope();
+
+        long before = PeakRss.Reset();
+        var scores = CircuitScores.Copying(model);
+        long growth = PeakRss.Read() - before;
+
+        // One d_vocab × d_vocab float32 matrix is 50257² × 4 B = 10.1 GB; the whole computation must stay far below.
+        Assert.True(growth < 2L << 30, $"peak resident memory grew by {growth / (1 << 20)} MiB");
+        Assert.Equal([12, 12], new[] { scores.GetLength(0), scores.GetLength(1) });
+        Assert.All(scores.Cast<double>(), s => Assert.InRange(s, -1, 1));
+
+        // Two heads through the other route: vocabulary-sized factors W_E·W_V and W_O·W_U, eigenvalues of B·A.
+        foreach (var (l, h) in new[] { (0, 0), (11, 7) })
+        {
+            using var step = NewDisposeScope();
+            var attn = model.Blocks[l].Attn;
+            using var full = new FactoredMatrix(model.Embed.W_E.detach().matmul(attn.W_V[h].detach()), attn.W_O[h].detach().matmul(model.Unembed.W_U.detach()));
+            var eig = full.Eigenvalues();
+            double expected = real(eig).sum().item<float>() / eig.abs().sum().item<float>();
+            Assert.True(Math.Abs(expected - scores[l, h]) < 1e-3, $"head {l}.{h}: {expected} vs {scores[l, h]}");
+        }
     }
 }

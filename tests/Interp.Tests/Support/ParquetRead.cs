@@ -18,7 +18,9 @@ public static class ParquetRead
             for (int c = 0; c < schema.NumColumns; c++)
             {
                 using var column = group.Column(c);
-                var values = column.ColumnDescriptor.PhysicalType switch
+                var values = column.ColumnDescriptor.MaxRepetitionLevel > 0
+                    ? column.LogicalReader<double[]>().ReadAll(n).Cast<object>()
+                    : column.ColumnDescriptor.PhysicalType switch
                 {
                     PhysicalType.Int32 => column.LogicalReader<int>().ReadAll(n).Cast<object>(),
                     PhysicalType.Int64 => column.LogicalReader<long>().ReadAll(n).Cast<object>(),
@@ -31,7 +33,7 @@ public static class ParquetRead
                 parts[c].AddRange(values);
             }
         }
-        for (int c = 0; c < schema.NumColumns; c++) result[schema.Column(c).Name] = parts[c].ToArray();
+        for (int c = 0; c < schema.NumColumns; c++) result[schema.Column(c).Path.ToDotVector()[0]] = parts[c].ToArray();   // a list column's leaf is "<name>.list.element"
         return result;
     }
 }

@@ -1,0 +1,244 @@
+using static TorchSharp.torch;
+
+namespace Interp.Models;
+
+/// <summary>
+/// Which of TransformerLens's weight-processing steps to apply (see <see cref="WeightProcessing"/>). Every step
+/// leaves the model's output distribution exactly as it was (up to float rounding); <see cref="CenterUnembed"/>
+/// shifts each position's logits by a constant.
+/// </summary>
+public sealed record WeightProcessingOptions
+{
+    /// <summary>
+    /// Fold each norm's gain (and LayerNorm's shift) into the weights that read its output, and centre those
+    /// reading weights (LayerNorm only); the norms become pure normalisation (TransformerLens's LNPre / RMSPre).
+    /// </summary>
+    public bool FoldLn { get; init; }
+    /// <summary>
+    /// Subtract the mean over d_model from every weight and bias that writes to the residual stream (W_E, W_pos,
+    /// W_O, b_O, W_out, b_out), so the residual stream has mean zero. LayerNorm models only: skipped otherwise.
+    /// </summary>
+    public bool CenterWritingWeights { get; init; }
+    /// <summary>Subtract the mean over the vocabulary from W_U and b_U; logits change by a constant per position.</summary>
+    public bool CenterUnembed { get; init; }
+    /// <summary>Fold the value biases into the output bias (b_O += Σ_h b_V·W_O[h]) and zero them.</summary>
+    public bool FoldValueBiases { get; init; }
+
+    /// <summary>All four steps, as TransformerLens's <c>from_pretrained</c> does by default.</summary>
+    public static WeightProcessingOptions Default { get; } =
+        new() { FoldLn = true, CenterWritingWeights = true, CenterUnembed = true, FoldValueBiases = true };
+
+    /// <summary>No processing: the weights stay exactly as loaded.</summary>
+    public static WeightProcessingOptions None { get; } = new();
+
+    /// <summary>True when at least one step is selected.</summary>
+    public bool Any => FoldLn || CenterWritingWeights || CenterUnembed || FoldValueBiases;
+
+    /// <summary>The steps selected here or in <paramref name="other"/>.</summary>
+    public WeightProcessingOptions Union(WeightProcessingOptions other) => new()
+    {
+        FoldLn = FoldLn || other.FoldLn,
+        CenterWritingWeights = CenterWritingWeights || other.CenterWritingWeights,
+        CenterUnembed = CenterUnembed || other.CenterUnembed,
+        FoldValueBiases = FoldValueBiases || other.FoldValueBiases,
+    };
+}
+
+/// <summary>
+/// TransformerLens's weight processing (<c>fold_layer_norm</c>, <c>center_writing_weights</c>,
+/// <c>center_unembed</c>, <c>fold_value_biases</c>), done in place on a <see cref="HookedTransformer"/>: the same
+/// parameter tensors receive the new values, so the model object, its hooks and its state-dict keys stay the same.
+/// The maths is done in float64 and written back in the weights' dtype. Steps run in TransformerLens's order
+/// (fold, centre writing weights, centre unembed, fold value biases) and are idempotent; what was applied is
+/// accumulated in <see cref="HookedTransformer.Processing"/>. Training or loading weights afterwards does not
+/// update that record.
+/// <para>
+/// Hooks after processing: <c>hook_q</c>/<c>hook_k</c>/<c>hook_v</c>, patterns and MLP activations are unchanged
+/// by folding, but LayerNorm's <c>hook_normalized</c> no longer includes w and b; centring the writing weights
+/// replaces every residual-stream activation by itself minus its mean over d_model; folding value biases removes
+/// b_V from <c>hook_v</c> and <c>hook_z</c> (it reappears in b_O, so <c>hook_attn_out</c> is unchanged).
+/// </para>
+/// <para>Refused (before anything is changed, with an <see cref="InterpException"/>): folding a LayerNorm
+/// whose shift b is nonzero when the weights reading it have nowhere to put b·W, i.e. a model without biases
+/// (<see cref="ModelConfig.UseBias"/> false: its biases are fixed zero buffers that are not saved), or the ln2 of a
+/// gated MLP (W_gate has no bias). A zero shift folds fine in both cases.</para>
+/// </summary>
+public static class WeightProcessing
+{
+    /// <summary>
+    /// Applies the selected steps to <paramref name="model"/> in place and returns the steps this call applied:
+    /// <see cref="WeightProcessingOptions.CenterWritingWeights"/> is skipped (and not reported) for RMSNorm or
+    /// norm-free models, whose output depends on the residual stream's mean; FoldLn on a norm-free model has
+    /// nothing to fold and is reported as applied.
+    /// </summary>
+    /// <exception cref="InterpException">A LayerNorm shift cannot be folded (see <see cref="WeightProcessing"/>); the model is left unchanged.</exception>
+    public static WeightProcessingOptions ProcessWeights(this HookedTransformer model, WeightProcessingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var cfg = model.Config;
+        var applied = options with
+        {
+            CenterWritingWeights = options.CenterWritingWeights && cfg.Norm == NormKind.LayerNorm,
+        };
+        if (applied.FoldLn) CheckFoldable(model);
+
+        using var _ = no_grad();
+        if (applied.FoldLn) FoldLayerNorms(model);
+        if (applied.CenterWritingWeights) CenterWriting(model);
+        if (applied.CenterUnembed) CenterUnembedding(model);
+        if (applied.FoldValueBiases) FoldValueBias(model);
+        model.Processing = model.Processing.Union(applied);
+        return applied;
+    }
+
+    /// <summary>Throws when a LayerNorm shift would have to be folded into a bias the model does not have.</summary>
+    private static void CheckFoldable(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        if (cfg.Norm != NormKind.LayerNorm) return; // RMSNorm has no shift to fold
+        foreach (var (name, norm, gated) in Norms(model))
+        {
+            if (!IsNonZero(norm.B)) continue;
+            if (!cfg.UseBias)
+                throw new InterpException(
+                    $"Cannot fold {name}.b: the model has no biases (UseBias = false), so ln.b·W has nowhere to go; " +
+                    "fold only models whose LayerNorm shifts are zero, or leave FoldLn off.");
+            if (gated)
+                throw new InterpException(
+                    $"Cannot fold {name}.b into a gated MLP: W_gate has no bias to receive ln.b·W_gate; leave FoldLn off for this model.");
+        }
+    }
+
+    /// <summary>Every norm with its TransformerLens name and whether a gated MLP reads it.</summary>
+    private static IEnumerable<(string Name, Norm Norm, bool Gated)> Norms(HookedTransformer model)
+    {
+        for (int l = 0; l < model.Blocks.Count; l++)
+        {
+            var block = model.Blocks[l];
+            if (block.Ln1 is not null) yield return ($"blocks.{l}.ln1", block.Ln1, false);
+            if (block.Ln2 is not null) yield return ($"blocks.{l}.ln2", block.Ln2, block.Mlp?.W_gate is not null);
+        }
+        if (model.LnFinal is not null) yield return ("ln_final", model.LnFinal, false);
+    }
+
+    private static bool IsNonZero(Tensor t)
+    {
+        using var scope = NewDisposeScope();
+        return t.ne(0).any().item<bool>();
+    }
+
+    private static void FoldLayerNorms(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        if (cfg.Norm == NormKind.None) return;
+        bool layerNorm = cfg.Norm == NormKind.LayerNorm;
+        foreach (var block in model.Blocks)
+        {
+            using var scope = NewDisposeScope();
+            if (block.Ln1 is { } ln1)
+            {
+                var attn = block.Attn;
+                Fold(ln1, attn.W_Q, 1, cfg.UseBias ? attn.b_Q : null, layerNorm);
+                Fold(ln1, attn.W_K, 1, cfg.UseBias ? attn.b_K : null, layerNorm);
+                Fold(ln1, attn.W_V, 1, cfg.UseBias ? attn.b_V : null, layerNorm);
+                ResetNorm(ln1, layerNorm);
+            }
+            if (block.Ln2 is { } ln2 && block.Mlp is { } mlp)
+            {
+                Fold(ln2, mlp.W_in, 0, cfg.UseBias ? mlp.b_in : null, layerNorm);
+                if (mlp.W_gate is not null) Fold(ln2, mlp.W_gate, 0, null, layerNorm);
+                ResetNorm(ln2, layerNorm);
+            }
+        }
+        if (model.LnFinal is { } lnFinal)
+        {
+            using var scope = NewDisposeScope();
+            Fold(lnFinal, model.Unembed.W_U, 0, cfg.UseBias ? model.Unembed.b_U : null, layerNorm);
+            ResetNorm(lnFinal, layerNorm);
+        }
+    }
+
+    /// <summary>
+    /// Folds <paramref name="norm"/> into the weight <paramref name="w"/> that reads it along axis
+    /// <paramref name="dModelAxis"/>: b += Σ_d ln.b[d]·W[d] (LayerNorm), W ← diag(ln.w)·W, then (LayerNorm) W minus
+    /// its mean over d_model, exact because LayerNorm's normalised output has mean zero. A null
+    /// <paramref name="bias"/> means there is none; <see cref="CheckFoldable"/> has ensured the shift is then zero.
+    /// </summary>
+    private static void Fold(Norm norm, Tensor w, int dModelAxis, Tensor? bias, bool layerNorm)
+    {
+        var shape = Enumerable.Repeat(1L, (int)w.dim()).ToArray();
+        shape[dModelAxis] = -1;
+        var weight = w.to(ScalarType.Float64);
+        if (layerNorm && bias is not null)
+            bias.copy_(bias.to(ScalarType.Float64) + (weight * norm.B.to(ScalarType.Float64).view(shape)).sum(dModelAxis));
+        weight = weight * norm.W.to(ScalarType.Float64).view(shape);
+        if (layerNorm) weight = weight - weight.mean([dModelAxis], keepdim: true);
+        w.copy_(weight);
+    }
+
+    /// <summary>After folding, the norm only normalises: gain one, shift zero (RMSNorm's shift is a fixed zero already).</summary>
+    private static void ResetNorm(Norm norm, bool layerNorm)
+    {
+        norm.W.fill_(1.0);
+        if (layerNorm) norm.B.zero_();
+    }
+
+    private static void CenterWriting(HookedTransformer model)
+    {
+        bool biases = model.Config.UseBias;
+        using (NewDisposeScope())
+        {
+            CenterLastAxis(model.Embed.W_E);
+            // A sinusoidal table is a derived, unsaved constant: centring it keeps the residual stream centred in
+            // this model; a reloaded copy gets the plain table back, which LayerNorm makes equivalent.
+            if (model.PosEmbed is not null) CenterLastAxis(model.PosEmbed.W_pos);
+        }
+        foreach (var block in model.Blocks)
+        {
+            using var scope = NewDisposeScope();
+            CenterLastAxis(block.Attn.W_O);
+            if (biases) CenterLastAxis(block.Attn.b_O);
+            if (block.Mlp is { } mlp)
+            {
+                CenterLastAxis(mlp.W_out);
+                if (biases) CenterLastAxis(mlp.b_out);
+            }
+        }
+    }
+
+    private static void CenterUnembedding(HookedTransformer model)
+    {
+        using var scope = NewDisposeScope();
+        CenterLastAxis(model.Unembed.W_U);
+        if (model.Config.UseBias) CenterLastAxis(model.Unembed.b_U);
+    }
+
+    /// <summary>t ← t − mean(t) over its last axis (d_model for writing weights, the vocabulary for W_U).</summary>
+    private static void CenterLastAxis(Tensor t)
+    {
+        var x = t.to(ScalarType.Float64);
+        t.copy_(x - x.mean([-1], keepdim: true));
+    }
+
+    /// <summary>
+    /// b_O += Σ_h b_V[kv(h)]·W_O[h], then b_V ← 0; exact because each attention pattern row sums to one, so the
+    /// value bias reaches the output unchanged. Query head h reads key/value head h / (n_heads / n_kv_heads).
+    /// </summary>
+    private static void FoldValueBias(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        if (!cfg.UseBias) return; // b_V is a fixed zero: nothing to fold
+        int group = cfg.NHeads / cfg.KvHeads;
+        foreach (var block in model.Blocks)
+        {
+            using var scope = NewDisposeScope();
+            var attn = block.Attn;
+            var bV = attn.b_V.to(ScalarType.Float64);
+            if (group > 1) bV = bV.repeat_interleave(group, dim: 0); // [head, d_head]
+            var shift = einsum("he,hed->d", bV, attn.W_O.to(ScalarType.Float64));
+            attn.b_O.copy_(attn.b_O.to(ScalarType.Float64) + shift);
+            attn.b_V.zero_();
+        }
+    }
+}
