@@ -143,10 +143,7 @@ public static class InductionStudy
     {
         using var scope = NewDisposeScope();
         var logits = model.RunWithHooks(tokens, hooks);
-        var logProbs = logits[.., ..^1].log_softmax(-1);
-        var target = tokens[.., 1..].unsqueeze(-1);
-        var loss = -logProbs.gather(-1, target).squeeze(-1).mean([0]);   // [pos − 1]
-        return TensorData.ToVector(loss);
+        return TensorData.ToVector(Metrics.PerTokenLoss(logits, tokens).mean([0]));   // [pos − 1]
     }
 
     private static string[] Labels(Tensor tokens, Tokenizers.ITokenizer? tokenizer)

@@ -6,7 +6,7 @@ namespace Interp.Plots;
 /// The toolkit's figures, each drawn in one place: matrices with labelled rows and columns (attention patterns,
 /// layer × head scores), line charts (loss curves, per-position losses) and vector diagrams.
 /// </summary>
-public static class Figures
+public static partial class Figures
 {
     /// <summary>
     /// A heatmap of <paramref name="values"/> [row, column] with row 0 at the top, optional tick labels, a colour bar,

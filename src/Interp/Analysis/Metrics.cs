@@ -1,0 +1,84 @@
+using static TorchSharp.torch;
+
+namespace Interp.Analysis;
+
+/// <summary>
+/// A metric of a forward pass: the logits [batch, pos, d_vocab] and the input tokens [batch, pos] → one value per
+/// sequence, [batch]. Per-sequence values let a sweep run several ablations in one batch and split the result; the
+/// metric of a run is their mean (<see cref="Metrics.Evaluate"/>). Any function of this shape can be passed wherever a
+/// metric is asked for.
+/// </summary>
+public delegate Tensor Metric(Tensor logits, Tensor tokens);
+
+/// <summary>The standard metrics, as <see cref="Metric"/> values.</summary>
+public static class Metrics
+{
+    /// <summary>
+    /// Next-token loss at every position: entry [b, p] is −log P(tokens[b, p + 1] | tokens[b, ..p]), [batch, pos − 1].
+    /// Column p is the prediction made at position p of the token at position p + 1.
+    /// </summary>
+    public static Tensor PerTokenLoss(Tensor logits, Tensor tokens)
+    {
+        CheckShapes(logits, tokens);
+        using var scope = NewDisposeScope();
+        var logProbs = logits[.., ..^1].log_softmax(-1);
+        var targets = tokens[.., 1..].to(ScalarType.Int64, logits.device).unsqueeze(-1);
+        return (-logProbs.gather(-1, targets).squeeze(-1)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Mean next-token loss per sequence over the predicted tokens at positions [<paramref name="fromTarget"/>,
+    /// <paramref name="toTarget"/>) (positions of the tokens being predicted, 1 … pos − 1; default all).
+    /// </summary>
+    /// <exception cref="InterpException">The range is empty or outside the sequence (checked when the metric runs).</exception>
+    public static Metric Loss(int fromTarget = 1, int? toTarget = null) => (logits, tokens) =>
+    {
+        long pos = tokens.shape[^1];
+        long to = toTarget ?? pos;
+        if (fromTarget < 1 || to > pos || to <= fromTarget)
+            throw new InterpException($"loss over predicted positions [{fromTarget}, {to}) does not fit a sequence of {pos} tokens: positions must lie in [1, {pos})");
+        using var scope = NewDisposeScope();
+        return PerTokenLoss(logits, tokens)[.., (fromTarget - 1)..(int)(to - 1)].mean([1]).MoveToOuterDisposeScope();
+    };
+
+    /// <summary>
+    /// logit(<paramref name="correct"/>) − logit(<paramref name="wrong"/>) at <paramref name="position"/> (negative
+    /// counts from the end), per sequence.
+    /// </summary>
+    /// <exception cref="InterpException">A token id is outside the vocabulary or the position outside the sequence (checked when the metric runs).</exception>
+    public static Metric LogitDiff(int correct, int wrong, int position = -1) => (logits, tokens) =>
+    {
+        long vocab = logits.shape[^1], pos = logits.shape[^2];
+        foreach (var (id, name) in new[] { (correct, "correct"), (wrong, "wrong") })
+            if (id < 0 || id >= vocab) throw new InterpException($"logit difference: {name} token id {id} is outside the vocabulary [0, {vocab})");
+        if (position < -pos || position >= pos) throw new InterpException($"logit difference: position {position} is outside a sequence of {pos} tokens");
+        using var scope = NewDisposeScope();
+        var at = logits.select(-2, position < 0 ? pos + position : position);     // [batch, vocab]
+        return (at[.., correct] - at[.., wrong]).MoveToOuterDisposeScope();
+    };
+
+    /// <summary>The metric of a run: the mean of <paramref name="metric"/>'s per-sequence values.</summary>
+    /// <exception cref="InterpException">The metric did not return one value per sequence.</exception>
+    public static double Evaluate(Metric metric, Tensor logits, Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
+        var values = PerSequence(metric, logits, tokens);
+        return values.to(ScalarType.Float64).mean().item<double>();
+    }
+
+    /// <summary>Runs <paramref name="metric"/> and checks that it returned one value per sequence, [batch].</summary>
+    public static Tensor PerSequence(Metric metric, Tensor logits, Tensor tokens)
+    {
+        var values = metric(logits, tokens);
+        if (values.dim() != 1 || values.shape[0] != tokens.shape[0])
+            throw new InterpException($"a metric must return one value per sequence, shape [{tokens.shape[0]}]; this one returned [{string.Join(", ", values.shape)}]");
+        return values;
+    }
+
+    private static void CheckShapes(Tensor logits, Tensor tokens)
+    {
+        if (logits.dim() != 3 || tokens.dim() != 2 || logits.shape[0] != tokens.shape[0] || logits.shape[1] != tokens.shape[1])
+            throw new InterpException($"metric: logits must be [batch, pos, d_vocab] and tokens [batch, pos] with the same batch and pos; got logits [{string.Join(", ", logits.shape)}] and tokens [{string.Join(", ", tokens.shape)}]");
+        if (tokens.shape[1] < 2) throw new InterpException("next-token loss needs at least 2 positions");
+    }
+}
