@@ -117,23 +117,39 @@ public static class InductionStudy
         context.AddNumber("loss_first_half", FirstHalf(clean), "mean loss predicting the first (random) copy");
         context.AddNumber("loss_repeated_half", Repeated(clean), "mean loss predicting the repeated copy");
         context.AddNumber("loss_repeated_half_without_induction_head", Repeated(ablated[(ind.Layer, ind.Head)]), $"same, with head {ind.Layer}.{ind.Head} zero-ablated");
-        context.AddNumber("loss_repeated_half_without_previous_token_head", Repeated(ablated[(prev.Layer, prev.Head)]), $"same, with head {prev.Layer}.{prev.Head} zero-ablated");
+        // The previous-token mechanism may be spread over several heads of its layer (the built-in model has two, each
+        // dispensable alone): ablate every head of that layer scoring at least half the best one, together.
+        var prevHeads = Enumerable.Range(0, cfg.NHeads).Where(h => scores.Values[HeadScoreKind.PreviousToken][prev.Layer, h] >= 0.5 * prev.Score).ToArray();
+        string prevNames = string.Join(" + ", prevHeads.Select(h => $"{prev.Layer}.{h}"));
+        (string, HookFunction) AblatePrevious() => (HookNames.Z(prev.Layer), (z, _) =>
+        {
+            var c = z.clone();
+            foreach (int h in prevHeads) c[.., .., h] = 0;
+            return c;
+        });
+        var withoutPrevious = PerPositionLoss(model, tokens, AblatePrevious());
+        context.AddNumber("loss_repeated_half_without_previous_token_heads", Repeated(withoutPrevious), $"same, with the previous-token head(s) {prevNames} zero-ablated together");
         var worst = ablated.MaxBy(kv => Repeated(kv.Value));
         context.AddText($"Zero-ablating each head in turn, the repeated-half loss rises most without head {worst.Key.Item1}.{worst.Key.Item2} " +
-                        $"({Repeated(clean):0.000} → {Repeated(worst.Value):0.000}).");
+                        $"({Repeated(clean):0.000} → {Repeated(worst.Value):0.000})" +
+                        (prevHeads.Length > 1
+                            ? $". The previous-token job is shared by heads {prevNames}: without one of them it rises only to " +
+                              string.Join(" / ", prevHeads.Select(h => Repeated(ablated[(prev.Layer, h)]).ToString("0.000"))) +
+                              $", without all of them to {Repeated(withoutPrevious):0.000}."
+                            : "."));
         var xs = Enumerable.Range(1, clean.Length).Select(p => (double)p).ToArray();
         context.SaveFigure("loss_by_position.png",
             Figures.Lines("Loss per position on repeated random tokens", "position of the predicted token", "mean loss", xs,
                 ("clean", clean), ($"without {ind.Layer}.{ind.Head} (induction)", ablated[(ind.Layer, ind.Head)]),
-                ($"without {prev.Layer}.{prev.Head} (previous-token)", ablated[(prev.Layer, prev.Head)])),
-            $"Loss drops in the repeated copy (after position {prefix + half}); ablating either head of the circuit brings it back up.", 1000, 550);
+                ($"without {prevNames} (previous-token)", withoutPrevious)),
+            $"Loss drops in the repeated copy (after position {prefix + half}); ablating either part of the circuit brings it back up.", 1000, 550);
 
-        // K-composition evidence: the induction head needs the previous-token head's output to find its target.
-        using (model.Hooks((HookNames.Z(prev.Layer), (z, _) => { var c = z.clone(); c[.., .., prev.Head] = 0; return c; })))
+        // K-composition evidence: the induction head needs the previous-token heads' output to find its target.
+        using (model.Hooks(AblatePrevious()))
         {
             var without = HeadDetection.Score(model, tokens, half, cancellationToken);
-            context.AddNumber("induction_score_without_previous_token_head", without.Values[HeadScoreKind.Induction][ind.Layer, ind.Head],
-                $"induction score of {ind.Layer}.{ind.Head} when {prev.Layer}.{prev.Head} is zero-ablated (the circuit's K-composition)");
+            context.AddNumber("induction_score_without_previous_token_heads", without.Values[HeadScoreKind.Induction][ind.Layer, ind.Head],
+                $"induction score of {ind.Layer}.{ind.Head} when {prevNames} are zero-ablated (the circuit's K-composition)");
         }
         context.ReportProgress("done", 1.0);
     }

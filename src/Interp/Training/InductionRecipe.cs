@@ -31,8 +31,20 @@ public static class InductionRecipe
     /// <summary>The data: half in-context bigram sequences (noise 0.05), half random tokens with two repeated spans.</summary>
     public static InductionDataOptions Data { get; } = new();
 
-    /// <summary>The optimisation: AdamW, peak lr 2e-3 after 100 warm-up steps, constant, weight decay 0.01, batch 32.</summary>
-    public static TrainingOptions Training { get; } = new();
+    /// <summary>
+    /// The optimisation: AdamW, peak lr 2e-3 after 100 warm-up steps, constant, weight decay 0.01, batch 32; and head
+    /// dropout that gives the model TransformerLens attn-only-2l's structure: in layer 0, half of the sequences lose one
+    /// of the two heads (so both learn to be previous-token heads, each dispensable); in layer 1, head 1.1 is dropped
+    /// from half of the sequences and head 1.0 never (so 1.0 becomes the one induction head the model cannot do without).
+    /// </summary>
+    public static TrainingOptions Training { get; } = new()
+    {
+        HeadDropout =
+        [
+            new HeadDropout(Layer: 0, Heads: [0, 1], Probability: 0.5, OneAtATime: true),
+            new HeadDropout(Layer: 1, Heads: [1], Probability: 0.5, OneAtATime: false),
+        ],
+    };
 
     /// <summary>
     /// The token the built-in model's sequences start with (BOS = 0) when <paramref name="config"/> is this recipe's

@@ -15,7 +15,8 @@ public enum LrSchedule
     Linear,
 }
 
-/// <summary>Hyperparameters of <see cref="InductionTrainer.Train"/>; the defaults are <see cref="InductionRecipe"/>'s.</summary>
+/// <summary>Hyperparameters of <see cref="InductionTrainer.Train"/>; the defaults are <see cref="InductionRecipe"/>'s, except
+/// <see cref="HeadDropout"/> (none by default).</summary>
 public sealed record TrainingOptions
 {
     /// <summary>Optimiser steps.</summary>
@@ -46,6 +47,8 @@ public sealed record TrainingOptions
     public int EvalHalfLength { get; init; } = 25;
     /// <summary>Seed of the evaluation batch (fixed, so curves of different runs compare).</summary>
     public ulong EvalSeed { get; init; } = 12345;
+    /// <summary>Heads zeroed at random during training steps (never during evaluation); drawn from a generator seeded by <see cref="Seed"/>.</summary>
+    public IReadOnlyList<HeadDropout> HeadDropout { get; init; } = [];
 
     /// <summary>The learning rate at 1-based <paramref name="step"/>.</summary>
     public double LearningRateAt(int step)
@@ -97,10 +100,13 @@ public static class InductionTrainer
         if (data.VocabSize != model.Config.DVocab || data.SequenceLength > model.Config.NCtx)
             throw new ArgumentException($"data (vocab {data.VocabSize}, length {data.SequenceLength}) does not fit the model " +
                 $"(vocab {model.Config.DVocab}, n_ctx {model.Config.NCtx})", nameof(data));
+        foreach (var rule in options.HeadDropout) rule.Validate(model.Config);
         // Grad mode is per thread: make sure it is on here, whatever the caller's thread was doing.
         using var gradMode = enable_grad();
         manual_seed((long)options.Seed);
         var generator = new InductionDataGenerator(data, options.Seed);
+        var dropoutGenerator = new Generator(options.Seed ^ 0x5EED_D809UL);
+        var dropout = options.HeadDropout.Select(rule => rule.ToHook(dropoutGenerator)).ToArray();
         using var evalTokens = InductionDataGenerator.RepeatedRandomTokens(options.EvalBatchSize, options.EvalHalfLength,
             data.VocabSize, options.EvalSeed);
         using var optimizer = optim.AdamW(model.parameters(), options.LearningRate, options.Beta1, options.Beta2,
@@ -120,7 +126,7 @@ public static class InductionTrainer
             using (NewDisposeScope())
             {
                 var tokens = generator.NextBatch(options.BatchSize);
-                var logits = model.forward(tokens);
+                var logits = model.RunWithHooks(tokens, dropout);
                 var loss = nn.functional.cross_entropy(logits[.., ..^1].reshape(-1, vocab), tokens[.., 1..].reshape(-1));
                 optimizer.zero_grad();
                 loss.backward();

@@ -81,7 +81,8 @@ public sealed class CompositionTests
         var model = loaded.Model;
         model.ProcessWeights(WeightProcessingOptions.Default);
         using var scope = NewDisposeScope();
-        // Roles from behaviour, not from weights: the previous-token head of layer 0; both layer-1 heads induct (0.92 each).
+        // Roles from behaviour, not from weights: previous-token heads of layer 0 (the built-in model has two, 0.54 each),
+        // induction heads of layer 1.
         var input = HeadDetection.RepeatedRandomTokens(loaded, 32, 24, seed: 0, firstToken: InductionRecipe.FirstTokenFor(model.Config));
         var behaviour = HeadDetection.Score(model, input.Tokens, input.Half);
         var prev = behaviour.Best(HeadScoreKind.PreviousToken, 0);
@@ -90,7 +91,7 @@ public sealed class CompositionTests
         var (mean, std) = Composition.Baseline(model.Config);
         var pairs = from l1 in new[] { 0 } from h1 in new[] { 0, 1 } from h2 in new[] { 0, 1 } select (From: h1, To: h2, Score: k[l1, h1, 1, h2].item<double>());
         var largest = pairs.MaxBy(p => p.Score);
-        Assert.Equal(prev.Head, largest.From);
+        Assert.True(behaviour.Values[HeadScoreKind.PreviousToken][0, largest.From] >= 0.5 * prev.Score);
         Assert.True(behaviour.Values[HeadScoreKind.Induction][1, largest.To] > 0.8);
         Assert.True(largest.Score > mean + 10 * std, $"K-composition {largest.Score} vs random baseline {mean} ± {std}");
         // Every induction head reads the previous-token head above random, and copies.
