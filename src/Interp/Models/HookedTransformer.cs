@@ -94,9 +94,35 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
         tokens = ValidateTokens(tokens);
         var resid = Embed.forward(tokens);
         if (PosEmbed is not null) resid = resid + PosEmbed.forward(tokens);
-        foreach (var block in Blocks) resid = block.forward(resid);
+        return RunFrom(0, resid).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The forward pass from block <paramref name="layer"/> on: <paramref name="residPre"/> [batch, pos, d_model] enters
+    /// as <c>blocks.{layer}.hook_resid_pre</c>, then blocks <paramref name="layer"/>…n_layers−1, the final norm and the
+    /// unembedding run as in <see cref="forward"/>, with every hook from <c>blocks.{layer}.hook_resid_pre</c> on firing
+    /// as usual → logits [batch, pos, d_vocab]. Fed the resid_pre that a run on some tokens recorded, it returns that
+    /// run's logits, so an intervention at layer l can reuse a cached prefix instead of recomputing layers 0…l−1.
+    /// Positions need no input: learned and sinusoidal ones are already in the residual stream, rotary angles follow
+    /// the sequence axis (0…pos−1). <paramref name="layer"/> = n_layers runs only the final norm and the unembedding.
+    /// </summary>
+    /// <exception cref="InterpException">The layer is outside [0, n_layers] or residPre is not [batch, pos ≤ n_ctx, d_model].</exception>
+    public Tensor ForwardFrom(int layer, Tensor residPre)
+    {
+        if (layer < 0 || layer > Config.NLayers)
+            throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
+        if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
+            throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
+        using var scope = NewDisposeScope();
+        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits.</summary>
+    private Tensor RunFrom(int layer, Tensor resid)
+    {
+        for (int l = layer; l < Blocks.Count; l++) resid = Blocks[l].forward(resid);
         if (LnFinal is not null) resid = LnFinal.forward(resid);
-        return Unembed.forward(resid).MoveToOuterDisposeScope();
+        return Unembed.forward(resid);
     }
 
     /// <summary>The forward pass with <paramref name="hooks"/> attached for its duration (removed even if it throws).</summary>
