@@ -40,13 +40,16 @@ public sealed record HeadScores(IReadOnlyDictionary<HeadScoreKind, double[,]> Va
     }
 
     /// <summary>The scores as a long table: layer, head, score (previous_token | duplicate_token | induction), value.</summary>
-    public ParquetTable ToTable()
+    public ParquetTable ToTable() => ToTable(Values.Select(kv => (Name(kv.Key), kv.Value)));
+
+    /// <summary>Named [layer, head] scores as the same long table: layer int32, head int32, score string, value float.</summary>
+    public static ParquetTable ToTable(IEnumerable<(string Score, double[,] Values)> scores)
     {
         var rows = new ParquetColumns();
-        foreach (var (kind, values) in Values)
+        foreach (var (name, values) in scores)
             for (int l = 0; l < values.GetLength(0); l++)
                 for (int h = 0; h < values.GetLength(1); h++)
-                    rows.Row(("layer", l), ("head", h), ("score", Name(kind)), ("value", (float)values[l, h]));
+                    rows.Row(("layer", l), ("head", h), ("score", name), ("value", (float)values[l, h]));
         return rows.ToTable();
     }
 }
@@ -63,9 +66,10 @@ public sealed record RepeatedTokens(Tensor Tokens, int Half, int Prefix, int Low
 /// <summary>
 /// Detects previous-token, duplicate-token and induction heads from attention patterns on repeated random
 /// sequences: [prefix] + r + r, with r uniformly random tokens. Each score is the mean attention weight on the
-/// position the mechanism predicts, so 1 means the head attends there and nowhere else.
+/// position the mechanism predicts, so 1 means the head attends there and nowhere else. User-given detection
+/// patterns (TransformerLens's <c>detect_head</c>) are scored by <see cref="Detect(HookedTransformer, Tensor, Tensor, DetectionOptions?, CancellationToken)"/>.
 /// </summary>
-public static class HeadDetection
+public static partial class HeadDetection
 {
     /// <summary>
     /// Repeated random tokens [batch, prefix + 2·half]: an optional first token (e.g. BOS), then a random sequence
