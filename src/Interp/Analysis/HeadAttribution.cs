@@ -1,0 +1,201 @@
+using Interp.Hooks;
+using Interp.Models;
+using static TorchSharp.torch;
+
+namespace Interp.Analysis;
+
+/// <summary>
+/// A logit split into the direct contributions of the residual stream's components: <see cref="Values"/>
+/// [component, batch, position] and the model's own logit (or logit difference) <see cref="Logit"/> [batch, position],
+/// both float64; the components sum to the logit (up to float rounding). Position p is the residual position read: it
+/// predicts the token at p + 1 for a next-token attribution.
+/// </summary>
+/// <param name="Values">Direct contribution of each component, [component, batch, position].</param>
+/// <param name="Components">What each entry along the first axis is.</param>
+/// <param name="Logit">The model's logit of the target (or the logit difference), [batch, position].</param>
+public sealed record LogitAttribution(Tensor Values, IReadOnlyList<ResidualComponent> Components, Tensor Logit)
+{
+    /// <summary>The index of <paramref name="component"/> in <see cref="Components"/>.</summary>
+    /// <exception cref="InterpException">The attribution has no such component.</exception>
+    public int IndexOf(ResidualComponent component)
+    {
+        for (int i = 0; i < Components.Count; i++)
+            if (Components[i] == component) return i;
+        throw new InterpException($"logit attribution has no component {component.Label}");
+    }
+
+    /// <summary>The sum of every component, [batch, position]: equal to <see cref="Logit"/> up to float rounding.</summary>
+    public Tensor Total() => Values.sum([0]);   // not sum(0): a literal 0 binds to sum(ScalarType), the sum of all elements
+
+    /// <summary>Mean over the batch and over <paramref name="positions"/> of every component's contribution, by component.</summary>
+    public double[] Mean(IEnumerable<int> positions)
+    {
+        using var scope = NewDisposeScope();
+        var index = tensor(positions.Select(p => (long)p).ToArray(), device: Values.device);
+        if (index.NumberOfElements == 0) throw new InterpException("logit attribution: no positions to average over");
+        return Values.index_select(2, index).mean([1, 2]).cpu().data<double>().ToArray();
+    }
+}
+
+/// <summary>
+/// Direct logit attribution (TransformerLens's <c>logit_attrs</c> over a full decomposition): the logit of a target
+/// token — the correct next token, or a logit difference W_U[:, a] − W_U[:, b] — split into the direct contributions
+/// of the token and position embeddings, every attention head, each layer's attention bias b_O, every MLP (its biases
+/// inside its output), the final LayerNorm's shift and the unembedding bias b_U. With the final norm's cached scale
+/// s (and, for LayerNorm, each component centred), a component x contributes ((x − mean x)/s ⊙ w)·u, where w is the
+/// norm's gain and u the target direction; the shift contributes b·u and the unembedding bias b_U[a] (− b_U[b]). The
+/// components sum to the model's own logit up to float rounding, with raw or processed weights alike (after
+/// <see cref="WeightProcessing.ProcessWeights"/> the gain is one, the shift zero, and the logit the centred one).
+/// </summary>
+public static class HeadAttribution
+{
+    /// <summary>The hooks an attribution reads: embeddings, every head's result, MLP outputs, the final norm's scale.</summary>
+    public static bool CacheFilter(string name) =>
+        name is HookNames.Embed or HookNames.PosEmbed or HookNames.LnFinalScale
+        || name.EndsWith(".attn.hook_result", StringComparison.Ordinal)
+        || name.EndsWith(".hook_mlp_out", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The direct components of the final residual stream, [component, batch, pos, d_model]: <c>embed</c>,
+    /// <c>pos_embed</c>, then per layer every head (<c>L{l}H{h}</c>), the attention bias (<c>{l}_attn_bias</c>, models
+    /// with biases) and the MLP output (<c>{l}_mlp_out</c>). They sum to the final <c>hook_resid_post</c>.
+    /// </summary>
+    public static ResidualStack DirectComponents(this ActivationCache cache, HookedTransformer model)
+    {
+        var cfg = model.Config;
+        using var scope = NewDisposeScope();
+        var parts = new List<(ResidualComponent, Tensor)> { (new(ComponentKind.Embed), cache[HookNames.Embed]) };
+        if (model.PosEmbed is not null) parts.Add((new(ComponentKind.PosEmbed), cache[HookNames.PosEmbed]));
+        var heads = cache.StackHeadResults(model);                                   // every head, each layer followed by its b_O
+        int next = 0;
+        for (int l = 0; l < cfg.NLayers; l++)
+        {
+            for (; next < heads.Components.Count && heads.Components[next].Layer == l; next++)
+                parts.Add((heads.Components[next], heads.Values[next]));
+            if (!cfg.AttentionOnly) parts.Add((new(ComponentKind.MlpOut, l), cache[HookNames.MlpOut(l)]));
+        }
+        var values = stack(parts.Select(p => p.Item2).ToArray());
+        return new ResidualStack(values.MoveToOuterDisposeScope(), parts.Select(p => p.Item1).ToArray());
+    }
+
+    /// <summary>
+    /// Attributes, at the first n positions, the logit of <paramref name="correct"/> [batch, n] (or, with
+    /// <paramref name="wrong"/> [batch, n], the difference logit(correct) − logit(wrong)) to every direct component.
+    /// <paramref name="logits"/> [batch, pos, d_vocab] are the model's output of the run that filled
+    /// <paramref name="cache"/>, which must hold <see cref="CacheFilter"/>'s hooks.
+    /// </summary>
+    /// <exception cref="InterpException">Shapes disagree, n exceeds the positions, or a token id is outside the vocabulary.</exception>
+    public static LogitAttribution Attribute(HookedTransformer model, ActivationCache cache, Tensor logits, Tensor correct, Tensor? wrong = null)
+    {
+        var cfg = model.Config;
+        var embed = cache[HookNames.Embed];
+        long batch = embed.shape[0], pos = embed.shape[1];
+        CheckTargets(correct, "correct", batch, pos, cfg.DVocab);
+        if (wrong is not null)
+        {
+            CheckTargets(wrong, "wrong", batch, pos, cfg.DVocab);
+            if (!wrong.shape.SequenceEqual(correct.shape))
+                throw new InterpException($"logit attribution: wrong tokens [{string.Join(", ", wrong.shape)}] must have the shape of the correct ones [{string.Join(", ", correct.shape)}]");
+        }
+        if (logits.dim() != 3 || logits.shape[0] != batch || logits.shape[1] != pos || logits.shape[2] != cfg.DVocab)
+            throw new InterpException($"logit attribution: logits must be [{batch}, {pos}, {cfg.DVocab}] like the cached run; got [{string.Join(", ", logits.shape)}]");
+        long n = correct.shape[1];
+
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var device = embed.device;
+        var a = correct.to(ScalarType.Int64, device);
+        var b = wrong?.to(ScalarType.Int64, device);
+        var wU = model.Unembed.W_U.detach().to(ScalarType.Float64);                        // [d_model, d_vocab]
+        Tensor Columns(Tensor ids) => wU.T.index_select(0, ids.reshape(-1)).view(batch, n, cfg.DModel);
+        var direction = b is null ? Columns(a) : Columns(a) - Columns(b);                  // [batch, n, d_model]
+
+        var components = cache.DirectComponents(model);
+        var normed = cache.ApplyLnToStack(model, components.Values).narrow(2, 0, n).to(ScalarType.Float64);
+        var gain = model.LnFinal?.W.detach().to(ScalarType.Float64);
+        var read = gain is null ? direction : direction * gain;                            // w ⊙ u: the norm's gain goes with the direction
+        var parts = new List<Tensor> { einsum("cbpd,bpd->cbp", normed, read) };
+        var labels = new List<ResidualComponent>(components.Components);
+        if (cfg.Norm == NormKind.LayerNorm && model.LnFinal is { } ln)
+        {
+            parts.Add((direction * ln.B.detach().to(ScalarType.Float64)).sum(-1).unsqueeze(0));
+            labels.Add(new ResidualComponent(ComponentKind.LnFinalBias));
+        }
+        if (cfg.UseBias)
+        {
+            var bU = model.Unembed.b_U.detach().to(ScalarType.Float64);
+            var term = bU.index_select(0, a.reshape(-1)).view(batch, n);
+            if (b is not null) term = term - bU.index_select(0, b.reshape(-1)).view(batch, n);
+            parts.Add(term.unsqueeze(0));
+            labels.Add(new ResidualComponent(ComponentKind.UnembedBias));
+        }
+        var values = cat(parts, 0);
+
+        var at = logits.detach().narrow(1, 0, n).to(ScalarType.Float64);                  // [batch, n, d_vocab]
+        var logit = at.gather(-1, a.unsqueeze(-1)).squeeze(-1);
+        if (b is not null) logit = logit - at.gather(-1, b.unsqueeze(-1)).squeeze(-1);
+        return new LogitAttribution(values.MoveToOuterDisposeScope(), labels, logit.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Attributes, at every position, the logit of token <paramref name="correct"/> (or, with <paramref name="wrong"/>,
+    /// the logit difference along W_U[:, correct] − W_U[:, wrong]): the same pair of tokens everywhere.
+    /// </summary>
+    /// <exception cref="InterpException">A token id is outside the vocabulary.</exception>
+    public static LogitAttribution Attribute(HookedTransformer model, ActivationCache cache, Tensor logits, int correct, int? wrong = null)
+    {
+        var shape = cache[HookNames.Embed].shape[..2];
+        using var scope = NewDisposeScope();
+        var a = full(shape, (long)correct, ScalarType.Int64);
+        var b = wrong is int w ? full(shape, (long)w, ScalarType.Int64) : null;
+        return Keep(Attribute(model, cache, logits, a, b));
+    }
+
+    /// <summary>
+    /// The next-token attribution of a run on <paramref name="tokens"/> [batch, pos]: at each position p &lt; pos − 1,
+    /// the logit of the token at p + 1 (minus, with <paramref name="wrong"/> [batch, pos − 1], the logit of that
+    /// alternative token), over positions 0 … pos − 2.
+    /// </summary>
+    /// <exception cref="InterpException">Fewer than two positions, or the shapes disagree.</exception>
+    public static LogitAttribution NextToken(HookedTransformer model, ActivationCache cache, Tensor logits, Tensor tokens, Tensor? wrong = null)
+    {
+        if (tokens.dim() != 2 || tokens.shape[1] < 2)
+            throw new InterpException($"next-token attribution needs tokens [batch, pos] with pos ≥ 2; got [{string.Join(", ", tokens.shape)}]");
+        using var scope = NewDisposeScope();
+        return Keep(Attribute(model, cache, logits, tokens[.., 1..], wrong));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="model"/> on <paramref name="tokens"/> with the hooks an attribution needs and returns the
+    /// next-token attribution (<see cref="NextToken"/>).
+    /// </summary>
+    public static LogitAttribution Run(HookedTransformer model, Tensor tokens, Tensor? wrong = null)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        tokens = model.ValidateTokens(tokens);
+        var (logits, cache) = model.RunWithCache(tokens, CacheFilter);
+        using (cache) return Keep(NextToken(model, cache, logits, tokens, wrong));
+    }
+
+    private static LogitAttribution Keep(LogitAttribution a)
+    {
+        a.Values.MoveToOuterDisposeScope();
+        a.Logit.MoveToOuterDisposeScope();
+        return a;
+    }
+
+    private static void CheckTargets(Tensor ids, string what, long batch, long pos, int vocab)
+    {
+        if (ids.dim() != 2 || ids.shape[0] != batch || ids.shape[1] < 1 || ids.shape[1] > pos)
+            throw new InterpException($"logit attribution: {what} tokens must be [batch {batch}, n ≤ {pos}] (one target per attributed position); got [{string.Join(", ", ids.shape)}]");
+        using var scope = NewDisposeScope();
+        var bad = (ids < 0).logical_or(ids >= vocab);
+        if (bad.any().item<bool>())
+        {
+            long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
+            long n = ids.shape[1];
+            throw new InterpException($"logit attribution: {what} token id {ids.reshape(-1)[flat].item<long>()} at [batch {flat / n}, position {flat % n}] is outside the vocabulary [0, {vocab})");
+        }
+    }
+}
