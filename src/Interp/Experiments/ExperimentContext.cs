@@ -115,7 +115,8 @@ public sealed class ExperimentContext
     /// <summary>Output names come from code or user input: they must be plain file names inside the run folder.</summary>
     private string ArtifactPath(string fileName, string extension)
     {
-        if (fileName.Length == 0 || fileName != Path.GetFileName(fileName) || fileName is "." or ".." || !fileName.EndsWith(extension, StringComparison.Ordinal))
+        // Names starting with '.' are reserved for the temporary files that atomic writes rename into place.
+        if (!FileNames.IsPlain(fileName) || fileName.StartsWith('.') || !fileName.EndsWith(extension, StringComparison.Ordinal))
             throw new InterpException($"artefact name '{fileName}' must be a plain file name ending in {extension} inside the run folder");
         return Path.Combine(OutputDirectory, fileName);
     }

@@ -54,7 +54,11 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             Options = new Dictionary<string, string>(options.Options) { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
             Versions = Versions(),
         };
-        manifest.Save(dir);
+        try { manifest.Save(dir); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new InterpException($"cannot write to the output folder {dir}: {ex.Message}", ex);
+        }
         _logger.LogInformation("Running {Experiment} into {Directory}", experiment.Name, dir);
 
         Func<LoadedModel>? load = !experiment.UsesModel ? null
@@ -75,17 +79,28 @@ public sealed class ExperimentRunner(ILogger? logger = null)
         catch (Exception ex)
         {
             manifest.Status = RunStatus.Failed;
-            manifest.Error = ex is InterpException ? ex.Message : ex.ToString();
+            // Our own errors and I/O errors (a full disk, a folder made read-only) say all in their message.
+            manifest.Error = ex is InterpException or IOException or UnauthorizedAccessException ? ex.Message : ex.ToString();
             _logger.LogError("{Experiment} failed: {Error}", experiment.Name, ex.Message);
         }
         finally
         {
             manifest.Ended = DateTimeOffset.UtcNow;
-            RunReport.Write(dir, manifest, context.Report);
-            manifest.Artifacts.RemoveAll(a => a.Kind == "report");
-            manifest.Artifacts.Add(new RunArtifact("report.md", "report", "the report (Markdown)"));
-            manifest.Artifacts.Add(new RunArtifact("report.html", "report", "the report (HTML)"));
-            manifest.Save(dir);
+            try
+            {
+                RunReport.Write(dir, manifest, context.Report);
+                manifest.Artifacts.RemoveAll(a => a.Kind == "report");
+                manifest.Artifacts.Add(new RunArtifact("report.md", "report", "the report (Markdown)"));
+                manifest.Artifacts.Add(new RunArtifact("report.html", "report", "the report (HTML)"));
+                manifest.Save(dir);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // The folder stopped accepting writes: what was written stays complete; say so instead of crashing.
+                _logger.LogError("{Experiment}: cannot write the report or manifest into {Directory}: {Error}", experiment.Name, dir, ex.Message);
+                manifest.Status = RunStatus.Failed;
+                manifest.Error ??= $"cannot write the report or manifest into {dir}: {ex.Message}";
+            }
             context.LoadedModelOrNull?.Dispose();
         }
         return new RunResult(dir, manifest);

@@ -58,6 +58,13 @@ public static class HookNames
     /// <summary>MLP post-activation, [batch, pos, d_mlp].</summary>
     public static string MlpPost(int layer) => $"blocks.{layer}.mlp.hook_post";
 
+    /// <summary>The short names <see cref="ActName"/> expands.</summary>
+    public static IReadOnlyList<string> ShortNames { get; } =
+    [
+        "embed", "pos_embed", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v", "rot_q", "rot_k",
+        "attn_scores", "attn", "pattern", "z", "result", "pre", "mlp_pre", "pre_linear", "post", "mlp_post", "scale", "normalized",
+    ];
+
     private static string Attn(int layer, string hook) => $"blocks.{layer}.attn.{hook}";
 
     /// <summary>
@@ -76,7 +83,8 @@ public static class HookNames
                 "pos_embed" => PosEmbed,
                 "scale" => LnFinalScale,
                 "normalized" => LnFinalNormalized,
-                _ => throw new HookException(shortName, "this short name needs a layer"),
+                _ when ShortNames.Contains(shortName) => throw new HookException(shortName, "this short name needs a layer"),
+                _ => throw new HookException(shortName, $"unknown short hook name. Did you mean: {string.Join(", ", NameSuggestions.Closest(shortName, ShortNames))}?"),
             };
         }
         int l = layer.Value;
@@ -98,7 +106,7 @@ public static class HookNames
             "post" or "mlp_post" => MlpPost(l),
             "scale" => Scale(l, norm ?? "ln1"),
             "normalized" => Normalized(l, norm ?? "ln1"),
-            _ => throw new HookException(shortName, "unknown short hook name"),
+            _ => throw new HookException(shortName, $"unknown short hook name. Did you mean: {string.Join(", ", NameSuggestions.Closest(shortName, ShortNames))}?"),
         };
     }
 }

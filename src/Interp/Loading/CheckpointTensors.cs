@@ -22,6 +22,9 @@ public sealed class CheckpointTensors : IDisposable
     /// <summary>Every tensor name.</summary>
     public IEnumerable<string> Names => _byName.Keys;
 
+    /// <summary>Elements held by all the tensors (each checked against its file's length when the file was opened).</summary>
+    public long ElementCount => _byName.Sum(kv => kv.Value.GetInfo(kv.Key).ElementCount);
+
     /// <summary>Opens <c>model.safetensors</c> or the shards of <c>model.safetensors.index.json</c> in <paramref name="directory"/>.</summary>
     public static CheckpointTensors Open(string directory)
     {
@@ -45,10 +48,13 @@ public sealed class CheckpointTensors : IDisposable
     private void OpenShards(string indexPath)
     {
         Dictionary<string, string> weightMap;
+        long length = new FileInfo(indexPath).Length;
+        if (length > 16 << 20) throw new ModelFileException(indexPath, null, $"is {length} bytes; refusing an index over 16 MiB");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath), new JsonDocumentOptions { MaxDepth = 16 });
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath), new JsonDocumentOptions { MaxDepth = 16, AllowDuplicateProperties = false });
+            JsonChecks.EnsureValidStrings(doc.RootElement, indexPath);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new ModelFileException(indexPath, null, "has no \"weight_map\" object");
             weightMap = new();
             foreach (var entry in map.EnumerateObject())
@@ -64,7 +70,7 @@ public sealed class CheckpointTensors : IDisposable
         foreach (var (tensor, file) in weightMap)
         {
             // Shard names are data: they must name a plain file inside the model directory.
-            if (file.Length == 0 || file != Path.GetFileName(file) || file is "." or "..")
+            if (!FileNames.IsPlain(file))
                 throw new ModelFileException(indexPath, tensor, $"shard file name '{file}' is not a plain file name inside the model directory");
             if (!shards.TryGetValue(file, out var shard))
             {
@@ -94,6 +100,9 @@ public sealed class CheckpointTensors : IDisposable
         if (!_byName.TryGetValue(name, out var file))
             throw new ModelFileException(Directory, name, "missing from the checkpoint, but the config implies it");
         _read.Add(name);
+        var info = file.GetInfo(name);
+        if (!info.DType.IsFloatingPoint())
+            throw new ModelFileException(file.Path, name, $"has dtype {info.DType.HeaderName()}, but model weights must be floating point (F32, F16, BF16 or F64)");
         return file.ReadTensor(name, shape);
     }
 

@@ -24,8 +24,9 @@ public sealed class HfConfig
         if (info.Length > 16 << 20) throw new ModelFileException(path, null, $"config.json is {info.Length} bytes; refusing anything over 16 MiB");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 32 });
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false });
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ModelFileException(path, null, "is not a JSON object");
+            JsonChecks.EnsureValidStrings(doc.RootElement, path);
             return new HfConfig(path, doc.RootElement.Clone());
         }
         catch (JsonException ex) { throw new ModelFileException(path, null, $"is not valid JSON: {ex.Message}", ex); }

@@ -27,6 +27,13 @@ public static class InterpModelFormat
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
         MaxDepth = 32,
+        // Enum values by name only: a number such as "act": 598 would deserialize to an undefined value.
+        Converters =
+        {
+            new JsonStringEnumConverter<NormKind>(allowIntegerValues: false), new JsonStringEnumConverter<PositionalKind>(allowIntegerValues: false),
+            new JsonStringEnumConverter<RotaryStyle>(allowIntegerValues: false), new JsonStringEnumConverter<MlpKind>(allowIntegerValues: false),
+            new JsonStringEnumConverter<Activation>(allowIntegerValues: false),
+        },
         // Explicit: apps that default to trimming-safe JSON (e.g. `dotnet run file.cs`) disable reflection otherwise.
         TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
     };
@@ -58,20 +65,40 @@ public static class InterpModelFormat
     /// <summary>Reads the manifest: the config and the tokenizer entry.</summary>
     public static (ModelConfig Config, string? Tokenizer) ReadManifest(string directory)
     {
+        var manifest = ReadEntries(directory);
+        return (manifest.Config, manifest.Tokenizer);
+    }
+
+    private sealed record Entries(ModelConfig Config, string? Tokenizer, string? WeightsSha256);
+
+    private static Entries ReadEntries(string directory)
+    {
         string path = Path.Combine(directory, ManifestFile);
         var info = new FileInfo(path);
         if (!info.Exists) throw new ModelFileException(path, null, "not found");
         if (info.Length > 16 << 20) throw new ModelFileException(path, null, "manifest larger than 16 MiB");
         try
         {
-            var root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { MaxDepth = 32 }) as JsonObject
-                       ?? throw new ModelFileException(path, null, "is not a JSON object");
-            if ((string?)root["format"] != FormatTag) throw new ModelFileException(path, "format", $"must be \"{FormatTag}\"");
-            if ((int?)root["version"] != Version) throw new ModelFileException(path, "version", $"unsupported version {root["version"]}; this build reads version {Version}");
-            var config = root["config"]?.Deserialize<ModelConfig>(Json) ?? throw new ModelFileException(path, "config", "missing");
+            using var document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false });
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new ModelFileException(path, null, "is not a JSON object");
+            JsonChecks.EnsureValidStrings(root, path);
+            JsonElement? Entry(string key) => root.TryGetProperty(key, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;
+            string? Text(string key) => Entry(key) is not { } value ? null
+                : value.ValueKind == JsonValueKind.String ? value.GetString()
+                : throw new ModelFileException(path, key, $"must be a string, not {value.ValueKind}");
+
+            if (Entry("format") is not { ValueKind: JsonValueKind.String } format || format.GetString() != FormatTag)
+                throw new ModelFileException(path, "format", $"must be \"{FormatTag}\"");
+            if (Entry("version") is not { ValueKind: JsonValueKind.Number } version || !version.TryGetInt32(out int v) || v != Version)
+                throw new ModelFileException(path, "version", $"unsupported version {Entry("version")?.GetRawText() ?? "(none)"}; this build reads version {Version}");
+            if (Entry("config") is not { ValueKind: JsonValueKind.Object } configElement)
+                throw new ModelFileException(path, "config", "missing, or not a JSON object");
+            var config = configElement.Deserialize<ModelConfig>(Json) ?? throw new ModelFileException(path, "config", "missing");
+            if (config.Name is null) throw new ModelFileException(path, "config", "\"name\" must be a string");
             try { config.Validate(); }
             catch (InterpException ex) { throw new ModelFileException(path, "config", ex.Message, ex); }
-            return (config, (string?)root["tokenizer"]);
+            return new Entries(config, Text("tokenizer"), Text("weights_sha256"));
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
         {
@@ -85,12 +112,18 @@ public static class InterpModelFormat
     /// <summary>Loads the weights in <paramref name="directory"/> into a model of <paramref name="config"/> (read with <see cref="ReadManifest"/>).</summary>
     public static HookedTransformer Load(string directory, ModelConfig config)
     {
+        string weightsPath = Path.Combine(directory, WeightsFile);
+        if (!File.Exists(weightsPath)) throw new ModelFileException(weightsPath, null, "not found");
+        using var file = SafeTensorsFile.Open(weightsPath);
+        // The manifest records the weights' hash: a damaged or swapped weights file is an error, not a silently different model.
+        string? sha = File.Exists(Path.Combine(directory, ManifestFile)) ? ReadEntries(directory).WeightsSha256 : null;
+        if (sha is not null && ModelHash.Compute(weightsPath) is var actual && !string.Equals(actual, sha, StringComparison.OrdinalIgnoreCase))
+            throw new ModelFileException(weightsPath, null, $"its SHA-256 {actual} differs from the weights_sha256 {sha} recorded in {ManifestFile}: the file was changed or damaged after it was saved");
+        // Before the model allocates anything: the config must not ask for more than the weights can justify.
+        LoadBudget.Check(config, file.Tensors.Sum(t => t.ElementCount), Path.Combine(directory, ManifestFile));
         var model = new HookedTransformer(config);
         try
         {
-            string weightsPath = Path.Combine(directory, WeightsFile);
-            if (!File.Exists(weightsPath)) throw new ModelFileException(weightsPath, null, "not found");
-            using var file = SafeTensorsFile.Open(weightsPath);
             using var scope = torch.NewDisposeScope();
             var expected = WeightLoader.ExpectedShapes(model);
             var weights = new Dictionary<string, torch.Tensor>();
@@ -98,6 +131,8 @@ public static class InterpModelFormat
             {
                 if (!expected.TryGetValue(info.Name, out var shape))
                     throw new ModelFileException(weightsPath, info.Name, $"the config in {ManifestFile} has no such weight; the config disagrees with the weights");
+                if (!info.DType.IsFloatingPoint())
+                    throw new ModelFileException(weightsPath, info.Name, $"has dtype {info.DType.HeaderName()}, but model weights must be floating point (F32, F16, BF16 or F64)");
                 weights[info.Name] = file.ReadTensor(info.Name, shape);
             }
             WeightLoader.Load(model, weights, weightsPath);

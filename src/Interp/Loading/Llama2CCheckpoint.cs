@@ -52,6 +52,8 @@ public static class Llama2CCheckpoint
             Positional = PositionalKind.Rotary, RotaryStyle = RotaryStyle.AdjacentPairs, RotaryBase = 10000,
             Mlp = MlpKind.Gated, Act = Activation.Silu, UseBias = false,
         };
+        try { config.Validate(); }
+        catch (InterpException ex) { throw new ModelFileException(path, null, ex.Message, ex); }
         return (config, shared);
     }
 
@@ -61,6 +63,8 @@ public static class Llama2CCheckpoint
         var (cfg, shared) = ReadConfig(path);
         int d = cfg.DModel, f = cfg.DMlp, L = cfg.NLayers, h = cfg.NHeads, kv = cfg.KvHeads, e = cfg.HeadDim, V = cfg.DVocab;
         using var stream = OpenRead(path);
+        // ReadConfig checked the file is long enough for every weight; the model must not ask for more than that.
+        LoadBudget.Check(cfg, (stream.Length - HeaderBytes) / sizeof(float), path);
         stream.Position = HeaderBytes;
         using var scope = NewDisposeScope();
         Tensor Next(string name, params long[] shape) => ReadFloats(stream, path, name, shape);

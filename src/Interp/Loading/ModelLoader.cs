@@ -111,7 +111,7 @@ public static class ModelLoader
         else if (tokenizerEntry == "gpt2") tokenizer = Gpt2For(model.Config, out reason);
         else if (tokenizerEntry is not null)
         {
-            if (tokenizerEntry != Path.GetFileName(tokenizerEntry))
+            if (!FileNames.IsPlain(tokenizerEntry))
                 throw new ModelFileException(Path.Combine(dir, InterpModelFormat.ManifestFile), "tokenizer", "must be \"gpt2\" or a plain file name inside the model directory");
             tokenizer = Llama2CTokenizer.Load(Path.Combine(dir, tokenizerEntry), model.Config.DVocab);
         }
@@ -132,10 +132,12 @@ public static class ModelLoader
         try { cfg.Validate(); }
         catch (InterpException ex) when (ex is not ModelFileException) { throw new ModelFileException(hf.Path, null, ex.Message, ex); }
 
+        using var ckpt = CheckpointTensors.Open(dir);
+        // Before the model allocates anything: the config must not ask for more than the weights can justify.
+        LoadBudget.Check(cfg, ckpt.ElementCount, hf.Path);
         var model = new HookedTransformer(cfg);
         try
         {
-            using var ckpt = CheckpointTensors.Open(dir);
             using var scope = torch.NewDisposeScope();
             var weights = format == "huggingface-gpt2"
                 ? Gpt2Checkpoint.ReadWeights(ckpt, cfg)

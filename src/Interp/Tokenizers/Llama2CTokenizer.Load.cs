@@ -25,7 +25,7 @@ public sealed partial class Llama2CTokenizer
             throw new ArgumentOutOfRangeException(nameof(expectedVocabSize), expectedVocabSize, "must be positive");
         byte[] data;
         try { data = File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
             throw new ModelFileException(path, null, $"cannot read the tokenizer file: {e.Message}", e);
         }

@@ -273,13 +273,18 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    /// <summary>Up to five tensor names nearest to <paramref name="name"/> by edit distance, for error messages.</summary>
+    /// <summary>
+    /// Up to five tensor names nearest to <paramref name="name"/> by edit distance, for error messages. Names are compared
+    /// by their first 256 characters, so that a header of many huge names cannot make an error message take minutes.
+    /// </summary>
     private IEnumerable<string> CloseNames(string name) =>
         _byName.Keys
-            .Select(n => (Name: n, Distance: EditDistance(name, n)))
+            .Select(n => (Name: n, Distance: EditDistance(Prefix(name), Prefix(n))))
             .OrderBy(x => x.Distance).ThenBy(x => x.Name, StringComparer.Ordinal)
             .Take(5)
             .Select(x => x.Name);
+
+    private static string Prefix(string s) => s.Length <= 256 ? s : s[..256];
 
     private static int EditDistance(string a, string b)
     {
@@ -361,6 +366,7 @@ public sealed class SafeTensorsFile : IDisposable
             {
                 throw new ModelFileException(path, null, $"the header must be a JSON object, not {Describe(root)}");
             }
+            JsonChecks.EnsureValidStrings(root, path);
 
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var tensors = new List<SafeTensorInfo>();

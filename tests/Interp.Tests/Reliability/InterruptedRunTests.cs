@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using Interp.Experiments;
+using Interp.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Interp.Tests.Reliability;
+
+/// <summary>
+/// Runs <c>interp run induction_heads</c> as a child process and stops it with SIGINT or SIGKILL at seeded random
+/// moments. Whatever it leaves behind must be complete and readable, and running again must produce the full set, with
+/// the same values as an uninterrupted run.
+/// </summary>
+public sealed class InterruptedRunTests(ITestOutputHelper output)
+{
+    private const int Sigint = 2, Sigkill = 9;
+    private const string Experiment = "induction_heads";
+
+    /// <summary>Sends <paramref name="signal"/> to <paramref name="pid"/> with the <c>kill</c> command.</summary>
+    private static void Kill(int pid, int signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", [$"-{signal}", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]) { RedirectStandardError = true })!;
+        kill.WaitForExit();
+    }
+
+    /// <summary>The CLI beside the test assembly (the test project references it, so the build copies it here).</summary>
+    private static string CliDll => Path.Combine(AppContext.BaseDirectory, "Interp.Cli.dll");
+
+    /// <summary>
+    /// A child started from a shell without job control inherits SIGINT as ignored; <c>env --default-signal</c>
+    /// (coreutils ≥ 8.31) restores the default, so that the CLI's own Ctrl+C handling is what the test exercises.
+    /// </summary>
+    private static readonly Lazy<bool> EnvResetsSignals = new(() =>
+    {
+        try
+        {
+            using var p = Process.Start(new ProcessStartInfo("env", ["--default-signal=INT", "true"]) { RedirectStandardError = true })!;
+            p.WaitForExit();
+            return p.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception) { return false; }
+    });
+
+    private static Process Start(string outDir, string workDir)
+    {
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+        string[] args = [CliDll, "run", Experiment, "--out", outDir, "--seed", "0"];
+        var info = EnvResetsSignals.Value
+            ? new ProcessStartInfo("env", ["--default-signal=INT", dotnet, .. args])
+            : new ProcessStartInfo(dotnet, args);
+        info.WorkingDirectory = workDir;
+        info.RedirectStandardOutput = true;
+        info.RedirectStandardError = true;
+        var process = Process.Start(info)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    /// <summary>Whether the child's SIGINT disposition is "ignore" (bit 1 of SigIgn in /proc/PID/status).</summary>
+    private static bool IgnoresSigint(int pid)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+            return line is not null && (Convert.ToUInt64(line[7..].Trim(), 16) & 2) != 0;
+        }
+        catch (IOException) { return false; }
+    }
+
+    private static (int ExitCode, TimeSpan Elapsed) RunToEnd(string outDir, string workDir)
+    {
+        var watch = Stopwatch.StartNew();
+        using var p = Start(outDir, workDir);
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(120)), "the run did not finish within 120 s");
+        return (p.ExitCode, watch.Elapsed);
+    }
+
+    [Fact]
+    public void Killed_runs_leave_only_complete_files_and_a_rerun_gives_the_full_set()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var tmp = new TempDir();
+        string work = tmp.Sub("work");
+
+        // The reference: one uninterrupted run, and how long it takes on this machine now.
+        string reference = Path.Combine(tmp.Path, "reference");
+        var (code, duration) = RunToEnd(reference, work);
+        Assert.Equal(0, code);
+        var (referenceFiles, referenceManifest) = RunOutputs.AssertComplete(reference, out _);
+        Assert.Equal(RunStatus.Completed, referenceManifest!.Status);
+
+        const int runs = 10;
+        var random = new Random(20_251_127);
+        var points = new List<string>();
+        int sigintRuns = 0, sigkillRuns = 0, cancelled = 0, leftovers = 0, reruns = 0;
+        bool sigintIgnored = false;
+        for (int i = 0; i < runs; i++)
+        {
+            int signal = i % 2 == 0 ? Sigint : Sigkill;
+            // Spread over the whole run, from process start-up to the last files.
+            var delay = TimeSpan.FromMilliseconds(random.NextDouble() * duration.TotalMilliseconds * 0.95);
+            string dir = Path.Combine(tmp.Path, $"run{i:00}-{(signal == Sigint ? "int" : "kill")}");
+            using (var p = Start(dir, work))
+            {
+                Thread.Sleep(delay);
+                if (signal == Sigint && !p.HasExited) sigintIgnored |= IgnoresSigint(p.Id);
+                if (!p.HasExited) Kill(p.Id, signal);
+                // SIGINT: the CLI records what it finished (status "cancelled") and exits 130, or it had already completed.
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"run {i} did not stop within 60 s of signal {signal}");
+                if (signal == Sigint)
+                {
+                    sigintRuns++;
+                    Assert.True(p.ExitCode is 0 or 130, $"run {i}: SIGINT exit code {p.ExitCode}");
+                }
+                else sigkillRuns++;
+            }
+
+            var (files, manifest) = RunOutputs.AssertComplete(dir, out int left);
+            leftovers += left;
+            if (signal == Sigint && manifest is not null)
+            {
+                Assert.True(manifest.Status is RunStatus.Cancelled or RunStatus.Completed, $"run {i}: status {manifest.Status} after SIGINT");
+                if (manifest.Status == RunStatus.Cancelled) cancelled++;
+            }
+            int artefacts = files.Count(f => f.EndsWith(".parquet", StringComparison.Ordinal) || f.EndsWith(".png", StringComparison.Ordinal));
+            points.Add($"{(signal == Sigint ? "INT" : "KILL")}@{delay.TotalSeconds:F2}s→{(manifest is null ? "nothing yet" : $"{artefacts}/{referenceFiles.Length - 3} artefacts, {manifest.Status.ToString().ToLowerInvariant()}")}");
+
+            // Running again (into the same --out, which the runner moves to a fresh sibling folder when it holds files)
+            // produces the full set, with the reference's values.
+            string rerun = Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() ? dir + "-2" : dir;
+            var (rerunCode, _) = RunToEnd(dir, work);
+            Assert.Equal(0, rerunCode);
+            var (rerunFiles, rerunManifest) = RunOutputs.AssertComplete(rerun, out _);
+            Assert.Equal(RunStatus.Completed, rerunManifest!.Status);
+            Assert.Equal(referenceFiles, rerunFiles);
+            RunOutputs.AssertSameTables(reference, rerun);
+            reruns++;
+        }
+
+        Assert.False(sigintIgnored, "the child ignored SIGINT: the test could not exercise Ctrl+C");
+        string line = $"kill test: {runs} interrupted runs of {Experiment} ({sigintRuns} SIGINT, {sigkillRuns} SIGKILL; {cancelled} recorded \"cancelled\") " +
+                      $"at seeded delays over its {duration.TotalSeconds:F1} s; {reruns} re-runs gave the full set of {referenceFiles.Length} files with the reference's values; " +
+                      $"{leftovers} hidden temporary file(s) left by SIGKILL, none under a final name. Interruption points: {string.Join(", ", points)}";
+        output.WriteLine(line);
+        Fuzz.Record("kill-test", line);
+    }
+}

@@ -1,0 +1,233 @@
+using System.Buffers.Binary;
+using System.Text;
+using CsCheck;
+using Interp.Loading;
+using Interp.Tests.Support;
+using Interp.Tokenizers;
+using Xunit.Abstractions;
+
+namespace Interp.Tests.Reliability;
+
+/// <summary>
+/// Property tests of every loader against hostile files: 10,000 seeded mutations of a valid file per target. Each case
+/// must load, or end in a <see cref="ModelFileException"/> naming the file and the problem, within bounded time and
+/// memory (see <see cref="Fuzz"/>). They run alone (no parallel test allocates meanwhile), so that the resident
+/// memory they measure is theirs.
+/// </summary>
+[Collection(nameof(MemoryMeasurementCollection))]
+public sealed class LoadingFuzzTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// Loads a model and checks that it is exactly what its config implies: the parameters that the load budget
+    /// counted before allocating (no forward pass: the fuzzers test loading, and TorchSharp's implicit scalars
+    /// race with the finalizer under the garbage-collection pressure of 10,000 cases; see README.d/reliability.md).
+    /// </summary>
+    private static void LoadAndCheck(string path)
+    {
+        using var loaded = ModelLoader.Load(path);
+        var model = loaded.Model;
+        Assert.Equal(LoadBudget.Parameters(model.Config), (Int128)model.ParameterCount);
+    }
+
+    [Fact]
+    public void Safetensors_files_with_lying_headers_truncations_and_poisoned_data()
+    {
+        using var tmp = Fuzz.ScratchDir("safetensors");
+        // Three valid bases: a GPT-2 in F32, a LLaMA in BF16 (grouped-query attention, untied head), a GPT-2 in F16.
+        var bases = new (string Dir, byte[] Bytes)[]
+        {
+            (tmp.File("gpt2"), TinyModelFiles.SafeTensorsBytes(TinyModelFiles.Gpt2Tensors(), metadata: new Dictionary<string, string> { ["format"] = "pt" })),
+            (tmp.File("llama"), TinyModelFiles.SafeTensorsBytes(TinyModelFiles.LlamaTensors(), SafeTensorsDType.BF16)),
+            (tmp.File("gpt2-f16"), TinyModelFiles.SafeTensorsBytes(TinyModelFiles.Gpt2Tensors(), SafeTensorsDType.F16)),
+        };
+        string[] configs = [TinyModelFiles.Gpt2Config().ToJsonString(), TinyModelFiles.LlamaConfig().ToJsonString(), TinyModelFiles.Gpt2Config().ToJsonString()];
+        for (int i = 0; i < bases.Length; i++)
+        {
+            Directory.CreateDirectory(bases[i].Dir);
+            File.WriteAllText(Path.Combine(bases[i].Dir, "config.json"), configs[i]);
+            File.WriteAllBytes(Path.Combine(bases[i].Dir, "model.safetensors"), bases[i].Bytes);
+            LoadAndCheck(bases[i].Dir); // the bases themselves are valid
+        }
+
+        var edit = Gen.Frequency((5, SafeTensorsMutations.Structure()), (3, SafeTensorsMutations.Data()), (2, Mutations.Bytes()));
+        var gen = Gen.Select(Gen.Int[0, bases.Length - 1], Mutations.Some(edit));
+        Fuzz.Run("safetensors", seed: 20_251_122, tmp.Path, gen,
+            c => $"{Path.GetFileName(bases[c.Item1].Dir)}: {Mutations.Describe(c.Item2)}",
+            c =>
+            {
+                var (dir, original) = bases[c.Item1];
+                string path = Path.Combine(dir, "model.safetensors");
+                var bytes = Mutations.Apply(original, c.Item2);
+                File.WriteAllBytes(path, bytes);
+                // The reader on its own (every tensor, whatever its dtype), then the whole loader.
+                using (var file = SafeTensorsFile.Open(path))
+                    foreach (var info in file.Tensors) file.ReadTensor(info.Name).Dispose();
+                LoadAndCheck(dir);
+                return bytes.Length;
+            }, output);
+    }
+
+    [Fact]
+    public void Config_json_with_wrong_types_huge_sizes_and_deep_or_enormous_documents()
+    {
+        using var tmp = Fuzz.ScratchDir("config");
+        var bases = new (string Dir, byte[] Config)[]
+        {
+            (tmp.File("gpt2"), Encoding.UTF8.GetBytes(TinyModelFiles.Gpt2Config().ToJsonString())),
+            (tmp.File("llama"), Encoding.UTF8.GetBytes(TinyModelFiles.LlamaConfig().ToJsonString())),
+        };
+        var weights = new[] { TinyModelFiles.SafeTensorsBytes(TinyModelFiles.Gpt2Tensors()), TinyModelFiles.SafeTensorsBytes(TinyModelFiles.LlamaTensors()) };
+        for (int i = 0; i < bases.Length; i++)
+        {
+            Directory.CreateDirectory(bases[i].Dir);
+            File.WriteAllBytes(Path.Combine(bases[i].Dir, "model.safetensors"), weights[i]);
+            File.WriteAllBytes(Path.Combine(bases[i].Dir, "config.json"), bases[i].Config);
+            LoadAndCheck(bases[i].Dir);
+        }
+
+        string[] keys =
+        [
+            "model_type", "vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+            "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings", "hidden_size",
+            "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+            "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "hidden_act", "attention_bias", "mlp_bias",
+        ];
+        var edit = Gen.Frequency((8, Mutations.Json(keys)), (2, Mutations.Bytes()));
+        var gen = Gen.Select(Gen.Int[0, bases.Length - 1], Mutations.Some(edit));
+        Fuzz.Run("config.json", seed: 20_251_123, tmp.Path, gen,
+            c => $"{Path.GetFileName(bases[c.Item1].Dir)}: {Mutations.Describe(c.Item2)}",
+            c =>
+            {
+                var (dir, original) = bases[c.Item1];
+                var bytes = Mutations.Apply(original, c.Item2);
+                File.WriteAllBytes(Path.Combine(dir, "config.json"), bytes);
+                LoadAndCheck(dir);
+                return bytes.Length + weights[c.Item1].Length;
+            }, output);
+    }
+
+    [Fact]
+    public void Interp_model_manifests_with_hostile_configs_and_entries()
+    {
+        using var tmp = Fuzz.ScratchDir("interp-model");
+        var (manifest, weights) = TinyModelFiles.InterpModel();
+        File.WriteAllBytes(tmp.File(InterpModelFormat.WeightsFile), weights);
+        File.WriteAllBytes(tmp.File(InterpModelFormat.ManifestFile), manifest);
+        LoadAndCheck(tmp.Path);
+
+        string[] rootKeys = ["format", "version", "config", "tokenizer", "weights_sha256", "metadata"];
+        string[] configKeys =
+        [
+            "name", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab", "n_ctx", "norm", "norm_eps",
+            "positional", "rotary_style", "rotary_base", "rotary_dim", "mlp", "act", "use_bias",
+        ];
+        var configEdit = Mutations.Json(configKeys).Select(m => new Mutation("config: " + m.Name,
+            b => Mutations.EditObject(b, root =>
+            {
+                if (root["config"] is not System.Text.Json.Nodes.JsonObject config) return;
+                var edited = m.Apply(Encoding.UTF8.GetBytes(config.ToJsonString()));
+                try { root["config"] = System.Text.Json.Nodes.JsonNode.Parse(edited, documentOptions: new System.Text.Json.JsonDocumentOptions { MaxDepth = 256 }); }
+                catch (Exception e) when (e is System.Text.Json.JsonException or ArgumentException) { root["config"] = Encoding.UTF8.GetString(edited); }
+            })));
+        var configValues = Gen.Select(Gen.OneOf(configKeys), Gen.OneOf("\"LayerNorm\"", "\"RMSNorm\"", "\"None\"", "\"Rotary\"", "\"Sinusoidal\"", "\"Gated\"",
+            "\"Silu\"", "\"Relu\"", "\"Learned\"", "\"AdjacentPairs\"", "\"Bogus\"", "0", "1", "2", "4", "8", "16", "32", "65536", "1000000", "true"),
+            (key, value) => new Mutation($"config.{key} = {value}", b => Mutations.EditObject(b, root =>
+            {
+                if (root["config"] is System.Text.Json.Nodes.JsonObject config) config[key] = Mutations.ParseValue(value);
+            })));
+        var tokenizer = Gen.OneOf("\"gpt2\"", "\"../../etc/passwd\"", "\"/etc/passwd\"", "\"interp-model.json\"", "\"model.safetensors\"", "\"missing.bin\"", "\"\"", "\".\"", "7")
+            .Select(value => new Mutation($"tokenizer = {value}", b => Mutations.EditObject(b, root => root["tokenizer"] = Mutations.ParseValue(value))));
+        var edit = Gen.Frequency((4, configEdit), (4, configValues), (3, Mutations.Json(rootKeys)), (1, tokenizer), (1, Mutations.Bytes()));
+        Fuzz.Run("interp-model.json", seed: 20_251_124, tmp.Path, Mutations.Some(edit), Mutations.Describe, mutations =>
+        {
+            var bytes = Mutations.Apply(manifest, mutations);
+            File.WriteAllBytes(tmp.File(InterpModelFormat.ManifestFile), bytes);
+            LoadAndCheck(tmp.Path);
+            return bytes.Length + weights.Length;
+        }, output);
+    }
+
+    [Fact]
+    public void Llama2c_checkpoints_with_lying_headers_truncations_and_poisoned_weights()
+    {
+        using var tmp = Fuzz.ScratchDir("llama2c");
+        var bases = new[] { TinyModelFiles.Llama2CBytes(sharedClassifier: true), TinyModelFiles.Llama2CBytes(sharedClassifier: false) };
+        string path = tmp.File("model.bin");
+        foreach (var b in bases)
+        {
+            File.WriteAllBytes(path, b);
+            LoadAndCheck(path);
+        }
+
+        // Header fields: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size (negative: separate classifier), seq_len.
+        var header = Gen.Select(Gen.Int[0, 6], Mutations.InterestingInteger, (field, v) => new Mutation($"header field {field} = {(int)v}", b =>
+        {
+            var c = (byte[])b.Clone();
+            if (c.Length >= 28) BinaryPrimitives.WriteInt32LittleEndian(c.AsSpan(4 * field), (int)v);
+            return c;
+        }));
+        var edit = Gen.Frequency((4, header), (3, Mutations.Bytes(0.02, 1.0)), (3, Mutations.Bytes()));
+        var gen = Gen.Select(Gen.Int[0, bases.Length - 1], Mutations.Some(edit));
+        Fuzz.Run("llama2c", seed: 20_251_125, tmp.Path, gen,
+            c => $"{(c.Item1 == 0 ? "shared" : "separate")} classifier: {Mutations.Describe(c.Item2)}",
+            c =>
+            {
+                var bytes = Mutations.Apply(bases[c.Item1], c.Item2);
+                File.WriteAllBytes(path, bytes);
+                LoadAndCheck(path);
+                return bytes.Length;
+            }, output);
+    }
+
+    [Fact]
+    public void Llama2c_tokenizers_with_lying_lengths_and_scores()
+    {
+        using var tmp = Fuzz.ScratchDir("tokenizer");
+        var original = File.ReadAllBytes(TestModels.StoriesTokenizer);
+        var offsets = new List<int>();
+        for (int o = 4; o < original.Length; o += 8 + BinaryPrimitives.ReadInt32LittleEndian(original.AsSpan(o + 4))) offsets.Add(o);
+        int vocab = offsets.Count;
+        string path = tmp.File("tokenizer.bin");
+
+        // Structure-aware edits: the max_token_length header, one token's length field or score.
+        var maxLength = Mutations.InterestingInteger.Select(v => new Mutation($"max_token_length {(int)v}", b =>
+        {
+            var c = (byte[])b.Clone();
+            if (c.Length >= 4) BinaryPrimitives.WriteInt32LittleEndian(c, (int)v);
+            return c;
+        }));
+        var length = Gen.Select(Gen.Int[0, vocab - 1], Mutations.InterestingInteger, (t, v) => new Mutation($"token {t} length {(int)v}", b =>
+        {
+            var c = (byte[])b.Clone();
+            if (offsets[t] + 8 <= c.Length) BinaryPrimitives.WriteInt32LittleEndian(c.AsSpan(offsets[t] + 4), (int)v);
+            return c;
+        }));
+        var score = Gen.Select(Gen.Int[0, vocab - 1], Mutations.PoisonFloat, (t, v) => new Mutation($"token {t} score {v}", b =>
+        {
+            var c = (byte[])b.Clone();
+            if (offsets[t] + 4 <= c.Length) BinaryPrimitives.WriteSingleLittleEndian(c.AsSpan(offsets[t]), v);
+            return c;
+        }));
+        var edit = Gen.Frequency((2, maxLength), (3, length), (2, score), (4, Mutations.Bytes()));
+        // The vocabulary the model expects: right, one off, or unknown (read to the end of the file).
+        var expected = Gen.OneOf<int?>(vocab, vocab, vocab - 1, vocab + 1, null);
+        string[] texts = ["Once upon a time, there was a little dog.", "", " ", "héllo wörld ✓ 日本語 🙂", new string('a', 300), "\u0000\u0001\u007f"];
+        var gen = Gen.Select(expected, Mutations.Some(edit));
+        Fuzz.Run("tokenizer", seed: 20_251_126, tmp.Path, gen,
+            c => $"expecting {c.Item1?.ToString() ?? "any"} tokens: {Mutations.Describe(c.Item2)}",
+            c =>
+            {
+                var bytes = Mutations.Apply(original, c.Item2);
+                File.WriteAllBytes(path, bytes);
+                var tokenizer = Llama2CTokenizer.Load(path, c.Item1);
+                // A tokenizer that loads must encode and decode anything, with ids inside its vocabulary.
+                foreach (var text in texts)
+                {
+                    var ids = tokenizer.Encode(text, prependBos: true);
+                    Assert.All(ids, id => Assert.InRange(id, 0, tokenizer.VocabSize - 1));
+                    tokenizer.Decode(ids);
+                }
+                return bytes.Length;
+            }, output);
+    }
+}
