@@ -82,8 +82,19 @@ public static class ModelLoader
         var model = Llama2CCheckpoint.Load(path);
         string reason = "";
         string? tokPath = options.TokenizerPath ?? FindLlama2CTokenizer(path, out reason);
-        var tokenizer = tokPath is null ? null : Llama2CTokenizer.Load(tokPath, model.Config.DVocab);
+        var tokenizer = DisposeOnError(model, () => tokPath is null ? null : Llama2CTokenizer.Load(tokPath, model.Config.DVocab));
         return new LoadedModel(model, tokenizer, path, "llama2.c", reason);
+    }
+
+    /// <summary>Runs <paramref name="load"/> (a tokenizer load); if it throws, frees <paramref name="model"/> before rethrowing.</summary>
+    private static T DisposeOnError<T>(HookedTransformer model, Func<T> load)
+    {
+        try { return load(); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>llama2.c's tokenizer is <c>tokenizer.bin</c> beside the checkpoint, or the only <c>tok*.bin</c> there.</summary>
@@ -104,17 +115,15 @@ public static class ModelLoader
     private static LoadedModel LoadInterp(string dir, ModelLoadOptions options)
     {
         var (config, tokenizerEntry) = InterpModelFormat.ReadManifest(dir);
+        if (tokenizerEntry is not null and not "gpt2" && !FileNames.IsPlain(tokenizerEntry))
+            throw new ModelFileException(Path.Combine(dir, InterpModelFormat.ManifestFile), "tokenizer", "must be \"gpt2\" or a plain file name inside the model directory");
         var model = InterpModelFormat.Load(dir, config);
-        ITokenizer? tokenizer = null;
         string reason = "its manifest names no tokenizer";
-        if (options.TokenizerPath is not null) tokenizer = Llama2CTokenizer.Load(options.TokenizerPath, model.Config.DVocab);
-        else if (tokenizerEntry == "gpt2") tokenizer = Gpt2For(model.Config, out reason);
-        else if (tokenizerEntry is not null)
-        {
-            if (!FileNames.IsPlain(tokenizerEntry))
-                throw new ModelFileException(Path.Combine(dir, InterpModelFormat.ManifestFile), "tokenizer", "must be \"gpt2\" or a plain file name inside the model directory");
-            tokenizer = Llama2CTokenizer.Load(Path.Combine(dir, tokenizerEntry), model.Config.DVocab);
-        }
+        ITokenizer? tokenizer = DisposeOnError(model, () =>
+            options.TokenizerPath is not null ? Llama2CTokenizer.Load(options.TokenizerPath, model.Config.DVocab)
+            : tokenizerEntry == "gpt2" ? Gpt2For(model.Config, out reason)
+            : tokenizerEntry is not null ? Llama2CTokenizer.Load(Path.Combine(dir, tokenizerEntry), model.Config.DVocab)
+            : (ITokenizer?)null);
         return new LoadedModel(model, tokenizer, dir, "interp", reason);
     }
 
@@ -150,10 +159,11 @@ public static class ModelLoader
             model.Dispose();
             throw;
         }
-        ITokenizer? tokenizer = null;
         string reason = "Hugging Face LLaMA tokenizers (tokenizer.model / tokenizer.json) are not supported";
-        if (options.TokenizerPath is not null) tokenizer = Llama2CTokenizer.Load(options.TokenizerPath, cfg.DVocab);
-        else if (format == "huggingface-gpt2") tokenizer = Gpt2For(cfg, out reason);
+        ITokenizer? tokenizer = DisposeOnError(model, () =>
+            options.TokenizerPath is not null ? Llama2CTokenizer.Load(options.TokenizerPath, cfg.DVocab)
+            : format == "huggingface-gpt2" ? Gpt2For(cfg, out reason)
+            : (ITokenizer?)null);
         return new LoadedModel(model, tokenizer, dir, format, reason);
     }
 

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using CsCheck;
 using Interp.Loading;
 using Interp.Tests.Support;
@@ -124,16 +126,16 @@ public sealed class LoadingFuzzTests(ITestOutputHelper output)
         var configEdit = Mutations.Json(configKeys).Select(m => new Mutation("config: " + m.Name,
             b => Mutations.EditObject(b, root =>
             {
-                if (root["config"] is not System.Text.Json.Nodes.JsonObject config) return;
+                if (root["config"] is not JsonObject config) return;
                 var edited = m.Apply(Encoding.UTF8.GetBytes(config.ToJsonString()));
-                try { root["config"] = System.Text.Json.Nodes.JsonNode.Parse(edited, documentOptions: new System.Text.Json.JsonDocumentOptions { MaxDepth = 256 }); }
-                catch (Exception e) when (e is System.Text.Json.JsonException or ArgumentException) { root["config"] = Encoding.UTF8.GetString(edited); }
+                try { root["config"] = JsonNode.Parse(edited, documentOptions: new JsonDocumentOptions { MaxDepth = 256 }); }
+                catch (Exception e) when (e is JsonException or ArgumentException) { root["config"] = Encoding.UTF8.GetString(edited); }
             })));
         var configValues = Gen.Select(Gen.OneOf(configKeys), Gen.OneOf("\"LayerNorm\"", "\"RMSNorm\"", "\"None\"", "\"Rotary\"", "\"Sinusoidal\"", "\"Gated\"",
             "\"Silu\"", "\"Relu\"", "\"Learned\"", "\"AdjacentPairs\"", "\"Bogus\"", "0", "1", "2", "4", "8", "16", "32", "65536", "1000000", "true"),
             (key, value) => new Mutation($"config.{key} = {value}", b => Mutations.EditObject(b, root =>
             {
-                if (root["config"] is System.Text.Json.Nodes.JsonObject config) config[key] = Mutations.ParseValue(value);
+                if (root["config"] is JsonObject config) config[key] = Mutations.ParseValue(value);
             })));
         var tokenizer = Gen.OneOf("\"gpt2\"", "\"../../etc/passwd\"", "\"/etc/passwd\"", "\"interp-model.json\"", "\"model.safetensors\"", "\"missing.bin\"", "\"\"", "\".\"", "7")
             .Select(value => new Mutation($"tokenizer = {value}", b => Mutations.EditObject(b, root => root["tokenizer"] = Mutations.ParseValue(value))));
