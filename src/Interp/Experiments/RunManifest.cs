@@ -4,8 +4,8 @@ using Interp.Loading;
 
 namespace Interp.Experiments;
 
-/// <summary>Where a run stands.</summary>
-[JsonConverter(typeof(JsonStringEnumConverter<RunStatus>))]
+/// <summary>Where a run stands; written to <c>manifest.json</c> in lower case (<c>running</c>, <c>completed</c>, …).</summary>
+[JsonConverter(typeof(RunStatusJsonConverter))]
 public enum RunStatus
 {
     /// <summary>Still running (or killed before it could say otherwise).</summary>
@@ -17,6 +17,9 @@ public enum RunStatus
     /// <summary>Stopped by an error (see <see cref="RunManifest.Error"/>); the artefacts listed are complete.</summary>
     Failed,
 }
+
+/// <summary>Reads and writes <see cref="RunStatus"/> as its lower-case name.</summary>
+public sealed class RunStatusJsonConverter() : JsonStringEnumConverter<RunStatus>(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false);
 
 /// <summary>One file a run wrote.</summary>
 public sealed record RunArtifact(string File, string Kind, string Description, long? Rows = null);
