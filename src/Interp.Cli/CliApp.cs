@@ -28,6 +28,7 @@ public static class CliApp
             services.GetRequiredService<ListCommand>().Build(),
             services.GetRequiredService<RunCommand>().Build(),
             services.GetRequiredService<TrainDefaultCommand>().Build(),
+            services.GetRequiredService<BenchCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -72,6 +73,7 @@ public static class CliApp
         builder.Services.AddSingleton<ListCommand>();
         builder.Services.AddSingleton<RunCommand>();
         builder.Services.AddSingleton<TrainDefaultCommand>();
+        builder.Services.AddSingleton<BenchCommand>();
 
         return builder.Build();
     }

@@ -66,9 +66,9 @@ public sealed class Attention : Component
     public override Tensor forward(Tensor x)
     {
         long pos = x.shape[1];
-        var q = _q.Run(einsum("bpd,hde->bphe", x, W_Q) + b_Q);
-        var k = _k.Run(einsum("bpd,hde->bphe", x, W_K) + b_K);
-        var v = _v.Run(einsum("bpd,hde->bphe", x, W_V) + b_V);
+        var q = _q.Run(Project(x, W_Q, b_Q));
+        var k = _k.Run(Project(x, W_K, b_K));
+        var v = _v.Run(Project(x, W_V, b_V));
         if (_rotary is not null)
         {
             q = _rotQ.Run(_rotary.forward(q));
@@ -91,7 +91,15 @@ public sealed class Attention : Component
             return result.sum(2) + b_O;
         }
         long batch = z.shape[0];
-        return z.reshape(batch, pos, -1).matmul(W_O.reshape(-1, _cfg.DModel)) + b_O;
+        return Gemm.MatMul(z.reshape(batch, pos, -1), W_O.reshape(-1, _cfg.DModel), b_O);
+    }
+
+    /// <summary>x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head], as one GEMM.</summary>
+    private static Tensor Project(Tensor x, Tensor w, Tensor b)
+    {
+        long heads = w.shape[0], dHead = w.shape[2];
+        var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]
+        return Gemm.MatMul(x, flat, b.reshape(-1)).view(x.shape[0], x.shape[1], heads, dHead);
     }
 
     /// <summary>Grouped-query attention: repeats each key/value head for the query heads that share it.</summary>

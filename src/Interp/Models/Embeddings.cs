@@ -80,5 +80,5 @@ public sealed class Unembed : Component
     }
 
     /// <summary>[batch, pos, d_model] → [batch, pos, d_vocab].</summary>
-    public override Tensor forward(Tensor x) => x.matmul(W_U) + b_U;
+    public override Tensor forward(Tensor x) => Gemm.MatMul(x, W_U, b_U);
 }

@@ -45,15 +45,15 @@ public sealed class Mlp : Component
         Tensor post;
         if (W_gate is null)
         {
-            post = _post.Run(Apply(_act, _pre.Run(x.matmul(W_in) + b_in)));
+            post = _post.Run(Apply(_act, _pre.Run(Gemm.MatMul(x, W_in, b_in))));
         }
         else
         {
-            var gate = _pre.Run(x.matmul(W_gate));
-            var linear = _preLinear!.Run(x.matmul(W_in) + b_in);
+            var gate = _pre.Run(Gemm.MatMul(x, W_gate));
+            var linear = _preLinear!.Run(Gemm.MatMul(x, W_in, b_in));
             post = _post.Run(Apply(_act, gate) * linear);
         }
-        return post.matmul(W_out) + b_out;
+        return Gemm.MatMul(post, W_out, b_out);
     }
 
     /// <summary>The nonlinearity; GeluTanh is GPT-2's gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>

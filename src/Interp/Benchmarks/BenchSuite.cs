@@ -1,0 +1,391 @@
+using System.Diagnostics;
+using System.Globalization;
+using Interp.Analysis;
+using Interp.Circuits;
+using Interp.Hooks;
+using Interp.Loading;
+using Interp.Models;
+using Interp.Results;
+using Interp.Training;
+using static TorchSharp.torch;
+
+namespace Interp.Benchmarks;
+
+/// <summary>
+/// The benchmark suite (<c>interp bench</c>): the toolkit against its own plain forward pass and against PyTorch eager
+/// (<c>benchmarks/peer.py</c>, the engine TransformerLens runs on) on the same weights, every comparison a ratio of
+/// medians measured side by side in one run (<see cref="Interleaved"/>). Models: a GPT-2-small-shaped model with random
+/// weights (written once in the Hugging Face format under <see cref="BenchOptions.ModelsDir"/>), stories260K, and the
+/// built-in model. All forwards run under <c>no_grad</c>, as the peer's do.
+/// </summary>
+public static class BenchSuite
+{
+    /// <summary>Runs every benchmark and returns its rows (writing nothing; see <see cref="WriteAsync"/>).</summary>
+    public static async Task<IReadOnlyList<BenchRow>> RunAsync(BenchOptions options, Action<string>? log = null, CancellationToken ct = default)
+    {
+        log ??= _ => { };
+        var rows = new List<BenchRow>();
+        void Add(BenchRow row)
+        {
+            rows.Add(row);
+            log($"{row.Benchmark,-28} {row.Model,-18} {row.Input,-10} {Fmt(row.Value)} {row.Unit} (target {row.Comparison} {Fmt(row.Target)}: {(row.Met ? "met" : "NOT met")})");
+        }
+        using var _ = no_grad();
+        int reps = options.Repetitions, warm = options.Warmup;
+        var shape = options.Quick ? Gpt2Shape.Tiny : Gpt2Shape.Small;
+        log($"writing/reusing {shape.Name} under {options.ModelsDir}");
+        string gptDir = shape.EnsureWritten(options.ModelsDir);
+        using var gpt = ModelLoader.Load(gptDir);
+        var model = gpt.Model;
+        long batch = options.Quick ? 2 : 4, pos = options.Quick ? 32 : 128;
+
+        PeerProcess? peer = null;
+        string peerProblem = "peer disabled (--no-peer)";
+        if (options.Peer && options.Runs("gpt2"))
+        {
+            try
+            {
+                string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
+                    ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
+                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gptDir), get_num_threads());
+                log($"peer: {peer.Info}");
+            }
+            catch (InterpException ex)
+            {
+                peerProblem = ex.Message;
+                log(peerProblem);
+            }
+        }
+        if (options.Runs("gpt2"))
+        try
+        {
+            // 1. Matmul peak of both engines, interleaved.
+            long n = options.Quick ? 256 : 2048;
+            double flopsMm = 2.0 * n * n * n;
+            var mm = new Interleaved().Add("ours", () => { using var s = NewDisposeScope(); var a = randn(n, n); var b = randn(n, n); var sw = Stopwatch.StartNew(); a.matmul(b); return sw.Elapsed.TotalSeconds; });
+            if (peer is not null) mm.Add("peer", () => peer.Seconds($"matmul {n}"));
+            var mmT = mm.Medians(warm, reps, ct);
+            double oursPeak = flopsMm / mmT["ours"] / 1e9, peerPeak = peer is null ? double.NaN : flopsMm / mmT["peer"] / 1e9;
+            Add(new("matmul_gflops_torchsharp", "machine", $"{n}^3", oursPeak, "GFLOP/s", double.NaN, "report", mmT["ours"], double.NaN, $"TorchSharp (libtorch) float32 matmul, {get_num_threads()} threads"));
+            Add(new("matmul_gflops_peer", "machine", $"{n}^3", peerPeak, "GFLOP/s", double.NaN, "report", peer is null ? double.NaN : mmT["peer"], double.NaN, peer?.Info ?? peerProblem));
+            double machinePeak = double.IsNaN(peerPeak) ? oursPeak : Math.Max(oursPeak, peerPeak);
+
+            // 2. GPT-2: plain, cached, no-op hooks and the peer's plain and cached, interleaved.
+            foreach (var (b, p) in options.Quick ? [(batch, pos)] : new[] { (batch, pos), (1L, 1024L) })
+            {
+                var r = ForwardVariants(model, shape.Name, b, p, peer, peerProblem, reps, warm, ct, b == batch, Add);
+                if (b == batch)
+                {
+                    double flops = Gpt2Shape.ForwardFlops(model.Config, b, p);
+                    double gflops = flops / r / 1e9;
+                    Add(new("forward_gflops", shape.Name, $"{b}x{p}", gflops, "GFLOP/s", double.NaN, "report", r, flops, $"plain forward, {flops / 1e9:F1} GFLOP counted"));
+                    Add(new("forward_fraction_of_peak", shape.Name, $"{b}x{p}", gflops / machinePeak, "fraction", double.NaN, "report", gflops, machinePeak, "plain forward GFLOP/s ÷ the larger measured matmul GFLOP/s"));
+                }
+            }
+        }
+        finally
+        {
+            peer?.Dispose();
+        }
+
+        // 3. Other models: hook overheads.
+        string? stories = options.StoriesPath ?? FindUpward("shared/models/stories260K/stories260K.bin") ?? FindUpward("../shared/models/stories260K/stories260K.bin");
+        if (!options.Runs("models")) { }
+        else if (stories is not null && File.Exists(stories))
+        {
+            using var st = ModelLoader.Load(stories);
+            ForwardVariants(st.Model, "stories260K", batch, Math.Min(pos, st.Model.Config.NCtx), null, "", reps, warm, ct, true, Add);
+        }
+        else log("stories260K not found: skipped");
+        if (options.Runs("models"))
+        using (var builtIn = BuiltInModel.Load())
+            ForwardVariants(builtIn.Model, "builtin", batch, Math.Min(pos, builtIn.Model.Config.NCtx), null, "", reps, warm, ct, true, Add);
+
+        // 4. Zero-ablation sweep of every head vs one plain forward per head.
+        if (options.Runs("sweep"))
+        {
+            var tokens = Tokens(model.Config, batch, pos);
+            int heads = model.Config.NLayers * model.Config.NHeads;
+            var plain = new Interleaved().Add("plain", () => { using var s = NewDisposeScope(); model.forward(tokens); }).Medians(warm, reps, ct)["plain"];
+            var sw = Stopwatch.StartNew();
+            AblationSweep.Heads(model, tokens, AblationKind.Zero, Metrics.Loss(), cancellationToken: ct);
+            double sweep = sw.Elapsed.TotalSeconds;
+            Add(new("ablation_sweep_vs_forwards", shape.Name, $"{batch}x{pos}", sweep / (heads * plain), "ratio", 0.6, "<=", sweep, heads * plain,
+                $"AblationSweep.Heads (zero, loss) of all {heads} heads ÷ {heads} × median plain forward"));
+            tokens.Dispose();
+        }
+
+        // 5. Copying scores of every full message circuit W_E·OV·W_U.
+        if (options.Runs("copying"))
+        {
+            long before = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
+            var sw = Stopwatch.StartNew();
+            var scores = CircuitScores.Copying(model);
+            double seconds = sw.Elapsed.TotalSeconds;
+            long extra = ProcessMemory.Available ? ProcessMemory.Peak() - before : 0;
+            long modelBytes = ModelBytes(model);
+            Add(new("copying_scores_seconds", shape.Name, $"{scores.Length} heads, vocab {model.Config.DVocab}", seconds, "s", 60, "<=", seconds, double.NaN, "CircuitScores.Copying of every head's W_E·OV·W_U"));
+            Add(new("copying_scores_peak_memory", shape.Name, $"{scores.Length} heads", (extra + modelBytes) / (double)(1L << 30), "GiB", 2, "<=", extra, modelBytes,
+                "peak RSS above the loaded model during the computation + the model's bytes"));
+        }
+
+        // 6. Peak memory of a full cache.
+        if (ProcessMemory.Available && options.Runs("memory"))
+        {
+            var tokens = Tokens(model.Config, batch, pos);
+            long before = ProcessMemory.ResetPeak();
+            var (logits, cache) = model.RunWithCache(tokens);
+            long peak = ProcessMemory.Peak();
+            long cacheBytes = cache.Bytes + logits.NumberOfElements * logits.ElementSize;
+            int cached = cache.Count;
+            cache.Dispose();
+            logits.Dispose();
+            tokens.Dispose();
+            long modelBytes = ModelBytes(model);
+            double ratio = (peak - before + modelBytes) / (double)(modelBytes + cacheBytes);
+            Add(new("cache_peak_memory_ratio", shape.Name, $"{batch}x{pos}", ratio, "ratio", 1.3, "<=", peak - before + modelBytes, modelBytes + cacheBytes,
+                $"(peak RSS above the loaded model + model bytes) ÷ (model bytes + cached activations + logits); {cached} hook points"));
+        }
+
+        // 7. Parquet write speed vs the disk's raw sequential write speed.
+        if (options.Runs("parquet")) Add(await ParquetVsDisk(options, options.Quick ? 200_000 : 10_000_000, Math.Min(reps, 3), ct));
+
+        // 8. Memory growth over consecutive cached forwards with disposal.
+        if (options.Runs("leak"))
+        using (var builtIn = BuiltInModel.Load())
+            Add(CacheLeak(builtIn.Model, options.Quick ? 120 : 1000, options.Quick ? 20 : 50, batch, Math.Min(pos, builtIn.Model.Config.NCtx), ct));
+        return rows;
+    }
+
+    /// <summary>Plain, cached and no-op-hooked forwards (and the peer's when given) interleaved; adds the ratio rows and returns the plain median.</summary>
+    private static double ForwardVariants(HookedTransformer model, string name, long batch, long pos, PeerProcess? peer, string peerProblem,
+        int reps, int warm, CancellationToken ct, bool overheads, Action<BenchRow> add)
+    {
+        var tokens = Tokens(model.Config, batch, pos);
+        var noOps = model.HookPoints.Where(h => !h.Name.EndsWith(".hook_result", StringComparison.Ordinal))
+            .Select(h => (h.Name, (HookFunction)((_, _) => null))).ToArray();
+        // Small models run in microseconds: each timed repetition repeats the call until it takes ≥ 0.1 s.
+        int inner = Repeats(() => { using var s = NewDisposeScope(); model.forward(tokens); });
+        var v = new Interleaved()
+            .Add("plain", Loop(inner, () => { using var s = NewDisposeScope(); model.forward(tokens); }))
+            .Add("cached", Loop(inner, () => { using var s = NewDisposeScope(); var (l, c) = model.RunWithCache(tokens); c.Dispose(); }));
+        if (overheads) v.Add("hooks", Loop(inner, () => { using var s = NewDisposeScope(); model.RunWithHooks(tokens, noOps); }));
+        if (peer is not null)
+        {
+            v.Add("peer_plain", () => peer.Seconds($"plain {batch} {pos}"));
+            v.Add("peer_cached", () => peer.Seconds($"cached {batch} {pos}"));
+        }
+        var t = v.Medians(warm, reps, ct);
+        string input = $"{batch}x{pos}";
+        int points = noOps.Length;
+        add(new("cache_overhead", name, input, t["cached"] / t["plain"], "ratio", 1.15, "<=", t["cached"], t["plain"], $"RunWithCache of all {points} hook points ÷ plain forward"));
+        if (overheads) add(new("hooks_overhead", name, input, t["hooks"] / t["plain"], "ratio", 1.10, "<=", t["hooks"], t["plain"], $"RunWithHooks with a no-op hook on all {points} points ÷ plain forward"));
+        if (model.Config.Name.StartsWith("gpt2", StringComparison.Ordinal) || peer is not null || peerProblem.Length > 0)
+        {
+            if (peer is not null)
+            {
+                string check = LogitCheck(model, tokens, peer, batch, pos);
+                add(new("plain_vs_pytorch", name, input, t["plain"] / t["peer_plain"], "ratio", 1.0, "<=", t["plain"], t["peer_plain"], $"plain forward ÷ PyTorch eager forward; {check}"));
+                add(new("cached_vs_pytorch", name, input, t["cached"] / t["peer_cached"], "ratio", 1.0, "<=", t["cached"], t["peer_cached"], "RunWithCache ÷ PyTorch eager with caching forward hooks on the same points"));
+            }
+            else if (peerProblem.Length > 0)
+            {
+                add(new("plain_vs_pytorch", name, input, double.NaN, "ratio", 1.0, "<=", t["plain"], double.NaN, peerProblem));
+                add(new("cached_vs_pytorch", name, input, double.NaN, "ratio", 1.0, "<=", t["cached"], double.NaN, peerProblem));
+            }
+        }
+        tokens.Dispose();
+        return t["plain"];
+    }
+
+    /// <summary>How many calls of <paramref name="run"/> take about 0.1 s (at least 1), after two warm-up calls.</summary>
+    private static int Repeats(Action run)
+    {
+        run();
+        var sw = Stopwatch.StartNew();
+        run();
+        return (int)Math.Clamp(Math.Ceiling(0.1 / Math.Max(sw.Elapsed.TotalSeconds, 1e-6)), 1, 10_000);
+    }
+
+    /// <summary>A variant that runs <paramref name="run"/> <paramref name="inner"/> times and returns the seconds per call.</summary>
+    private static Func<double> Loop(int inner, Action run) => () =>
+    {
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < inner; i++) run();
+        return sw.Elapsed.TotalSeconds / inner;
+    };
+
+    /// <summary>Compares logits[0, −1, :8] of both engines: they must compute the same function for the timings to compare.</summary>
+    private static string LogitCheck(HookedTransformer model, Tensor tokens, PeerProcess peer, long batch, long pos)
+    {
+        using var s = NewDisposeScope();
+        var ours = model.forward(tokens)[0, -1, ..8].data<float>().ToArray();
+        var theirs = peer.Ask($"logits {batch} {pos}").Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        double diff = ours.Zip(theirs, (a, b) => Math.Abs(a - b)).Max();
+        if (diff > 1e-3) throw new InterpException($"bench: the peer's logits differ from ours by {diff:g3}: the benchmark would compare different functions");
+        return $"logits agree to {diff:g2}";
+    }
+
+    /// <summary>Deterministic tokens shared with the peer: (i·7919 + 13) mod vocab.</summary>
+    private static Tensor Tokens(ModelConfig c, long batch, long pos) =>
+        ((arange(batch * pos, dtype: ScalarType.Int64) * 7919 + 13) % c.DVocab).view(batch, pos).DetachFromDisposeScope();
+
+    private static long ModelBytes(HookedTransformer model) =>
+        model.parameters().Sum(p => p.NumberOfElements * p.ElementSize) + model.buffers().Sum(b => b.NumberOfElements * b.ElementSize);
+
+    /// <summary>Writes a results-shaped table (layer, head, position int32, value double) and the same bytes raw, interleaved.</summary>
+    private static async Task<BenchRow> ParquetVsDisk(BenchOptions options, int rowsCount, int reps, CancellationToken ct)
+    {
+        string dir = Path.Combine(options.OutDir, "tmp-write");
+        Directory.CreateDirectory(dir);
+        var layer = new int[rowsCount];
+        var head = new int[rowsCount];
+        var position = new int[rowsCount];
+        var value = new double[rowsCount];
+        var rng = new Random(0);
+        for (int i = 0; i < rowsCount; i++)
+        {
+            layer[i] = i / 1_000_000;
+            head[i] = i / 1000 % 12;
+            position[i] = i % 1000;
+            value[i] = rng.NextDouble();
+        }
+        var table = new ParquetTable().Add("layer", layer).Add("head", head).Add("position", position).Add("value", value);
+        string pq = Path.Combine(dir, "rows.parquet"), raw = Path.Combine(dir, "raw.bin");
+        var parquetTimes = new List<double>();
+        var rawTimes = new List<double>();
+        long bytes = 0;
+        try
+        {
+            for (int r = 0; r < reps + 1; r++)
+            {
+                ct.ThrowIfCancellationRequested();
+                var sw = Stopwatch.StartNew();
+                await table.WriteAsync(pq, ct);
+                Fsync(pq);
+                double tp = sw.Elapsed.TotalSeconds;
+                bytes = new FileInfo(pq).Length;
+                sw.Restart();
+                WriteRaw(raw, bytes);
+                double tr = sw.Elapsed.TotalSeconds;
+                if (r == 0) continue; // warm-up
+                parquetTimes.Add(tp);
+                rawTimes.Add(tr);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        double p = Interleaved.Median(parquetTimes), w = Interleaved.Median(rawTimes);
+        double mbP = bytes / p / 1e6, mbW = bytes / w / 1e6;
+        return new BenchRow("parquet_write_vs_disk", "table", $"{rowsCount:N0} rows", mbP / mbW, "fraction", 0.5, ">=", p, w,
+            $"ParquetTable.WriteAsync {bytes / 1e6:F0} MB at {mbP:F0} MB/s ÷ raw sequential write of the same bytes at {mbW:F0} MB/s (both fsynced)");
+    }
+
+    private static void Fsync(string path)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+        f.Flush(flushToDisk: true);
+    }
+
+    private static void WriteRaw(string path, long bytes)
+    {
+        var buffer = new byte[4 << 20];
+        new Random(1).NextBytes(buffer);
+        using var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.SequentialScan);
+        for (long done = 0; done < bytes; done += buffer.Length) f.Write(buffer, 0, (int)Math.Min(buffer.Length, bytes - done));
+        f.Flush(flushToDisk: true);
+    }
+
+    /// <summary><paramref name="count"/> cached forwards, each disposed; resident growth after the first <paramref name="settle"/>.</summary>
+    private static BenchRow CacheLeak(HookedTransformer model, int count, int settle, long batch, long pos, CancellationToken ct)
+    {
+        var tokens = Tokens(model.Config, batch, pos);
+        long after = 0;
+        for (int i = 0; i < count; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var (logits, cache) = model.RunWithCache(tokens);
+            cache.Dispose();
+            logits.Dispose();
+            if (i + 1 == settle)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                after = ProcessMemory.Resident();
+            }
+        }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long end = ProcessMemory.Resident();
+        tokens.Dispose();
+        double growth = 100.0 * (end - after) / after;
+        return new BenchRow("cache_loop_rss_growth", "builtin", $"{count} x {batch}x{pos}", growth, "%", 5, "<", end, after,
+            $"resident memory after {count} RunWithCache + Dispose vs after the first {settle}");
+    }
+
+    /// <summary>
+    /// Writes <c>bench.parquet</c> (benchmark, model, input, value, unit, target, comparison, met, a, b, detail, machine)
+    /// and <c>bench.md</c> into <see cref="BenchOptions.OutDir"/>; returns the markdown.
+    /// </summary>
+    public static async Task<string> WriteAsync(IReadOnlyList<BenchRow> rows, string outDir, CancellationToken ct = default)
+    {
+        Directory.CreateDirectory(outDir);
+        string machine = Machine();
+        var table = new ParquetTable()
+            .Add("benchmark", rows.Select(r => r.Benchmark).ToArray())
+            .Add("model", rows.Select(r => r.Model).ToArray())
+            .Add("input", rows.Select(r => r.Input).ToArray())
+            .Add("value", rows.Select(r => r.Value).ToArray())
+            .Add("unit", rows.Select(r => r.Unit).ToArray())
+            .Add("target", rows.Select(r => r.Target).ToArray())
+            .Add("comparison", rows.Select(r => r.Comparison).ToArray())
+            .Add("met", rows.Select(r => r.Met).ToArray())
+            .Add("a", rows.Select(r => r.A).ToArray())
+            .Add("b", rows.Select(r => r.B).ToArray())
+            .Add("detail", rows.Select(r => r.Detail).ToArray())
+            .Add("machine", rows.Select(_ => machine).ToArray());
+        await table.WriteAsync(Path.Combine(outDir, "bench.parquet"), ct);
+        string md = Markdown(rows, machine);
+        await File.WriteAllTextAsync(Path.Combine(outDir, "bench.md"), md, ct);
+        return md;
+    }
+
+    /// <summary>The rows as a markdown table headed by the machine.</summary>
+    public static string Markdown(IReadOnlyList<BenchRow> rows, string? machine = null)
+    {
+        var w = new StringWriter(CultureInfo.InvariantCulture);
+        w.WriteLine($"Machine: {machine ?? Machine()}; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+        w.WriteLine();
+        w.WriteLine("| benchmark | model | input | value | unit | target | met | detail |");
+        w.WriteLine("|---|---|---|---:|---|---|---|---|");
+        foreach (var r in rows)
+            w.WriteLine($"| {r.Benchmark} | {r.Model} | {r.Input} | {Fmt(r.Value)} | {r.Unit} | {(r.Comparison == "report" ? "—" : $"{r.Comparison} {Fmt(r.Target)}")} | {(r.Comparison == "report" ? "" : r.Met ? "yes" : "**no**")} | {r.Detail.Replace("|", "/", StringComparison.Ordinal)} |");
+        return w.ToString();
+    }
+
+    /// <summary>CPU model, core count and torch threads.</summary>
+    public static string Machine()
+    {
+        string cpu = "unknown CPU";
+        if (File.Exists("/proc/cpuinfo"))
+            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+        bool avx512 = File.Exists("/proc/cpuinfo") && File.ReadLines("/proc/cpuinfo").Any(l => l.StartsWith("flags", StringComparison.Ordinal) && l.Contains(" avx512f", StringComparison.Ordinal));
+        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Backend}";
+    }
+
+    private static string Fmt(double x) => double.IsNaN(x) ? "n/a" : Math.Abs(x) >= 100 ? x.ToString("F0", CultureInfo.InvariantCulture) : x.ToString("G3", CultureInfo.InvariantCulture);
+
+    /// <summary>The first existing <paramref name="relative"/> path found walking up from the current folder, then from the program's.</summary>
+    private static string? FindUpward(string relative)
+    {
+        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.GetFullPath(Path.Combine(dir.FullName, relative));
+                if (File.Exists(candidate)) return candidate;
+            }
+        return null;
+    }
+}

@@ -1,0 +1,51 @@
+using System.Diagnostics;
+
+namespace Interp.Benchmarks;
+
+/// <summary>
+/// Times several variants side by side: every repetition runs each variant once, in an order rotated per repetition, so
+/// that load from other processes and thermal drift hit all variants alike and their ratios stay meaningful.
+/// </summary>
+internal sealed class Interleaved
+{
+    private readonly List<(string Name, Func<double> Run)> _variants = new();
+
+    /// <summary>Adds a variant: <paramref name="run"/> returns the seconds one run took (it times itself).</summary>
+    public Interleaved Add(string name, Func<double> run)
+    {
+        _variants.Add((name, run));
+        return this;
+    }
+
+    /// <summary>Adds a variant timed from outside with a stopwatch.</summary>
+    public Interleaved Add(string name, Action run) => Add(name, () =>
+    {
+        var sw = Stopwatch.StartNew();
+        run();
+        return sw.Elapsed.TotalSeconds;
+    });
+
+    /// <summary>Runs <paramref name="warmup"/> untimed and <paramref name="repetitions"/> timed rounds → median seconds per variant.</summary>
+    public Dictionary<string, double> Medians(int warmup, int repetitions, CancellationToken ct)
+    {
+        for (int w = 0; w < warmup; w++)
+            foreach (var v in _variants) { ct.ThrowIfCancellationRequested(); v.Run(); }
+        var times = _variants.ToDictionary(v => v.Name, _ => new List<double>());
+        for (int r = 0; r < repetitions; r++)
+            for (int i = 0; i < _variants.Count; i++)
+            {
+                ct.ThrowIfCancellationRequested();
+                var v = _variants[(i + r) % _variants.Count];
+                times[v.Name].Add(v.Run());
+            }
+        return times.ToDictionary(t => t.Key, t => Median(t.Value));
+    }
+
+    /// <summary>The median of <paramref name="values"/>.</summary>
+    public static double Median(IReadOnlyCollection<double> values)
+    {
+        var sorted = values.OrderBy(x => x).ToArray();
+        int n = sorted.Length;
+        return n == 0 ? double.NaN : n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+}

@@ -1,0 +1,35 @@
+namespace Interp.Benchmarks;
+
+/// <summary>
+/// This process's resident memory from <c>/proc/self/status</c> (Linux): VmRSS now, and the peak VmHWM, which writing
+/// "5" to <c>/proc/self/clear_refs</c> resets to the current size, so that the peak of one computation can be read.
+/// </summary>
+public static class ProcessMemory
+{
+    /// <summary>True where /proc/self/status can be read.</summary>
+    public static bool Available => File.Exists("/proc/self/status");
+
+    /// <summary>Collects garbage, resets the peak and returns the resident size in bytes.</summary>
+    public static long ResetPeak()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return Resident();
+    }
+
+    /// <summary>Resident size now, bytes.</summary>
+    public static long Resident() => Field("VmRSS");
+
+    /// <summary>Peak resident size since the last <see cref="ResetPeak"/>, bytes.</summary>
+    public static long Peak() => Field("VmHWM");
+
+    private static long Field(string name)
+    {
+        var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(name + ":", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+    }
+}

@@ -1,0 +1,49 @@
+using Interp.Models;
+using Interp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace Interp.Tests.Models;
+
+/// <summary>The weight products' OpenBLAS path (where installed) against libtorch's matmul, and the forward pass in both grad modes.</summary>
+public sealed class GemmTests
+{
+    [Fact]
+    public void MatMul_equals_torch_matmul_with_bias_transposed_weights_and_in_grad_mode()
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var x = randn([2, 256, 384], generator: g);
+        var w = randn([384, 512], generator: g);
+        var b = randn([512], generator: g);
+        var reference = (x.to(ScalarType.Float64).matmul(w.to(ScalarType.Float64)) + b.to(ScalarType.Float64)).to(ScalarType.Float32);
+        using (no_grad())
+        {
+            var wCopy = w.clone();
+            var bCopy = b.clone();
+            TensorAssert.Close(reference, Gemm.MatMul(x, w, b), 1e-3);
+            TensorAssert.Close(reference, Gemm.MatMul(x, w.t().contiguous().t(), b), 1e-3);    // a transposed view
+            TensorAssert.Close(reference - b, Gemm.MatMul(x, w), 1e-3);
+            Assert.Equal(0, TensorAssert.MaxAbsDiff(w, wCopy) + TensorAssert.MaxAbsDiff(b, bCopy));   // inputs untouched
+            Assert.Equal([1L, 512], Gemm.MatMul(x[0, ..1], w, b).shape);                         // small: libtorch
+        }
+        var wGrad = w.clone().requires_grad_(true);
+        var y = Gemm.MatMul(x, wGrad, b);                                                        // records a graph
+        Assert.True(y.requires_grad);
+        TensorAssert.Close(reference, y.detach(), 1e-3);
+        Assert.Contains(Gemm.Backend, new[] { "openblas", "torch" });
+    }
+
+    [Fact]
+    public void Forward_without_gradients_matches_the_recorded_forward()
+    {
+        var cfg = TestModels.Gpt2Like with { DModel = 256, NHeads = 4, DMlp = 1024, DVocab = 2048, NCtx = 128, NLayers = 2 };
+        using var model = TestModels.Random(cfg, seed: 5);
+        using var scope = NewDisposeScope();
+        var tokens = randint(0, cfg.DVocab, [2, 128], generator: new Generator(1));
+        var recorded = model.forward(tokens).detach();
+        Tensor fast;
+        using (no_grad()) fast = model.forward(tokens);
+        double scale = Math.Max(1, recorded.abs().max().item<float>());
+        TensorAssert.Close(recorded, fast, 1e-5 * scale);
+    }
+}
