@@ -81,9 +81,9 @@ public static class Gemm
         shape[^1] = n;
         var a = x.reshape(-1, k).contiguous();
         long m = a.shape[0];
-        bool transB = !w.is_contiguous();                  // a transposed view of a contiguous [n, k] tensor
-        var wc = transB && w.t().is_contiguous() ? w : w.contiguous();
-        transB = transB && ReferenceEquals(wc, w);
+        // B's memory: w's own, or, for a transposed view of a contiguous [n, k] tensor, that tensor's (the same bytes).
+        bool transB = !w.is_contiguous() && w.t().is_contiguous();
+        var wc = transB ? w.t() : w.contiguous();
         Tensor c;
         float beta = 0;
         if (bias is not null && bias.dim() == 1 && bias.is_contiguous())
