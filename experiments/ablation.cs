@@ -22,11 +22,9 @@ sealed class AblationExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         AblationStudy.RunAsync(context, context.Model, new AblationStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
+            Input = RepeatedSequenceSettings.FromOptions(context),
             Metric = context.Option("metric", "repeated_loss"),
             Positions = context.Option("positions", "all"),
             AblationsPerForward = context.Options.ContainsKey("ablations_per_forward") ? context.IntOption("ablations_per_forward", 0) : null,
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
         }, cancellationToken);
 }

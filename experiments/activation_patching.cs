@@ -22,13 +22,8 @@ sealed class ActivationPatchingExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         ActivationPatchingStudy.RunAsync(context, context.Model, new ActivationPatchingStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
-            Low = context.Options.ContainsKey("low") ? context.IntOption("low", 0) : null,
-            High = context.Options.ContainsKey("high") ? context.IntOption("high", 0) : null,
+            Input = RepeatedSequenceSettings.FromOptions(context),
             PerPosition = context.Option("per_position", "true") != "false",
             SequencesPerPass = context.IntOption("sequences_per_pass", 1024),
-            // The built-in model's sequences start with BOS = 0; other models use their tokenizer's BOS.
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
         }, cancellationToken);
 }

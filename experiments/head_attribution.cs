@@ -21,9 +21,7 @@ sealed class HeadAttributionExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         HeadAttributionStudy.RunAsync(context, context.Model, new HeadAttributionStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
+            Input = RepeatedSequenceSettings.FromOptions(context),
             ProcessWeights = context.Option("process_weights", "true") != "false",
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
         }, cancellationToken);
 }

@@ -20,10 +20,7 @@ sealed class HeadDetectionExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         HeadDetectionStudy.RunAsync(context, context.Model, new HeadDetectionStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
-            Low = context.Options.ContainsKey("low") ? context.IntOption("low", 0) : null,
-            High = context.Options.ContainsKey("high") ? context.IntOption("high", 0) : null,
+            Input = RepeatedSequenceSettings.FromOptions(context),
             Offsets = HeadDetectionStudy.ParseOffsets(context.Option("offsets", "")),
             Detection = new DetectionOptions
             {
@@ -31,6 +28,5 @@ sealed class HeadDetectionExperiment : IExperiment
                 ExcludeCurrentToken = context.Option("exclude_current_token", "false") == "true",
             },
             // The built-in model's sequences start with BOS = 0; other models use their tokenizer's BOS.
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
         }, cancellationToken);
 }

@@ -29,10 +29,7 @@ sealed class InductionHeadsExperiment : IExperiment
                         "induction head's keys read that (K-composition), so that a query `A` finds the position right after the earlier `A`.");
         await InductionStudy.RunAsync(context, loaded, new InductionStudy.Settings
         {
-            Batch = context.IntOption("batch", 64),
-            Half = context.IntOption("half", 24),
-            // The built-in model's sequences start with BOS = 0 (content tokens 1 … 63); other models use their tokenizer's BOS.
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(loaded.Model.Config),
+            Input = RepeatedSequenceSettings.FromOptions(context, batch: 64),
             // In a 2-layer model the circuit is layer 0 → layer 1 by construction.
             PreviousTokenLayer = twoLayer ? 0 : null,
             InductionLayer = twoLayer ? 1 : null,

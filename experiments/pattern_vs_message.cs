@@ -24,8 +24,6 @@ sealed class PatternVsMessageExperiment : IExperiment
             TopK = context.IntOption("top_k", 10),
             BaselineSamples = context.IntOption("baseline_samples", 256),
             ProcessWeights = context.Option("process_weights", "true") != "false",
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
+            Input = RepeatedSequenceSettings.FromOptions(context),
         }, cancellationToken);
 }

@@ -21,9 +21,7 @@ sealed class ResidualWritesExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         ResidualWritesStudy.RunAsync(context, context.Model, new ResidualWritesStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
+            Input = RepeatedSequenceSettings.FromOptions(context),
             ProcessWeights = context.Option("process_weights", "true") != "false",
-            FirstToken = Interp.Training.InductionRecipe.FirstTokenFor(context.Model.Model.Config),
         }, cancellationToken);
 }

@@ -20,9 +20,6 @@ sealed class StoriesModelExperiment : IExperiment
     public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
         InductionStudy.RunAsync(context, context.Model, new InductionStudy.Settings
         {
-            Batch = context.IntOption("batch", 32),
-            Half = context.IntOption("half", 24),
-            Low = context.Options.ContainsKey("low") ? context.IntOption("low", 0) : null,
-            High = context.Options.ContainsKey("high") ? context.IntOption("high", 0) : null,
+            Input = RepeatedSequenceSettings.FromOptions(context),
         }, cancellationToken);
 }

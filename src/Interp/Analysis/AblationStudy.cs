@@ -16,12 +16,8 @@ public static class AblationStudy
     /// <summary>Knobs of the study; defaults suit small models.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences measured (the reference batch of mean and resample ablation has as many, drawn with seed + 1).</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>
         /// <c>repeated_loss</c> (default): mean loss on the repeated half, the predicted positions prefix + half + 1 …
         /// (the tokens copying can predict); <c>loss</c>: mean loss over every predicted position.
@@ -44,11 +40,11 @@ public static class AblationStudy
         using var scope = NewDisposeScope();
         using var _ = no_grad();
 
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var (tokens, half, prefix) = (input.Tokens, input.Half, input.Prefix);
         int length = (int)tokens.shape[1];
         using var reference = new AblationReference(model,
-            HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, half, context.Seed + 1L, settings.FirstToken).Tokens, context.Seed);
+            (settings.Input with { Half = half }).Draw(loaded, context.Seed + 1L).Tokens, context.Seed);
         var (metricName, metric) = settings.Metric switch
         {
             "repeated_loss" => ("repeated_half_loss", Metrics.Loss(prefix + half + 1)),
@@ -66,7 +62,7 @@ public static class AblationStudy
             rows.AddRange(AblationSweep.Run(model, tokens, targets, Kinds[i], metric, reference, options, cancellationToken));
         }
         await context.WriteTableAsync("ablation.parquet", AblationSweep.ToTable(rows, metricName),
-            $"{metricName} on {settings.Batch} repeated random sequences, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
+            $"{metricName} on {settings.Input.Batch} repeated random sequences, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
             "and MLP layer (hook_mlp_out) zero-, mean- or resample-ablated alone (mean and resample over a reference batch of as many sequences)", cancellationToken);
 
         context.ReportProgress("figures", 0.9);
@@ -105,7 +101,7 @@ public static class AblationStudy
         string Delta(AblationKind kind) => $"{rows.Single(r => r.Kind == kind && r.Component == "head" && r.Layer == top.Layer && r.Head == top.Head).Delta:+0.000;-0.000}";
         context.AddText($"**Most important head.** Zero-ablating head **{top.Layer}.{top.Head}** raises {metricName} from {clean:0.000} to " +
                         $"{top.MetricAblated:0.000} ({top.Delta:+0.000;-0.000}){second}. Mean and resample ablation of the same head: " +
-                        $"{Delta(AblationKind.Mean)} and {Delta(AblationKind.Resample)}. {settings.Batch} sequences of {half} random tokens repeated once, " +
+                        $"{Delta(AblationKind.Mean)} and {Delta(AblationKind.Resample)}. {settings.Input.Batch} sequences of {half} random tokens repeated once, " +
                         $"ablated at positions {topTarget.PositionsName}.");
         var cleanLoss = InductionStudy.PerPositionLoss(model, tokens);
         var series = new List<(string, double[])> { ("clean", cleanLoss) };

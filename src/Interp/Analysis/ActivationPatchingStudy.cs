@@ -19,16 +19,8 @@ public static class ActivationPatchingStudy
     /// <summary>Knobs of the study; defaults suit small models.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences patched at once.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
-        /// <summary>Lowest token id drawn (null: just above the special ids at the low end).</summary>
-        public int? Low { get; init; }
-        /// <summary>One past the highest token id drawn (null: the vocabulary size, below a special id at the high end).</summary>
-        public int? High { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Also patch each position on its own (resid_pre, attn_out, mlp_out, head_out).</summary>
         public bool PerPosition { get; init; } = true;
         /// <summary>The most sequences in one forward pass (patches run as batches of copies).</summary>
@@ -75,7 +67,7 @@ public static class ActivationPatchingStudy
         using var scope = NewDisposeScope();
         using var _ = no_grad();
 
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken, settings.Low, settings.High);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var (clean, half, prefix) = (input.Tokens, input.Half, input.Prefix);
         var corrupted = CorruptFirstCopy(input, context.Seed + 1);
         int positions = (int)clean.shape[1];
@@ -105,7 +97,7 @@ public static class ActivationPatchingStudy
         var scores = HeadDetection.Score(model, clean, half, cancellationToken);
         int fromLayer = Math.Min(1, cfg.NLayers - 1);
         var ind = Enumerable.Range(fromLayer, cfg.NLayers - fromLayer).Select(l => scores.Best(HeadScoreKind.Induction, l)).MaxBy(b => b.Score);
-        Summarise(context, cfg, patching, value, ind, positions, prefix, half, settings.Batch);
+        Summarise(context, cfg, patching, value, ind, positions, prefix, half, settings.Input.Batch);
         DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
         context.ReportProgress("done", 1.0);
     }

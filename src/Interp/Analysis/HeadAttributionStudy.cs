@@ -19,12 +19,8 @@ public static class HeadAttributionStudy
     /// <summary>Knobs of the pass.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences averaged over.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Process the weights first (fold LN, centre writing weights and unembedding, fold value biases), as
         /// TransformerLens's <c>from_pretrained</c> does: the attributed logit is then the centred one.</summary>
         public bool ProcessWeights { get; init; } = true;
@@ -56,7 +52,7 @@ public static class HeadAttributionStudy
         }
 
         context.ReportProgress("scoring heads", 0.1);
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var tokens = input.Tokens;
         var halves = Halves.Of(input);
         var scores = HeadDetection.Score(model, tokens, input.Half, cancellationToken);
@@ -93,7 +89,7 @@ public static class HeadAttributionStudy
             "component 'logit' is the model's own logit (correct_token) or logit difference correct − current token (logit_diff), the sum of the others", cancellationToken);
 
         context.ReportProgress("figures", 0.8);
-        Summarise(context, cfg, scores, correct, diff, halves, maxError, settings.Batch, input.Half);
+        Summarise(context, cfg, scores, correct, diff, halves, maxError, settings.Input.Batch, input.Half);
         DrawFigures(context, cfg, correct, diff, halves, input);
         context.ReportProgress("done", 1.0);
     }

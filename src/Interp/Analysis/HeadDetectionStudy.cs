@@ -16,16 +16,8 @@ public static class HeadDetectionStudy
     /// <summary>Knobs of the study.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences scored.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
-        /// <summary>Lowest token id drawn (null: just above the special ids at the low end).</summary>
-        public int? Low { get; init; }
-        /// <summary>One past the highest token id drawn (null: the vocabulary size, below a special id at the high end).</summary>
-        public int? High { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Offsets k for extra "attend k tokens back" scores (score <c>attend_{k}_back</c>).</summary>
         public IReadOnlyList<int> Offsets { get; init; } = [];
         /// <summary>How the attend-k-back patterns are compared with the heads' attention.</summary>
@@ -45,7 +37,7 @@ public static class HeadDetectionStudy
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         context.ReportProgress("scoring heads", 0.1);
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken, settings.Low, settings.High);
+        var input = settings.Input.Draw(loaded, context.Seed);
         int positions = (int)input.Tokens.shape[1];
         foreach (int k in settings.Offsets)
             if (k >= positions) throw new InterpException($"offset {k} does not fit sequences of {positions} tokens: an attend-k-back pattern needs k < {positions}");
@@ -74,7 +66,7 @@ public static class HeadDetectionStudy
             context.AddNumber($"best_{name}_score", best.Score, $"highest {title} score, head {best.Layer}.{best.Head}");
             lines.Add($"{title}: **{best.Layer}.{best.Head}** ({best.Score:0.00})");
         }
-        context.AddText($"**Strongest head per score** ({settings.Batch} sequences of {input.Half} random tokens, ids {input.Low}–{input.High - 1}, repeated once): {string.Join("; ", lines)}.");
+        context.AddText($"**Strongest head per score** ({settings.Input.Batch} sequences of {input.Half} random tokens, ids {input.Low}–{input.High - 1}, repeated once): {string.Join("; ", lines)}.");
         context.ReportProgress("done", 1.0);
     }
 

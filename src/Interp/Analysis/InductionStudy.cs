@@ -17,16 +17,8 @@ public static class InductionStudy
     /// <summary>Knobs of the study; defaults suit small models.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences scored.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
-        /// <summary>Lowest token id drawn (null: just above BOS/EOS/unknown at the low end).</summary>
-        public int? Low { get; init; }
-        /// <summary>One past the highest token id drawn (null: the vocabulary size, below a special id at the high end).</summary>
-        public int? High { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Layer to search for the induction head (null: any layer but the first).</summary>
         public int? InductionLayer { get; init; }
         /// <summary>Layer to search for the previous-token head (null: any layer before the induction head's).</summary>
@@ -43,7 +35,7 @@ public static class InductionStudy
         using var _ = no_grad();
 
         context.ReportProgress("scoring heads", 0.1);
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken, settings.Low, settings.High);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
         var scores = HeadDetection.Score(model, tokens, half, cancellationToken);
         await context.WriteTableAsync("head_scores.parquet", scores.ToTable(),
@@ -67,7 +59,7 @@ public static class InductionStudy
         context.AddNumber("induction_score", ind.Score, $"induction score of head {ind.Layer}.{ind.Head}");
         context.AddText($"**Heads found.** Previous-token head **{prev.Layer}.{prev.Head}** (score {prev.Score:0.00}); " +
                         $"induction head **{ind.Layer}.{ind.Head}** (score {ind.Score:0.00}). Scores are mean attention weights on " +
-                        $"{settings.Batch} sequences of {half} random tokens (ids {low}–{high - 1}) repeated once." +
+                        $"{settings.Input.Batch} sequences of {half} random tokens (ids {low}–{high - 1}) repeated once." +
                         (ind.Score < 0.3 ? " No head reaches an induction score of 0.3: this model shows no clear induction circuit on repeated random tokens." : ""));
 
         // Patterns on one short repeated sequence, with token labels.

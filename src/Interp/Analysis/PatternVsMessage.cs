@@ -21,6 +21,8 @@ public static class PatternVsMessage
     /// <summary>Knobs of the comparison.</summary>
     public sealed record Settings
     {
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Entries kept per head and circuit in <c>top_entries.parquet</c>.</summary>
         public int TopK { get; init; } = 10;
         /// <summary>Random matrix pairs drawn for the composition baseline.</summary>
@@ -28,12 +30,6 @@ public static class PatternVsMessage
         /// <summary>Process the weights first (fold LN, centre writing weights and unembedding, fold value biases), as
         /// TransformerLens's <c>from_pretrained</c> does, so that circuits include the norms' gains.</summary>
         public bool ProcessWeights { get; init; } = true;
-        /// <summary>Sequences used to score the heads' behaviour.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the repeated random sequence used to score the heads' behaviour.</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every scoring sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
     }
 
     /// <summary>Runs the comparison on <paramref name="loaded"/>, writing through <paramref name="context"/>.</summary>
@@ -52,7 +48,7 @@ public static class PatternVsMessage
         }
 
         context.ReportProgress("scoring head behaviour", 0.05);
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var behaviour = HeadDetection.Score(model, input.Tokens, input.Half, cancellationToken);
         await context.WriteTableAsync("head_scores.parquet", behaviour.ToTable(),
             "previous-token, duplicate-token and induction score of every head on repeated random sequences", cancellationToken);

@@ -20,12 +20,8 @@ public static class ResidualWritesStudy
     /// <summary>Knobs of the pass.</summary>
     public sealed record Settings
     {
-        /// <summary>Sequences averaged over.</summary>
-        public int Batch { get; init; } = 32;
-        /// <summary>Length of the random sequence that is repeated (capped by the context).</summary>
-        public int Half { get; init; } = 24;
-        /// <summary>Token that starts every sequence (null: the tokenizer's BOS, if any).</summary>
-        public int? FirstToken { get; init; }
+        /// <summary>The repeated random sequences the pass runs on.</summary>
+        public RepeatedSequenceSettings Input { get; init; } = new();
         /// <summary>Process the weights first (as TransformerLens's <c>from_pretrained</c>), so that the unembedding direction
         /// includes the final norm's gain and is centred.</summary>
         public bool ProcessWeights { get; init; } = true;
@@ -46,7 +42,7 @@ public static class ResidualWritesStudy
         }
 
         context.ReportProgress("running the model", 0.1);
-        var input = HeadDetection.RepeatedRandomTokens(loaded, settings.Batch, settings.Half, context.Seed, settings.FirstToken);
+        var input = settings.Input.Draw(loaded, context.Seed);
         var tokens = input.Tokens;
         var halves = HeadAttributionStudy.Halves.Of(input);
         var scores = HeadDetection.Score(model, tokens, input.Half, cancellationToken);
