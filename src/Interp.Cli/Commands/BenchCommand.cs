@@ -24,11 +24,6 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
         var command = new Command("bench", "Benchmark the toolkit against its own plain forward and against PyTorch eager") { quick, output, reps, noPeer, only };
         command.SetAction((parse, ct) => Guard(async () =>
         {
-            // libtorch's OpenMP workers spin ~300,000 iterations after each parallel op; on a small machine they then
-            // steal the cores OpenBLAS's threads need for the next product (perf: ~60% of samples in libgomp's spin).
-            // libgomp reads this when libtorch loads, so it must be set before the first torch call.
-            if (Environment.GetEnvironmentVariable("GOMP_SPINCOUNT") is null && Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null)
-                _ = setenv("GOMP_SPINCOUNT", "10000", 0);
             ApplyThreads();
             bool q = parse.GetValue(quick);
             string outDir = parse.GetValue(output) ?? Path.Combine(Options.ArtifactsRoot, "bench");
@@ -54,7 +49,4 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
         }));
         return command;
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", CharSet = System.Runtime.InteropServices.CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-    private static extern int setenv(string name, string value, int overwrite);
 }

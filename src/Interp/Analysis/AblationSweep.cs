@@ -30,10 +30,14 @@ public sealed record AblationSweepOptions
 
 /// <summary>
 /// Ablates many sites one at a time (every head, every layer, …) and measures a metric for each, without recomputing
-/// what an ablation cannot change: one clean run caches <c>blocks.{l}.hook_resid_pre</c> of every layer, and the
-/// ablations of layer l run only blocks l… (<see cref="HookedTransformer.ForwardFrom"/>). Several ablations share one
-/// forward pass: the batch is replicated k times, copy i carries ablation i, and the per-sequence metric is split back
-/// into k means. The result equals a full forward pass per ablation with <see cref="Ablation.Hooks"/> up to float noise.
+/// what an ablation cannot change. One clean run caches, for each ablated component, its activation and the residual
+/// stream right after it; since a component adds its output to the residual stream linearly, an ablated pass starts
+/// there from the clean residual minus what the ablation removes, and runs only the rest of the model
+/// (<see cref="HookedTransformer.ForwardFromMid"/>, <see cref="HookedTransformer.ForwardFrom"/>). Where hooks are
+/// attached in the ablated layer, the pass re-runs that whole layer from its cached <c>hook_resid_pre</c> with the
+/// ablation as a hook instead, so the hooks see ablated values. Several ablations share one forward pass: the batch is
+/// replicated k times, copy i carries ablation i, and the per-sequence metric is split back into k means. The result
+/// equals a full forward pass per ablation with <see cref="Ablation.Hooks"/> up to float noise.
 /// </summary>
 public static class AblationSweep
 {
@@ -61,23 +65,64 @@ public static class AblationSweep
         reference ??= own;
         Ablation.PrepareReference(model, kind, reference, targets);
 
-        var layers = targets.Select(t => t.Layer).Distinct().ToHashSet();
-        var (logits, cache) = model.RunWithCache(tokens, name => layers.Any(l => name == HookNames.ResidPre(l)));
+        var resumes = targets.Select(t => ResumeAfter(model, t)).ToArray();
+        var cached = targets.Zip(resumes, (t, r) => r is null ? [HookNames.ResidPre(t.Layer)] : new[] { t.HookName, r }).SelectMany(n => n).ToHashSet();
+        var (logits, cache) = model.RunWithCache(tokens, cached.Contains);
         using (cache)
         {
             double clean = Metrics.Evaluate(metric, logits, tokens);
             logits.Dispose();
             int perForward = options.AblationsPerForward ?? Math.Max(1, (int)Math.Min(int.MaxValue, options.MemoryBudgetBytes / BytesPerCopy(cfg, batch, pos)));
             var ablated = new double[targets.Count];
-            foreach (var layer in targets.Select((t, i) => (t, i)).GroupBy(x => x.t.Layer))
-                foreach (var chunk in layer.Chunk(perForward))
+            foreach (var group in targets.Select((t, i) => (t, i)).GroupBy(x => (x.t.Layer, Resume: resumes[x.i], Hook: resumes[x.i] is null ? null : x.t.HookName)))
+                foreach (var chunk in group.Chunk(perForward))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var values = RunChunk(model, cache[HookNames.ResidPre(layer.Key)], tokens, chunk.Select(x => x.t).ToArray(), kind, metric, reference);
+                    var chunkTargets = chunk.Select(x => x.t).ToArray();
+                    var values = group.Key.Resume is { } resume
+                        ? RunChunkAfter(model, cache, resume, tokens, chunkTargets, kind, metric, reference)
+                        : RunChunk(model, cache[HookNames.ResidPre(group.Key.Layer)], tokens, chunkTargets, kind, metric, reference);
                     for (int j = 0; j < chunk.Length; j++) ablated[chunk[j].i] = values[j];
                 }
             return targets.Select((t, i) => new AblationRow(t.Layer, t.Head, t.ComponentName, kind, t.PositionsName, clean, ablated[i])).ToArray();
         }
+    }
+
+    /// <summary>
+    /// The residual hook right after <paramref name="target"/>'s component, where its ablated passes can resume
+    /// (resid_mid after attention, resid_post after attention in an attention-only block or after the MLP); null when
+    /// hooks are attached anywhere in the target's block, which must then see the ablated values, so the passes
+    /// re-run the whole block from resid_pre.
+    /// </summary>
+    private static string? ResumeAfter(HookedTransformer model, AblationTarget target)
+    {
+        string block = HookNames.Block(target.Layer);
+        if (model.HookPoints.Any(h => h.IsActive && h.Name.StartsWith(block, StringComparison.Ordinal))) return null;
+        return target.Component == AblationComponent.Mlp || model.Config.AttentionOnly ? HookNames.ResidPost(target.Layer) : HookNames.ResidMid(target.Layer);
+    }
+
+    /// <summary>
+    /// k ablations of one component without re-running it: the component writes into the residual stream linearly
+    /// (attn_out = z·W_O + b_O, mlp_out), so copy i's residual after it is the clean one minus what ablation i removes,
+    /// (activation − replacement)·mask_i (through W_O for heads); the rest of the model then runs on the k copies.
+    /// </summary>
+    private static double[] RunChunkAfter(HookedTransformer model, ActivationCache cache, string resume, Tensor tokens, AblationTarget[] targets, AblationKind kind, Metric metric, AblationReference? reference)
+    {
+        using var scope = NewDisposeScope();
+        int k = targets.Length, layer = targets[0].Layer;
+        string hook = targets[0].HookName;
+        long batch = tokens.shape[0], pos = tokens.shape[1];
+        var cfg = model.Config;
+        var activation = cache[hook];                                                                           // [B, pos, …]
+        var masks = stack(targets.Select(t => Ablation.MaskTensor(t, cfg, pos, activation.device)).ToArray());   // [k, pos, …]
+        var change = activation - Ablation.Source(kind, reference, hook, batch, activation);
+        var removed = where(masks.unsqueeze(1), change.unsqueeze(0), zeros(1, dtype: change.dtype, device: change.device));   // [k, B, pos, …]
+        var delta = targets[0].Component == AblationComponent.Head
+            ? Gemm.MatMul(removed.reshape(k * batch, pos, cfg.NHeads * cfg.HeadDim), model.Blocks[layer].Attn.W_O.reshape(-1, cfg.DModel))
+            : removed.reshape(k * batch, pos, cfg.DModel);
+        var residual = cache[resume].repeat(k, 1, 1) - delta;
+        var logits = resume == HookNames.ResidMid(layer) ? model.ForwardFromMid(layer, residual) : model.ForwardFrom(layer + 1, residual);
+        return SplitMeans(metric, logits, tokens, k);
     }
 
     /// <summary>Every head of the model ablated alone (at <paramref name="positions"/>; null: all).</summary>
@@ -110,8 +155,14 @@ public static class AblationSweep
         }).ToArray();
         Tensor logits;
         using (model.Hooks(hooks)) logits = model.ForwardFrom(layer, residPre.repeat(k, 1, 1));      // [k·B, pos, d_vocab]
+        return SplitMeans(metric, logits, tokens, k);
+    }
+
+    /// <summary>The metric of k copies of the batch run together: per-sequence values [k·B] → k means.</summary>
+    private static double[] SplitMeans(Metric metric, Tensor logits, Tensor tokens, int k)
+    {
         var perSequence = Metrics.PerSequence(metric, logits, tokens.repeat(k, 1));                    // [k·B]
-        var means = perSequence.to(ScalarType.Float64).view(k, batch).mean([1]);
+        var means = perSequence.to(ScalarType.Float64).view(k, tokens.shape[0]).mean([1]);
         return means.cpu().data<double>().ToArray();
     }
 

@@ -28,7 +28,7 @@ public static class BenchSuite
         void Add(BenchRow row)
         {
             rows.Add(row);
-            log($"{row.Benchmark,-28} {row.Model,-18} {row.Input,-10} {Fmt(row.Value)} {row.Unit} (target {row.Comparison} {Fmt(row.Target)}: {(row.Met ? "met" : "NOT met")})");
+            log($"{row.Benchmark,-28} {row.Model,-18} {row.Input,-10} {Fmt(row.Value)} {row.Unit} (target {row.Comparison} {Fmt(row.Target)}: {(row.Met ? "met" : "NOT met")}; a = {Fmt(row.A)}, b = {Fmt(row.B)})");
         }
         using var _ = no_grad();
         int reps = options.Repetitions, warm = options.Warmup;
@@ -106,12 +106,27 @@ public static class BenchSuite
         {
             var tokens = Tokens(model.Config, batch, pos);
             int heads = model.Config.NLayers * model.Config.NHeads;
-            var plain = new Interleaved().Add("plain", () => { using var s = NewDisposeScope(); model.forward(tokens); }).Medians(warm, reps, ct)["plain"];
+            // Plain forwards timed both before and after the (minute-long) sweep, so that drift in the machine's speed
+            // during the run weighs on both sides of the ratio.
+            var plainTimes = new List<double>();
+            void TimePlain(int warmup)
+            {
+                for (int r = -warmup; r < reps; r++)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var t = Stopwatch.StartNew();
+                    using (NewDisposeScope()) model.forward(tokens);
+                    if (r >= 0) plainTimes.Add(t.Elapsed.TotalSeconds);
+                }
+            }
+            TimePlain(warm);
             var sw = Stopwatch.StartNew();
             AblationSweep.Heads(model, tokens, AblationKind.Zero, Metrics.Loss(), cancellationToken: ct);
             double sweep = sw.Elapsed.TotalSeconds;
+            TimePlain(0);
+            double plain = Interleaved.Median(plainTimes);
             Add(new("ablation_sweep_vs_forwards", shape.Name, $"{batch}x{pos}", sweep / (heads * plain), "ratio", 0.6, "<=", sweep, heads * plain,
-                $"AblationSweep.Heads (zero, loss) of all {heads} heads ÷ {heads} × median plain forward"));
+                $"AblationSweep.Heads (zero, loss over all positions) of all {heads} heads ÷ {heads} × median plain forward ({2 * reps} timed, half before and half after the sweep)"));
             tokens.Dispose();
         }
 
@@ -372,7 +387,7 @@ public static class BenchSuite
         if (File.Exists("/proc/cpuinfo"))
             cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
         bool avx512 = File.Exists("/proc/cpuinfo") && File.ReadLines("/proc/cpuinfo").Any(l => l.StartsWith("flags", StringComparison.Ordinal) && l.Contains(" avx512f", StringComparison.Ordinal));
-        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Backend}";
+        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Backend}, {string.Join(", ", new[] { "THP_MEM_ALLOC_ENABLE", "GOMP_SPINCOUNT" }.Select(v => $"{v}={NativeEnvironment.Get(v) ?? "unset"}"))}";
     }
 
     private static string Fmt(double x) => double.IsNaN(x) ? "n/a" : Math.Abs(x) >= 100 ? x.ToString("F0", CultureInfo.InvariantCulture) : x.ToString("G3", CultureInfo.InvariantCulture);

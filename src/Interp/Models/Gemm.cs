@@ -37,10 +37,10 @@ public static class Gemm
         // OpenBLAS picks its kernels when it loads, from the CPU unless OPENBLAS_CORETYPE names one (e.g. Haswell: AVX2
         // only) and sizes its blocking from OPENBLAS_L2_SIZE; let it see the real CPU, then restore the environment.
         string[] overrides = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
-        var saved = overrides.Select(v => (v, Value: Marshal.PtrToStringUTF8(getenv(v)))).ToArray();
+        var saved = overrides.Select(v => (v, Value: NativeEnvironment.Get(v))).ToArray();
         try
         {
-            foreach (var (v, value) in saved) if (value is not null) unsetenv(v);
+            foreach (var (v, value) in saved) if (value is not null) NativeEnvironment.Set(v, null);
             foreach (string name in new[] { "libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0" })
                 if (NativeLibrary.TryLoad(name, out var lib) && NativeLibrary.TryGetExport(lib, "cblas_sgemm", out var fn))
                 {
@@ -52,18 +52,9 @@ public static class Gemm
         }
         finally
         {
-            foreach (var (v, value) in saved) if (value is not null) setenv(v, value, 1);
+            foreach (var (v, value) in saved) if (value is not null) NativeEnvironment.Set(v, value);
         }
     }
-
-    [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-    private static extern IntPtr getenv(string name);
-
-    [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-    private static extern int unsetenv(string name);
-
-    [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-    private static extern int setenv(string name, string value, int overwrite);
 
     private static SetThreads? _setThreads;
 

@@ -117,6 +117,24 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
         return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// <see cref="ForwardFrom"/> from the middle of block <paramref name="layer"/>: <paramref name="residMid"/> enters as
+    /// <c>blocks.{layer}.hook_resid_mid</c>, then that block's MLP and everything after it run as in <see cref="forward"/>.
+    /// </summary>
+    /// <exception cref="InterpException">The layer is outside the model, the model is attention-only (no resid_mid), or residMid is not [batch, pos ≤ n_ctx, d_model].</exception>
+    public Tensor ForwardFromMid(int layer, Tensor residMid)
+    {
+        if (layer < 0 || layer >= Config.NLayers)
+            throw new InterpException($"ForwardFromMid: layer {layer} is outside [0, {Config.NLayers - 1}]");
+        if (Config.AttentionOnly)
+            throw new InterpException($"ForwardFromMid: {Config.Name} is attention-only; its blocks have no {HookNames.ResidMid(layer)} (resume at {HookNames.ResidPre(layer + 1 < Config.NLayers ? layer + 1 : layer)} with ForwardFrom)");
+        if (residMid.dim() != 3 || residMid.shape[2] != Config.DModel || residMid.shape[0] == 0 || residMid.shape[1] == 0 || residMid.shape[1] > Config.NCtx)
+            throw new InterpException($"ForwardFromMid: {HookNames.ResidMid(layer)} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residMid.shape)}]");
+        using var scope = NewDisposeScope();
+        var residPost = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
+        return RunFrom(layer + 1, residPost).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits.</summary>
     private Tensor RunFrom(int layer, Tensor resid)
     {

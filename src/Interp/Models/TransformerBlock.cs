@@ -66,7 +66,17 @@ public sealed class TransformerBlock : Component
         var residPre = _residPre.Run(x);
         var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre)));
         if (Mlp is null) return _residPost.Run(residPre + attnOut);
-        var residMid = _residMid!.Run(residPre + attnOut);
+        return ForwardFromMid(residPre + attnOut);
+    }
+
+    /// <summary>
+    /// The MLP half: resid_mid [batch, pos, d_model] (entering as <c>hook_resid_mid</c>) → resid_post. Only for blocks
+    /// with an MLP.
+    /// </summary>
+    public Tensor ForwardFromMid(Tensor residMid)
+    {
+        if (Mlp is null) throw new InvalidOperationException($"{Prefix}: an attention-only block has no resid_mid");
+        residMid = _residMid!.Run(residMid);
         var mlpOut = _mlpOut!.Run(Mlp.forward(Ln2 is null ? residMid : Ln2.forward(residMid)));
         return _residPost.Run(residMid + mlpOut);
     }

@@ -117,6 +117,33 @@ public sealed class AblationTests
     }
 
     [Theory]
+    [InlineData("gpt2")]
+    [InlineData("built-in")]
+    public void Hooks_in_an_ablated_layer_see_the_ablated_values(string name)
+    {
+        // The sweep normally resumes after the ablated component from clean residual − removed part; a hook inside the
+        // layer (here: doubling attn_out of layer 1) must act on the ablated attn_out, so that layer is re-run instead.
+        var model = Model(name, out var owner);
+        using var _owner = owner;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = TestModels.RandomTokens(model.Config.DVocab, 3, 10, seed: 5);
+        var targets = AblationTarget.AllHeads(model.Config).Concat(AblationTarget.AllLayers(model.Config)).ToArray();
+        var metric = Metrics.Loss();
+        (string, HookFunction) doubling = (HookNames.AttnOut(1), (x, _) => x * 2);
+        double[] expected;
+        using (model.Hooks(doubling))
+            expected = targets.Select(t => Naive(model, tokens, t, AblationKind.Zero, metric, tokens, [])).ToArray();
+        IReadOnlyList<AblationRow> rows;
+        using (model.Hooks(doubling)) rows = AblationSweep.Run(model, tokens, targets, AblationKind.Zero, metric);
+        for (int i = 0; i < targets.Length; i++)
+            Assert.True(Math.Abs(expected[i] - rows[i].MetricAblated) <= 1e-5, $"{name} {targets[i]}: naive {expected[i]}, sweep {rows[i].MetricAblated}");
+        // The hook matters: without it, the heads of layer 1 give other numbers.
+        var unhooked = AblationSweep.Run(model, tokens, targets, AblationKind.Zero, metric);
+        Assert.Contains(Enumerable.Range(0, targets.Length), i => targets[i].Layer == 1 && Math.Abs(unhooked[i].MetricAblated - rows[i].MetricAblated) > 1e-3);
+    }
+
+    [Theory]
     [InlineData(AblationKind.Zero)]
     [InlineData(AblationKind.Mean)]
     [InlineData(AblationKind.Resample)]

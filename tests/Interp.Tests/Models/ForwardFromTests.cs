@@ -35,6 +35,30 @@ public sealed class ForwardFromTests
         }
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Forward_from_the_middle_of_every_layer_on_the_cached_resid_mid_gives_the_logits(string config)
+    {
+        using var model = TestModels.Random(Config(config));
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = TestModels.RandomTokens(50, 3, 17);
+        var (logits, cache) = model.RunWithCache(tokens);
+        using (cache)
+        {
+            for (int l = 0; l < model.Config.NLayers; l++)
+            {
+                TensorAssert.Close(logits, model.ForwardFromMid(l, cache[HookNames.ResidMid(l)]), 1e-6, $"{config}, from the middle of layer {l}");
+                // Only the hooks from that block's resid_mid on fire.
+                var fired = new List<string>();
+                var hooks = model.HookPoints.Select(h => (h.Name, (HookFunction)((x, p) => { fired.Add(p.Name); return null; }))).ToArray();
+                using (model.Hooks(hooks)) model.ForwardFromMid(l, cache[HookNames.ResidMid(l)]);
+                Assert.Equal(model.HookPoints.SkipWhile(h => h.Name != HookNames.ResidMid(l)).Where(h => !h.Name.EndsWith("hook_result")).Select(h => h.Name), fired.Where(n => !n.EndsWith("hook_result")));
+            }
+        }
+    }
+
     [Fact]
     public void Hooks_from_the_layer_on_fire_and_earlier_ones_do_not()
     {
@@ -68,5 +92,14 @@ public sealed class ForwardFromTests
         Assert.Contains("[1, 4, 31]", ex.Message);
         ex = Assert.Throws<InterpException>(() => model.ForwardFrom(0, zeros(1, 25, 32)));
         Assert.Contains("n_ctx = 24", ex.Message);
+
+        ex = Assert.Throws<InterpException>(() => model.ForwardFromMid(2, zeros(1, 4, 32)));
+        Assert.Contains("layer 2 is outside [0, 1]", ex.Message);
+        ex = Assert.Throws<InterpException>(() => model.ForwardFromMid(1, zeros(1, 4, 31)));
+        Assert.Contains("blocks.1.hook_resid_mid must be [batch, pos, d_model = 32]", ex.Message);
+        using var attnOnly = TestModels.Random(TestModels.AttnOnlySinusoidal);
+        ex = Assert.Throws<InterpException>(() => attnOnly.ForwardFromMid(0, zeros(1, 4, attnOnly.Config.DModel)));
+        Assert.Contains("attention-only", ex.Message);
+        Assert.Contains("no blocks.0.hook_resid_mid", ex.Message);
     }
 }
