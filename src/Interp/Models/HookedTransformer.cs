@@ -138,7 +138,14 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     /// <summary>Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits.</summary>
     private Tensor RunFrom(int layer, Tensor resid)
     {
-        for (int l = layer; l < Blocks.Count; l++) resid = Blocks[l].forward(resid);
+        for (int l = layer; l < Blocks.Count; l++)
+        {
+            // Each block's intermediates are freed when it ends (a hook that keeps one detaches it, as HookPoint says),
+            // not when the whole pass ends: the next block reuses their memory instead of faulting in fresh pages.
+            using var scope = NewDisposeScope();
+            resid = Blocks[l].forward(resid);
+            if (scope.Contains(resid)) resid = scope.MoveToOuter(resid);
+        }
         if (LnFinal is not null) resid = LnFinal.forward(resid);
         return Unembed.forward(resid);
     }

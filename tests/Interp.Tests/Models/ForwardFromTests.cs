@@ -81,6 +81,29 @@ public sealed class ForwardFromTests
     }
 
     [Fact]
+    public void A_tensor_a_hook_returns_stays_the_hooks_after_the_pass_frees_each_blocks_intermediates()
+    {
+        // The pass disposes each block's intermediates when the block ends; a replacement the hook owns (here: one
+        // tensor returned at every call, at a block's output and inside a block) must survive, pass after pass.
+        using var model = TestModels.Random(TestModels.Gpt2Like);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = TestModels.RandomTokens(50, 2, 9);
+        var (_, cache) = model.RunWithCache(tokens, n => n == HookNames.ResidPost(0) || n == HookNames.MlpOut(1));
+        using (cache)
+        {
+            var residPost = cache[HookNames.ResidPost(0)].clone();
+            var mlpOut = cache[HookNames.MlpOut(1)].clone();
+            var expected = model.forward(tokens);
+            using (model.Hooks((HookNames.ResidPost(0), (x, p) => residPost), (HookNames.MlpOut(1), (x, p) => mlpOut)))
+                for (int i = 0; i < 3; i++) TensorAssert.Close(expected, model.forward(tokens), 1e-6, $"pass {i}");
+            Assert.False(residPost.IsInvalid);
+            Assert.False(mlpOut.IsInvalid);
+            TensorAssert.Close(cache[HookNames.ResidPost(0)], residPost, 0, "the hook's tensor is untouched");
+        }
+    }
+
+    [Fact]
     public void Bad_layer_or_shape_is_a_clear_error()
     {
         using var model = TestModels.Random(TestModels.Gpt2Like);
