@@ -45,11 +45,7 @@ public static class HeadAttributionStudy
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         if (settings.ProcessWeights)
-        {
-            model.ProcessWeights(WeightProcessingOptions.Default);
-            context.AddText("Weights processed as TransformerLens's `from_pretrained` does (norms folded, writing weights and unembedding centred, " +
-                            "value biases folded into b_O): the attributed logits are centred over the vocabulary.");
-        }
+            ProcessedWeights.Apply(context, model, "the attributed logits are centred over the vocabulary.");
 
         context.ReportProgress("scoring heads", 0.1);
         var input = settings.Input.Draw(loaded, context.Seed);

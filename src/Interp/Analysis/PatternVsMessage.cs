@@ -40,12 +40,7 @@ public static class PatternVsMessage
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         if (settings.ProcessWeights)
-        {
-            var applied = model.ProcessWeights(WeightProcessingOptions.Default);
-            var steps = new[] { (applied.FoldLn, "norm weights folded in"), (applied.CenterWritingWeights, "writing weights centred"),
-                (applied.CenterUnembed, "unembedding centred"), (applied.FoldValueBiases, "value biases folded") }.Where(s => s.Item1).Select(s => s.Item2);
-            context.AddText($"Weights processed as TransformerLens's `from_pretrained` does ({string.Join(", ", steps)}): the circuits below include the norms' gains.");
-        }
+            ProcessedWeights.Apply(context, model, "the circuits below include the norms' gains.");
 
         context.ReportProgress("scoring head behaviour", 0.05);
         var input = settings.Input.Draw(loaded, context.Seed);

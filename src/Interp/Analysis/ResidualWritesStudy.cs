@@ -35,11 +35,8 @@ public static class ResidualWritesStudy
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         if (settings.ProcessWeights)
-        {
-            model.ProcessWeights(WeightProcessingOptions.Default);
-            context.AddText("Weights processed as TransformerLens's `from_pretrained` does: the final norm's gain is folded into W_U and the " +
-                            "unembedding is centred, so W_U[:, t] is the direction that raises token t's logit relative to the others.");
-        }
+            ProcessedWeights.Apply(context, model, "the final norm's gain is folded into W_U and the unembedding is centred, so W_U[:, t] " +
+                                                   "is the direction that raises token t's logit relative to the others.");
 
         context.ReportProgress("running the model", 0.1);
         var input = settings.Input.Draw(loaded, context.Seed);

@@ -34,6 +34,14 @@ public sealed record WeightProcessingOptions
     /// <summary>True when at least one step is selected.</summary>
     public bool Any => FoldLn || CenterWritingWeights || CenterUnembed || FoldValueBiases;
 
+    /// <summary>The selected steps in words, in TransformerLens's order ("norms folded, …"), or "none".</summary>
+    public string Describe()
+    {
+        var steps = new[] { (FoldLn, "norms folded"), (CenterWritingWeights, "writing weights centred"),
+            (CenterUnembed, "unembedding centred"), (FoldValueBiases, "value biases folded") }.Where(s => s.Item1).Select(s => s.Item2).ToArray();
+        return steps.Length == 0 ? "none" : string.Join(", ", steps);
+    }
+
     /// <summary>The steps selected here or in <paramref name="other"/>.</summary>
     public WeightProcessingOptions Union(WeightProcessingOptions other) => new()
     {

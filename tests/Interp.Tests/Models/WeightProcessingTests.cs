@@ -85,6 +85,9 @@ public sealed class WeightProcessingTests
         var applied = processed.Processing;
         bool layerNorm = original.Config.Norm == NormKind.LayerNorm;
         Assert.Equal(options with { CenterWritingWeights = options.CenterWritingWeights && layerNorm }, applied);
+        // The report's description names exactly the applied steps.
+        Assert.Equal(applied.CenterWritingWeights, applied.Describe().Contains("writing weights centred", StringComparison.Ordinal));
+        Assert.Equal(applied.FoldLn, applied.Describe().Contains("norms folded", StringComparison.Ordinal));
 
         using var scope = NewDisposeScope();
         var tokens = Tokens(original);
@@ -269,5 +272,13 @@ public sealed class WeightProcessingTests
         var expected = model.forward(tokens);
         model.ProcessWeights(WeightProcessingOptions.Default);
         Same(expected.log_softmax(-1), model.forward(tokens).log_softmax(-1), "log_softmax after folding");
+    }
+
+    [Fact]
+    public void Describe_names_the_steps_in_order()
+    {
+        Assert.Equal("norms folded, writing weights centred, unembedding centred, value biases folded", WeightProcessingOptions.Default.Describe());
+        Assert.Equal("none", WeightProcessingOptions.None.Describe());
+        Assert.Equal("unembedding centred", new WeightProcessingOptions { CenterUnembed = true }.Describe());
     }
 }
