@@ -51,10 +51,7 @@ public sealed class ForwardFromTests
             {
                 TensorAssert.Close(logits, model.ForwardFromMid(l, cache[HookNames.ResidMid(l)]), 1e-6, $"{config}, from the middle of layer {l}");
                 // Only the hooks from that block's resid_mid on fire.
-                var fired = new List<string>();
-                var hooks = model.HookPoints.Select(h => (h.Name, (HookFunction)((x, p) => { fired.Add(p.Name); return null; }))).ToArray();
-                using (model.Hooks(hooks)) model.ForwardFromMid(l, cache[HookNames.ResidMid(l)]);
-                Assert.Equal(model.HookPoints.SkipWhile(h => h.Name != HookNames.ResidMid(l)).Where(h => !h.Name.EndsWith("hook_result")).Select(h => h.Name), fired.Where(n => !n.EndsWith("hook_result")));
+                AssertFiredFrom(model, HookNames.ResidMid(l), () => model.ForwardFromMid(l, cache[HookNames.ResidMid(l)]));
             }
         }
     }
@@ -69,10 +66,7 @@ public sealed class ForwardFromTests
         var (logits, cache) = model.RunWithCache(tokens, n => n == HookNames.ResidPre(1));
         using (cache)
         {
-            var fired = new List<string>();
-            var hooks = model.HookPoints.Select(h => (h.Name, (HookFunction)((x, p) => { fired.Add(p.Name); return null; }))).ToArray();
-            using (model.Hooks(hooks)) model.ForwardFrom(1, cache[HookNames.ResidPre(1)]);
-            Assert.Equal(model.HookPoints.SkipWhile(h => h.Name != HookNames.ResidPre(1)).Where(h => !h.Name.EndsWith("hook_result")).Select(h => h.Name), fired.Where(n => !n.EndsWith("hook_result")));
+            AssertFiredFrom(model, HookNames.ResidPre(1), () => model.ForwardFrom(1, cache[HookNames.ResidPre(1)]));
             // A hook at resid_pre of the start layer replaces the input as in a full pass.
             var doubled = model.RunWithHooks(tokens, (HookNames.ResidPre(1), (x, _) => x * 2));
             using (model.Hooks((HookNames.ResidPre(1), (x, _) => x * 2)))
@@ -101,6 +95,15 @@ public sealed class ForwardFromTests
             Assert.False(mlpOut.IsInvalid);
             TensorAssert.Close(cache[HookNames.ResidPost(0)], residPost, 0, "the hook's tensor is untouched");
         }
+    }
+
+    /// <summary>With a recording hook on every point, <paramref name="run"/> fires exactly the points from <paramref name="first"/> on, in order (hook_result aside: computed only when hooked).</summary>
+    private static void AssertFiredFrom(HookedTransformer model, string first, Action run)
+    {
+        var fired = new List<string>();
+        var hooks = model.HookPoints.Select(h => (h.Name, (HookFunction)((x, p) => { fired.Add(p.Name); return null; }))).ToArray();
+        using (model.Hooks(hooks)) run();
+        Assert.Equal(model.HookPoints.SkipWhile(h => h.Name != first).Where(h => !h.Name.EndsWith("hook_result")).Select(h => h.Name), fired.Where(n => !n.EndsWith("hook_result")));
     }
 
     [Fact]
