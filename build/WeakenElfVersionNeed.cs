@@ -1,10 +1,14 @@
 #nullable enable
-// MSBuild inline task: marks one GLIBCXX version need of an ELF64 little-endian shared library as weak,
-// only when the system's libstdc++ does not provide that version. See TorchSharpNativeFix.targets.
+// MSBuild inline task: marks one GLIBCXX version need of an ELF64 little-endian shared library as weak, only when
+// the system's libstdc++ does not provide that version and only when the symbols bound to it are the ones known to
+// be safe without it. See TorchSharpNativeFix.targets. The ELF reading (ElfVersionNeeds) is also compiled into the
+// tests (with INTERP_ELF_TESTS, which leaves out the MSBuild task).
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Text;
+#if !INTERP_ELF_TESTS
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 
@@ -12,9 +16,8 @@ public class WeakenElfVersionNeed : Task
 {
     [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
     [Required] public string VersionName { get; set; } = "";
-
-    const uint ShtGnuVerneed = 0x6ffffffe;
-    const ushort VerFlgWeak = 0x2;
+    /// <summary>The dynamic symbols that may be bound to the version (';'-separated): marking it weak is safe only for them.</summary>
+    [Required] public string AllowedSymbols { get; set; } = "";
 
     public override bool Execute()
     {
@@ -24,25 +27,32 @@ public class WeakenElfVersionNeed : Task
             Log.LogMessage(MessageImportance.Low, $"{VersionName} is provided by {provider}; no patch needed.");
             return true;
         }
+        var allowed = new HashSet<string>(AllowedSymbols.Split(new[] { ';' }, StringSplitOptions.RemoveEmptyEntries));
         foreach (var item in Files)
         {
             string path = item.ItemSpec;
             try
             {
                 byte[] elf = File.ReadAllBytes(path);
-                switch (Weaken(elf, VersionName, out string detail))
+                switch (ElfVersionNeeds.Weaken(elf, VersionName, allowed, out string detail))
                 {
-                    case Outcome.Patched:
+                    case ElfVersionNeeds.Outcome.Patched:
                         string tmp = path + ".interp-tmp";
                         File.WriteAllBytes(tmp, elf);
                         File.Replace(tmp, path, null); // new inode: never writes through a hard link
-                        Log.LogMessage(MessageImportance.High, $"Interp: marked {VersionName} weak in {path} (system libstdc++ lacks it; searched {searched}).");
+                        Log.LogMessage(MessageImportance.High, $"Interp: marked {VersionName} weak in {path} (system libstdc++ lacks it; searched {searched}; {detail}).");
                         break;
-                    case Outcome.AlreadyWeak:
-                        Log.LogMessage(MessageImportance.Low, $"{path}: {VersionName} already weak.");
+                    case ElfVersionNeeds.Outcome.AlreadyWeak:
+                        Log.LogMessage(MessageImportance.Low, $"{path}: {VersionName} already weak ({detail}).");
                         break;
-                    case Outcome.NotNeeded:
+                    case ElfVersionNeeds.Outcome.NotNeeded:
                         Log.LogMessage(MessageImportance.Low, $"{path}: no need for {VersionName}.");
+                        break;
+                    case ElfVersionNeeds.Outcome.Refused:
+                        Log.LogError($"Interp: cannot mark {VersionName} weak in {path}: {detail}. A weak version need is safe only for " +
+                            $"symbols that are never called ({AllowedSymbols}); the others would fail at call time with this system's libstdc++ " +
+                            $"(searched {searched}), which lacks {VersionName}. Install a libstdc++ that provides it, or use a TorchSharp " +
+                            "whose native library does not need it.");
                         break;
                     default:
                         Log.LogWarning($"{path}: cannot patch version need {VersionName}: {detail}");
@@ -57,78 +67,10 @@ public class WeakenElfVersionNeed : Task
         return !Log.HasLoggedErrors;
     }
 
-    enum Outcome { Patched, AlreadyWeak, NotNeeded, Unsupported }
-
-    static Outcome Weaken(byte[] b, string version, out string detail)
-    {
-        detail = "";
-        if (b.Length < 64 || b[0] != 0x7f || b[1] != (byte)'E' || b[2] != (byte)'L' || b[3] != (byte)'F')
-        { detail = "not an ELF file"; return Outcome.Unsupported; }
-        if (b[4] != 2 || b[5] != 1) { detail = "not ELF64 little-endian"; return Outcome.Unsupported; }
-        ulong shoff = U64(b, 0x28);
-        int shentsize = U16(b, 0x3A), shnum = U16(b, 0x3C);
-        if (shoff == 0 || shentsize < 64 || shoff + (ulong)(shentsize * shnum) > (ulong)b.Length)
-        { detail = "section headers missing or out of range"; return Outcome.Unsupported; }
-        for (int i = 0; i < shnum; i++)
-        {
-            int sh = checked((int)shoff + i * shentsize);
-            if (U32(b, sh + 4) != ShtGnuVerneed) continue;
-            long off = checked((long)U64(b, sh + 24));
-            long size = checked((long)U64(b, sh + 32));
-            int link = (int)U32(b, sh + 40);
-            int count = (int)U32(b, sh + 44);
-            if (off + size > b.Length || link >= shnum) { detail = ".gnu.version_r out of range"; return Outcome.Unsupported; }
-            int strsh = checked((int)shoff + link * shentsize);
-            long stroff = checked((long)U64(b, strsh + 24)), strsize = checked((long)U64(b, strsh + 32));
-            if (stroff + strsize > b.Length) { detail = ".dynstr out of range"; return Outcome.Unsupported; }
-            long vn = off;
-            for (int n = 0; n < count; n++)
-            {
-                if (vn < off || vn + 16 > off + size) { detail = "Verneed chain out of range"; return Outcome.Unsupported; }
-                int auxCount = U16(b, (int)vn + 2);
-                long aux = vn + U32(b, (int)vn + 8);
-                for (int a = 0; a < auxCount; a++)
-                {
-                    if (aux < off || aux + 16 > off + size) { detail = "Vernaux chain out of range"; return Outcome.Unsupported; }
-                    long nameOff = stroff + U32(b, (int)aux + 8);
-                    if (CStringEquals(b, nameOff, stroff + strsize, version))
-                    {
-                        int flagsAt = (int)aux + 4;
-                        ushort flags = (ushort)U16(b, flagsAt);
-                        if ((flags & VerFlgWeak) != 0) return Outcome.AlreadyWeak;
-                        flags |= VerFlgWeak;
-                        b[flagsAt] = (byte)flags;
-                        b[flagsAt + 1] = (byte)(flags >> 8);
-                        return Outcome.Patched;
-                    }
-                    uint next = U32(b, (int)aux + 12);
-                    if (next == 0) break;
-                    aux += next;
-                }
-                uint vnNext = U32(b, (int)vn + 12);
-                if (vnNext == 0) break;
-                vn += vnNext;
-            }
-            return Outcome.NotNeeded;
-        }
-        return Outcome.NotNeeded;
-    }
-
-    static bool CStringEquals(byte[] b, long at, long end, string s)
-    {
-        if (at < 0 || at + s.Length >= end) return false;
-        for (int i = 0; i < s.Length; i++) if (b[at + i] != (byte)s[i]) return false;
-        return b[at + s.Length] == 0;
-    }
-
-    static int U16(byte[] b, int at) => b[at] | (b[at + 1] << 8);
-    static uint U32(byte[] b, int at) => BitConverter.ToUInt32(b, at);
-    static ulong U64(byte[] b, int at) => BitConverter.ToUInt64(b, at);
-
     // Returns the path of a system libstdc++ that defines the version, or null when none does.
     static string? FindSystemLibraryProviding(string version, out string searched)
     {
-        var candidates = new System.Collections.Generic.List<string>();
+        var candidates = new List<string>();
         try
         {
             foreach (var ldconfig in new[] { "/sbin/ldconfig", "/usr/sbin/ldconfig" })
@@ -172,4 +114,178 @@ public class WeakenElfVersionNeed : Task
         }
         return -1;
     }
+}
+#endif
+
+/// <summary>
+/// The version needs of an ELF64 little-endian shared library (.gnu.version_r), the dynamic symbols bound to each
+/// (.gnu.version entries of .dynsym), and marking one need weak (VER_FLG_WEAK in its Vernaux entry).
+/// </summary>
+public static class ElfVersionNeeds
+{
+    const uint ShtDynsym = 11, ShtGnuVerneed = 0x6ffffffe, ShtGnuVersym = 0x6fffffff;
+    const ushort VerFlgWeak = 0x2;
+
+    public enum Outcome { Patched, AlreadyWeak, NotNeeded, Unsupported, Refused }
+
+    /// <summary>
+    /// Marks <paramref name="version"/> weak in <paramref name="b"/> (in place) when every dynamic symbol bound to it is in
+    /// <paramref name="allowed"/>; otherwise <see cref="Outcome.Refused"/> with the other symbols named in <paramref name="detail"/>.
+    /// </summary>
+    public static Outcome Weaken(byte[] b, string version, ISet<string> allowed, out string detail)
+    {
+        var need = Find(b, version, out detail);
+        if (need is null) return detail.Length > 0 ? Outcome.Unsupported : Outcome.NotNeeded;
+        var bound = Bound(b, need.Value.Index, out detail);
+        if (bound is null) return Outcome.Unsupported;
+        var others = bound.FindAll(name => !allowed.Contains(name));
+        if (others.Count > 0)
+        {
+            detail = $"{others.Count} other symbol(s) are bound to it: {string.Join(", ", others)}";
+            return Outcome.Refused;
+        }
+        detail = $"bound to it: {string.Join(", ", bound)}";
+        int flagsAt = need.Value.FlagsAt;
+        ushort flags = (ushort)U16(b, flagsAt);
+        if ((flags & VerFlgWeak) != 0) return Outcome.AlreadyWeak;
+        flags |= VerFlgWeak;
+        b[flagsAt] = (byte)flags;
+        b[flagsAt + 1] = (byte)(flags >> 8);
+        return Outcome.Patched;
+    }
+
+    /// <summary>The dynamic symbols bound to <paramref name="version"/>; null when the file does not need it or cannot be read (then see detail).</summary>
+    public static List<string>? SymbolsBoundTo(byte[] b, string version, out string detail)
+    {
+        var need = Find(b, version, out detail);
+        return need is null ? null : Bound(b, need.Value.Index, out detail);
+    }
+
+    /// <summary>The version index (vna_other) the need of <paramref name="version"/> has; for tests that rebind a symbol.</summary>
+    public static int? VersionIndex(byte[] b, string version, out string detail) => Find(b, version, out detail)?.Index;
+
+    /// <summary>Where the symbol table's version entries are: offset of .gnu.version and its entry count.</summary>
+    public static (long Offset, long Count)? VersymTable(byte[] b)
+    {
+        var sections = Sections(b, out _);
+        if (sections is null) return null;
+        foreach (var s in sections)
+            if (s.Type == ShtGnuVersym && s.Offset + s.Size <= b.Length) return (s.Offset, s.Size / 2);
+        return null;
+    }
+
+    /// <summary>The Vernaux entry of <paramref name="version"/>: where its flags are and its version index (null with empty detail when not needed).</summary>
+    static (int FlagsAt, int Index)? Find(byte[] b, string version, out string detail)
+    {
+        var sections = Sections(b, out detail);
+        if (sections is null) return null;
+        foreach (var s in sections)
+        {
+            if (s.Type != ShtGnuVerneed) continue;
+            if (s.Offset + s.Size > b.Length || s.Link >= sections.Count) { detail = ".gnu.version_r out of range"; return null; }
+            var str = sections[s.Link];
+            if (str.Offset + str.Size > b.Length) { detail = ".dynstr out of range"; return null; }
+            long vn = s.Offset;
+            for (int n = 0; n < s.Info; n++)
+            {
+                if (vn < s.Offset || vn + 16 > s.Offset + s.Size) { detail = "Verneed chain out of range"; return null; }
+                int auxCount = U16(b, (int)vn + 2);
+                long aux = vn + U32(b, (int)vn + 8);
+                for (int a = 0; a < auxCount; a++)
+                {
+                    if (aux < s.Offset || aux + 16 > s.Offset + s.Size) { detail = "Vernaux chain out of range"; return null; }
+                    if (CStringEquals(b, str.Offset + U32(b, (int)aux + 8), str.Offset + str.Size, version))
+                        return ((int)aux + 4, U16(b, (int)aux + 6) & 0x7fff);
+                    uint next = U32(b, (int)aux + 12);
+                    if (next == 0) break;
+                    aux += next;
+                }
+                uint vnNext = U32(b, (int)vn + 12);
+                if (vnNext == 0) break;
+                vn += vnNext;
+            }
+            return null;
+        }
+        return null;
+    }
+
+    /// <summary>Names of the .dynsym entries whose .gnu.version entry is <paramref name="index"/> (hidden bit ignored).</summary>
+    static List<string>? Bound(byte[] b, int index, out string detail)
+    {
+        detail = "";
+        var sections = Sections(b, out detail);
+        if (sections is null) return null;
+        Section? dynsym = null, versym = null;
+        foreach (var s in sections)
+        {
+            if (s.Type == ShtDynsym) dynsym = s;
+            if (s.Type == ShtGnuVersym) versym = s;
+        }
+        if (dynsym is null || versym is null) { detail = "no .dynsym or .gnu.version section"; return null; }
+        var sym = dynsym.Value;
+        var ver = versym.Value;
+        if (sym.Link >= sections.Count || sym.EntrySize < 24 || sym.Offset + sym.Size > b.Length || ver.Offset + ver.Size > b.Length)
+        { detail = ".dynsym or .gnu.version out of range"; return null; }
+        var str = sections[sym.Link];
+        if (str.Offset + str.Size > b.Length) { detail = ".dynstr out of range"; return null; }
+        long count = Math.Min(sym.Size / sym.EntrySize, ver.Size / 2);
+        var names = new List<string>();
+        for (long i = 1; i < count; i++)
+        {
+            if ((U16(b, (int)(ver.Offset + 2 * i)) & 0x7fff) != index) continue;
+            long nameAt = str.Offset + U32(b, (int)(sym.Offset + i * sym.EntrySize));
+            names.Add(CString(b, nameAt, str.Offset + str.Size));
+        }
+        return names;
+    }
+
+    struct Section
+    {
+        public uint Type;
+        public long Offset, Size, EntrySize;
+        public int Link, Info;
+    }
+
+    static List<Section>? Sections(byte[] b, out string detail)
+    {
+        detail = "";
+        if (b.Length < 64 || b[0] != 0x7f || b[1] != (byte)'E' || b[2] != (byte)'L' || b[3] != (byte)'F') { detail = "not an ELF file"; return null; }
+        if (b[4] != 2 || b[5] != 1) { detail = "not ELF64 little-endian"; return null; }
+        ulong shoff = U64(b, 0x28);
+        int shentsize = U16(b, 0x3A), shnum = U16(b, 0x3C);
+        if (shoff == 0 || shentsize < 64 || shoff + (ulong)(shentsize * shnum) > (ulong)b.Length) { detail = "section headers missing or out of range"; return null; }
+        var sections = new List<Section>(shnum);
+        for (int i = 0; i < shnum; i++)
+        {
+            int sh = checked((int)shoff + i * shentsize);
+            sections.Add(new Section
+            {
+                Type = U32(b, sh + 4),
+                Offset = checked((long)U64(b, sh + 24)),
+                Size = checked((long)U64(b, sh + 32)),
+                Link = (int)U32(b, sh + 40),
+                Info = (int)U32(b, sh + 44),
+                EntrySize = checked((long)U64(b, sh + 56)),
+            });
+        }
+        return sections;
+    }
+
+    static bool CStringEquals(byte[] b, long at, long end, string s)
+    {
+        if (at < 0 || at + s.Length >= end) return false;
+        for (int i = 0; i < s.Length; i++) if (b[at + i] != (byte)s[i]) return false;
+        return b[at + s.Length] == 0;
+    }
+
+    static string CString(byte[] b, long at, long end)
+    {
+        long stop = at;
+        while (stop < end && b[stop] != 0) stop++;
+        return at >= end ? "?" : Encoding.ASCII.GetString(b, (int)at, (int)(stop - at));
+    }
+
+    static int U16(byte[] b, int at) => b[at] | (b[at + 1] << 8);
+    static uint U32(byte[] b, int at) => BitConverter.ToUInt32(b, at);
+    static ulong U64(byte[] b, int at) => BitConverter.ToUInt64(b, at);
 }

@@ -7,6 +7,7 @@ using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
 using ScottPlot;
+using TorchSharp;
 using static TorchSharp.torch;
 
 #if !INTERP_CLI
@@ -51,7 +52,8 @@ sealed class MouseContextExperiment : IExperiment
         {
             var words = Sentences[s];
             var x = stack(words.Select(w => tensor(Embeddings[w])).ToArray());   // [pos, d]
-            var scores = x.matmul(x.t()) / Math.Sqrt(x.shape[1]);                // Q·Kᵀ/√d with Q = K = X
+            using var sqrtD = Math.Sqrt(x.shape[1]).ToScalar();                  // owned: see Interp.Scalars
+            var scores = x.matmul(x.t()).div(sqrtD);                             // Q·Kᵀ/√d with Q = K = X
             var weights = scores.softmax(-1);                                    // every word attends to every word
             var output = weights.matmul(x);                                      // weighted average of V = X
             var w = TensorData.ToMatrix(weights);

@@ -7,6 +7,7 @@ using Interp.Experiments;
 using Interp.Models;
 using Interp.Plots;
 using Interp.Results;
+using TorchSharp;
 using static TorchSharp.torch;
 
 #if !INTERP_CLI
@@ -29,7 +30,8 @@ sealed class PositionalEncodingExperiment : IExperiment
         // The table the model itself uses for PositionalKind.Sinusoidal.
         using var embed = new PosEmbed(new ModelConfig { DModel = dModel, NLayers = 0, NHeads = 1, DVocab = 1, NCtx = positions, Positional = PositionalKind.Sinusoidal });
         var pe = embed.W_pos;                                            // [pos, d_model]
-        var similarity = pe.matmul(pe.t()) / (dModel / 2.0);             // each row has squared norm d_model/2
+        using var halfD = (dModel / 2.0).ToScalar();                     // owned: see Interp.Scalars
+        var similarity = pe.matmul(pe.t()).div(halfD);                   // each row has squared norm d_model/2
         var table = TensorData.ToMatrix(pe);
         var sim = TensorData.ToMatrix(similarity);
 

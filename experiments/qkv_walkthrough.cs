@@ -9,6 +9,9 @@ using System.Text;
 using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
+using Interp.Training;
+using Interp;
+using TorchSharp;
 using static TorchSharp.torch;
 
 #if !INTERP_CLI
@@ -34,25 +37,27 @@ sealed class QkvWalkthroughExperiment : IExperiment
         var generator = new Generator((ulong)context.Seed);
         // Hand-picked embeddings: determiner, noun, verb, adjective; a little overlap so the task is not trivial.
         var x = tensor(new float[] { 1.0f, 0.1f, 0.0f, 0.2f,   0.1f, 1.0f, 0.2f, 0.0f,   0.0f, 0.2f, 1.0f, 0.1f,   0.2f, 0.0f, 0.1f, 1.0f }, [4, DModel]);
-        var wQ = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator) * 0.5);
-        var wK = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator) * 0.5);
-        var wV = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator) * 0.5);
+        // Every number libtorch reads is an owned Scalar (see Interp.Scalars): an implicit one can be freed mid-call.
+        using Scalar initScale = 0.5.ToScalar(), sqrtDHead = Math.Sqrt(DHead).ToScalar();
+        var wQ = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator).mul(initScale));
+        var wK = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator).mul(initScale));
+        var wV = new TorchSharp.Modules.Parameter(randn(DModel, DHead, generator: generator).mul(initScale));
         var target = tensor(Target.Select(t => (long)t).ToArray());
         var mask = ones(4, 4, dtype: ScalarType.Bool).triu(1);
-        var optimizer = optim.AdamW([wQ, wK, wV], lr: 0.01, weight_decay: 0.0);
+        using var optimizer = new AdamWOptimizer([wQ, wK, wV], lr: 0.01, beta1: 0.9, beta2: 0.999);
         var losses = new double[steps];
         for (int step = 0; step < steps; step++)
         {
             using var stepScope = NewDisposeScope();
             cancellationToken.ThrowIfCancellationRequested();
-            optimizer.zero_grad();
-            var scores = (x.matmul(wQ).matmul(x.matmul(wK).t()) / Math.Sqrt(DHead)).masked_fill(mask, float.NegativeInfinity);
+            optimizer.ZeroGrad();
+            var scores = x.matmul(wQ).matmul(x.matmul(wK).t()).div(sqrtDHead).masked_fill(mask, Scalars.NegativeInfinity);
             // Loss: each word's attention should land on its target word (pattern), and what it reads should be that
             // word's embedding (message).
             var output = scores.softmax(-1).matmul(x.matmul(wV));
-            var loss = nn.functional.cross_entropy(scores, target) + nn.functional.mse_loss(output, x.index_select(0, target));
+            var loss = nn.functional.cross_entropy(scores, target).add(nn.functional.mse_loss(output, x.index_select(0, target)), Scalars.One);
             loss.backward();
-            optimizer.step();
+            optimizer.Step();
             losses[step] = loss.item<float>();
             context.ReportProgress($"learning W_Q, W_K, W_V: loss {losses[step]:F3}", (step + 1.0) / steps);
         }
@@ -62,8 +67,8 @@ sealed class QkvWalkthroughExperiment : IExperiment
         var k = x.matmul(wK);
         var v = x.matmul(wV);
         var raw = q.matmul(k.t());                                // Q·Kᵀ
-        var scaled = raw / Math.Sqrt(DHead);                      // ÷ √d_head
-        var masked = scaled.masked_fill(mask, float.NegativeInfinity);
+        var scaled = raw.div(sqrtDHead);                          // ÷ √d_head
+        var masked = scaled.masked_fill(mask, Scalars.NegativeInfinity);
         var weights = masked.softmax(-1);                         // each row sums to 1
         var z = weights.matmul(v);                                // weighted values
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Interp.Cli.Commands;
 using Interp.Experiments;
+using Interp.Models;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -18,6 +19,7 @@ public static class CliApp
     /// <summary>Runs the command line <paramref name="args"/>, writing results to <paramref name="output"/> and errors to <paramref name="error"/>.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
+        NativeEnvironment.Apply();   // before anything loads libtorch
         using var host = BuildHost(output, error);
         var services = host.Services;
         var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")
@@ -40,6 +42,7 @@ public static class CliApp
     /// </summary>
     public static async Task<int> RunScriptAsync(IExperiment experiment, string[] args)
     {
+        NativeEnvironment.Apply();   // before anything loads libtorch
         using var host = BuildHost(Console.Out, Console.Error);
         var command = host.Services.GetRequiredService<RunCommand>().BuildForScript(experiment);
         return await command.Parse(args).InvokeAsync(Invocation(Console.Out, Console.Error));

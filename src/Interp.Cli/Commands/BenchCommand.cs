@@ -7,7 +7,7 @@ using Microsoft.Extensions.Options;
 namespace Interp.Cli.Commands;
 
 /// <summary>
-/// <c>interp bench [--quick] [--out DIR] [--reps N] [--no-peer]</c>: the benchmark suite (<see cref="BenchSuite"/>), a
+/// <c>interp bench [--quick] [--out DIR] [--reps N] [--no-peer | --install-peer]</c>: the benchmark suite (<see cref="BenchSuite"/>), a
 /// table on stdout and <c>bench.parquet</c> + <c>bench.md</c> in the output folder.
 /// </summary>
 public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<BenchCommand> logger)
@@ -20,8 +20,9 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
         var output = new Option<string?>("--out", "-o") { Description = "Output folder (default: {ArtifactsRoot}/bench)" };
         var reps = new Option<int?>("--reps") { Description = "Timed repetitions per variant (default 5; 3 with --quick)" };
         var noPeer = new Option<bool>("--no-peer") { Description = "Skip the PyTorch-eager peer" };
+        var installPeer = new Option<bool>("--install-peer") { Description = "Install the peer first if it is missing (benchmarks/setup-peer.sh: apt-get python3-torch on OpenBLAS, as root)" };
         var only = new Option<string[]>("--only") { Description = "Run only these sections: gpt2, models, sweep, copying, memory, parquet, leak (repeatable)" };
-        var command = new Command("bench", "Benchmark the toolkit against its own plain forward and against PyTorch eager") { quick, output, reps, noPeer, only };
+        var command = new Command("bench", "Benchmark the toolkit against its own plain forward and against PyTorch eager") { quick, output, reps, noPeer, installPeer, only };
         command.SetAction((parse, ct) => Guard(async () =>
         {
             ApplyThreads();
@@ -34,6 +35,7 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
                 ModelsDir = Path.Combine(Options.ArtifactsRoot, "bench", "models"),
                 Repetitions = parse.GetValue(reps) ?? (q ? 3 : 5),
                 Peer = !parse.GetValue(noPeer),
+                InstallPeer = parse.GetValue(installPeer),
                 Only = parse.GetValue(only) is { Length: > 0 } sections ? sections.ToHashSet(StringComparer.Ordinal) : null,
             };
             string markdown = "";

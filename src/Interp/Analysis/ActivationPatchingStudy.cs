@@ -3,6 +3,7 @@ using Interp.Experiments;
 using Interp.Loading;
 using Interp.Plots;
 using Interp.Results;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -40,7 +41,8 @@ public static class ActivationPatchingStudy
         var first = tokens.narrow(1, prefix, half);                                               // [batch, half]
         var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64); // never 0: c_i ≠ r_i
         var corrupted = tokens.clone();
-        corrupted.narrow(1, prefix, half).copy_((first - low + shift).remainder(range) + low);
+        using Scalar lowest = low.ToScalar(), ids = range.ToScalar();
+        corrupted.narrow(1, prefix, half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One)); // (r − low + shift) mod range + low
         return corrupted;
     }
 

@@ -1,5 +1,6 @@
 using Interp.Hooks;
 using Interp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -146,8 +147,10 @@ public static class HeadAttribution
     {
         var shape = cache[HookNames.Embed].shape[..2];
         using var scope = NewDisposeScope();
-        var a = full(shape, (long)correct, ScalarType.Int64);
-        var b = wrong is int w ? full(shape, (long)w, ScalarType.Int64) : null;
+        using var correctId = ((long)correct).ToScalar();
+        using var wrongId = ((long)(wrong ?? 0)).ToScalar();
+        var a = full(shape, correctId, ScalarType.Int64);
+        var b = wrong is not null ? full(shape, wrongId, ScalarType.Int64) : null;
         return Keep(Attribute(model, cache, logits, a, b));
     }
 
@@ -190,7 +193,8 @@ public static class HeadAttribution
         if (ids.dim() != 2 || ids.shape[0] != batch || ids.shape[1] < 1 || ids.shape[1] > pos)
             throw new InterpException($"logit attribution: {what} tokens must be [batch {batch}, n ≤ {pos}] (one target per attributed position); got [{string.Join(", ", ids.shape)}]");
         using var scope = NewDisposeScope();
-        var bad = (ids < 0).logical_or(ids >= vocab);
+        using var size = vocab.ToScalar();
+        var bad = ids.lt(Scalars.Zero).logical_or(ids.ge(size));
         if (bad.any().item<bool>())
         {
             long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();

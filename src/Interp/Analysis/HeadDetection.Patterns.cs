@@ -1,5 +1,6 @@
 using Interp.Hooks;
 using Interp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -138,17 +139,18 @@ public static partial class HeadDetection
         long pos = pattern.shape[2];
         var p = pattern.detach().to(ScalarType.Float64).cpu();                                   // [batch, head, q, k]
         var keep = ones(pos, pos, dtype: ScalarType.Float64);                                    // [q, k]: which attention counts
-        if (options.ExcludeBos) keep[.., 0] = 0;
-        if (options.ExcludeCurrentToken) keep = keep * (1 - eye(pos, dtype: ScalarType.Float64));
+        if (options.ExcludeBos) keep.select(1, 0).zero_();                                     // key 0 (BOS)
+        if (options.ExcludeCurrentToken) keep.diagonal().zero_();                              // key = query
         p = p * keep;
         var d = detectionPattern.detach().to(ScalarType.Float64).cpu();
         if (d.dim() == 2) d = d.unsqueeze(0);
         d = d.unsqueeze(1);                                                                      // [batch or 1, 1, q, k]
-        var rows = options.TargetRowsOnly ? d.ne(0).any(-1, keepdim: true).to(ScalarType.Float64) : ones_like(d[.., .., .., ..1]);   // [·, 1, q, 1]
+        var rows = options.TargetRowsOnly ? d.ne(Scalars.Zero).any(-1, keepdim: true).to(ScalarType.Float64) : ones_like(d[.., .., .., ..1]);   // [·, 1, q, 1]
         var matched = (p * d * rows).sum([2, 3]);                                                // [batch, head]
         var total = (p * rows).sum([2, 3]);                                                      // [batch, head]
-        var counted = total.gt(0).to(ScalarType.Float64);
-        var perSequence = where(total.gt(0), matched / total.clamp_min(double.Epsilon), zeros_like(total));
+        var counted = total.gt(Scalars.Zero).to(ScalarType.Float64);
+        using var tiny = double.Epsilon.ToScalar();
+        var perSequence = where(total.gt(Scalars.Zero), matched / total.clamp_min(tiny), zeros_like(total));
         return ((perSequence * counted).sum([0]) / counted.sum([0])).MoveToOuterDisposeScope();  // [head]; NaN if no sequence counts
     }
 
@@ -162,15 +164,15 @@ public static partial class HeadDetection
             throw new InterpException($"a detection pattern must have shape [{positions}, {positions}] ([query_pos, key_pos]) or [{batch}, {positions}, {positions}] ([batch, query_pos, key_pos]) to match tokens [{batch}, {positions}]; got {shape}");
         using var scope = NewDisposeScope();
         var d = detectionPattern.detach().to(ScalarType.Float64).cpu();
-        if (!d.isfinite().all().item<bool>() || d.lt(0).any().item<bool>())
+        if (!d.isfinite().all().item<bool>() || d.lt(Scalars.Zero).any().item<bool>())
             throw new InterpException($"detection pattern {shape}: values must be finite and ≥ 0 (1 where the head should attend, 0 elsewhere)");
-        var ahead = d.triu(1).ne(0);
+        var ahead = d.triu(1).ne(Scalars.Zero);
         if (ahead.any().item<bool>())
         {
             var at = ahead.nonzero()[0].data<long>().ToArray();                                  // [(batch,) q, k]
             throw new InterpException($"detection pattern {shape} puts weight on key position {at[^1]} after query position {at[^2]}: causal attention never looks ahead, the pattern must be lower triangular");
         }
-        if (!d.ne(0).any().item<bool>())
+        if (!d.ne(Scalars.Zero).any().item<bool>())
             throw new InterpException($"detection pattern {shape} is all zero: it marks no key for any query");
     }
 }

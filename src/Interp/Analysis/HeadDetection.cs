@@ -2,6 +2,7 @@ using Interp.Hooks;
 using Interp.Loading;
 using Interp.Models;
 using Interp.Results;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -82,7 +83,8 @@ public static partial class HeadDetection
         var generator = new Generator((ulong)seed);
         var random = randint(low, high, [batch, half], generator: generator, dtype: ScalarType.Int64);
         var parts = new List<Tensor>();
-        if (firstToken is int t) parts.Add(full(batch, 1, t, dtype: ScalarType.Int64));
+        using var first = (firstToken ?? 0).ToScalar();
+        if (firstToken is not null) parts.Add(full(batch, 1, first, dtype: ScalarType.Int64));
         parts.Add(random);
         parts.Add(random);
         return cat(parts, 1);

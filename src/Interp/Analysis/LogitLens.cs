@@ -75,7 +75,7 @@ public static class LogitLens
             layers.Add(component);
             logit.Add(own.squeeze(-1).to(ScalarType.Float64).MoveToOuterDisposeScope());
             probability.Add(all.softmax(-1).gather(-1, ids).squeeze(-1).to(ScalarType.Float64).MoveToOuterDisposeScope());
-            rank.Add(((all > own).sum(-1) + 1).to(ScalarType.Float64).MoveToOuterDisposeScope());
+            rank.Add((all > own).sum(-1).add(Scalars.One, Scalars.One).to(ScalarType.Float64).MoveToOuterDisposeScope());
         }
         return new LogitLensResult(layers, stack(probability).MoveToOuterDisposeScope(), stack(rank).MoveToOuterDisposeScope(), stack(logit).MoveToOuterDisposeScope());
     }

@@ -1,5 +1,6 @@
 using Interp.Hooks;
 using Interp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -28,6 +29,8 @@ public sealed record ResidualWrite(ResidualComponent Component, Tensor Norm, Ten
 /// </summary>
 public static class ResidualWrites
 {
+    private static readonly Scalar Tiny = 1e-12.ToScalar();   // owned for the process (see Scalars)
+
     /// <summary>The hooks <see cref="Measure"/> reads.</summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed
@@ -85,7 +88,7 @@ public static class ResidualWrites
             if (stream is not null)
             {
                 var s = At(stream);
-                cosine = ((w * s).sum(-1) / (norm * s.norm(-1)).clamp_min(1e-12)).MoveToOuterDisposeScope();
+                cosine = ((w * s).sum(-1) / (norm * s.norm(-1)).clamp_min(Tiny)).MoveToOuterDisposeScope();
             }
             var projection = unit is null ? null : (w * unit).sum(-1).MoveToOuterDisposeScope();
             result.Add(new ResidualWrite(component, norm.MoveToOuterDisposeScope(), cosine, projection));
@@ -105,7 +108,7 @@ public static class ResidualWrites
 
         Tensor Unit(Tensor d)
         {
-            var u = d / d.norm(-1, keepdim: true).clamp_min(1e-12);
+            var u = d / d.norm(-1, keepdim: true).clamp_min(Tiny);
             return u.dim() == 1 ? u : u.narrow(1, 0, n);
         }
     }

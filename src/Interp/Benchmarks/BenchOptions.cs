@@ -15,6 +15,8 @@ public sealed record BenchOptions
     public int Warmup { get; init; } = 1;
     /// <summary>Compare against the PyTorch-eager peer (<c>benchmarks/peer.py</c>); off, its rows are skipped.</summary>
     public bool Peer { get; init; } = true;
+    /// <summary>Install the peer (<c>benchmarks/setup-peer.sh</c>: apt-get, as root) when its Python cannot import torch; off, a missing peer's rows say how to install it.</summary>
+    public bool InstallPeer { get; init; }
     /// <summary>The peer's Python (Debian's, with python3-torch on OpenBLAS).</summary>
     public string Python { get; init; } = "/usr/bin/python3";
     /// <summary>The <c>benchmarks/</c> folder (peer.py, setup-peer.sh); null: searched upward from the current and the program's folders.</summary>

@@ -7,6 +7,7 @@ using Interp.Loading;
 using Interp.Models;
 using Interp.Results;
 using Interp.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Benchmarks;
@@ -47,7 +48,7 @@ public static class BenchSuite
             {
                 string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
                     ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
-                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gptDir), get_num_threads());
+                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gptDir), get_num_threads(), options.InstallPeer);
                 log($"peer: {peer.Info}");
             }
             catch (InterpException ex)
@@ -242,8 +243,13 @@ public static class BenchSuite
     }
 
     /// <summary>Deterministic tokens shared with the peer: (i·7919 + 13) mod vocab.</summary>
-    private static Tensor Tokens(ModelConfig c, long batch, long pos) =>
-        ((arange(batch * pos, dtype: ScalarType.Int64) * 7919 + 13) % c.DVocab).view(batch, pos).DetachFromDisposeScope();
+    private static Tensor Tokens(ModelConfig c, long batch, long pos)
+    {
+        using Scalar count = (batch * pos).ToScalar(), factor = 7919.ToScalar(), offset = 13.ToScalar(), vocab = c.DVocab.ToScalar();
+        using var scope = NewDisposeScope();
+        return arange(Scalars.Zero, count, Scalars.One, dtype: ScalarType.Int64).mul(factor).add(offset, Scalars.One).remainder(vocab)
+            .view(batch, pos).DetachFromDisposeScope();
+    }
 
     private static long ModelBytes(HookedTransformer model) =>
         model.parameters().Sum(p => p.NumberOfElements * p.ElementSize) + model.buffers().Sum(b => b.NumberOfElements * b.ElementSize);
@@ -387,7 +393,7 @@ public static class BenchSuite
         if (File.Exists("/proc/cpuinfo"))
             cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
         bool avx512 = File.Exists("/proc/cpuinfo") && File.ReadLines("/proc/cpuinfo").Any(l => l.StartsWith("flags", StringComparison.Ordinal) && l.Contains(" avx512f", StringComparison.Ordinal));
-        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Backend}, {string.Join(", ", new[] { "THP_MEM_ALLOC_ENABLE", "GOMP_SPINCOUNT" }.Select(v => $"{v}={NativeEnvironment.Get(v) ?? "unset"}"))}";
+        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Describe()}, {NativeEnvironment.Describe()}";
     }
 
     private static string Fmt(double x) => double.IsNaN(x) ? "n/a" : Math.Abs(x) >= 100 ? x.ToString("F0", CultureInfo.InvariantCulture) : x.ToString("G3", CultureInfo.InvariantCulture);

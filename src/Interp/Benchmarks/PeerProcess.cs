@@ -18,10 +18,14 @@ internal sealed class PeerProcess : IDisposable
     /// <summary>Version, threads and BLAS, as the peer reports them.</summary>
     public string Info { get; private set; } = "";
 
-    /// <summary>Starts the peer on the Hugging Face GPT-2 folder <paramref name="modelDir"/> (installing it first when needed).</summary>
-    public static PeerProcess Start(string python, string scriptsDir, string modelDir, int threads)
+    /// <summary>
+    /// Starts the peer on the Hugging Face GPT-2 folder <paramref name="modelDir"/>. Without it installed, installs it
+    /// first when <paramref name="install"/> is set (<c>interp bench --install-peer</c>), and otherwise says how to.
+    /// </summary>
+    /// <exception cref="InterpException">The peer is not installed (the message begins "peer not installed: run …"), its installation failed, or it did not start.</exception>
+    public static PeerProcess Start(string python, string scriptsDir, string modelDir, int threads, bool install)
     {
-        EnsureInstalled(python, scriptsDir);
+        EnsureInstalled(python, scriptsDir, install);
         var psi = new ProcessStartInfo(python)
         {
             RedirectStandardInput = true,
@@ -34,7 +38,7 @@ internal sealed class PeerProcess : IDisposable
         psi.ArgumentList.Add(threads.ToString(CultureInfo.InvariantCulture));
         psi.Environment.Remove("OPENBLAS_CORETYPE");
         psi.Environment.Remove("OPENBLAS_L2_SIZE");
-        var process = Process.Start(psi) ?? throw new InterpException($"bench: could not start the peer {python}");
+        var process = ChildProcess.Start(psi);
         process.ErrorDataReceived += (_, _) => { };
         process.BeginErrorReadLine();
         var peer = new PeerProcess(process);
@@ -48,25 +52,31 @@ internal sealed class PeerProcess : IDisposable
         return peer;
     }
 
-    /// <summary>Runs <c>setup-peer.sh</c> when the peer's Python cannot import torch (it installs python3-torch on OpenBLAS).</summary>
-    private static void EnsureInstalled(string python, string scriptsDir)
+    /// <summary>What to run to install the peer (Debian's python3-torch on OpenBLAS), for messages.</summary>
+    public static string InstallHint(string scriptsDir) =>
+        $"run 'sudo sh {Path.Combine(scriptsDir, "setup-peer.sh")}' or 'interp bench --install-peer'";
+
+    /// <summary>
+    /// Checks that the peer's Python imports torch and numpy; if not, runs <c>setup-peer.sh</c> when
+    /// <paramref name="install"/> is set and otherwise refuses with how to install it. Nothing is installed unasked.
+    /// </summary>
+    private static void EnsureInstalled(string python, string scriptsDir, bool install)
     {
-        if (!File.Exists(python)) throw new InterpException($"bench: the peer's Python {python} does not exist");
-        if (Exit(python, "-c", "import torch, numpy") == 0) return;
-        int rc = Exit("/bin/sh", Path.Combine(scriptsDir, "setup-peer.sh"));
-        if (rc != 0) throw new InterpException($"bench: setup-peer.sh failed (exit {rc}); the peer needs python3-torch and libopenblas0-pthread");
+        string setup = Path.Combine(scriptsDir, "setup-peer.sh");
+        if (Imports(python)) return;
+        if (!install) throw new InterpException($"peer not installed ({python} cannot import torch and numpy): {InstallHint(scriptsDir)}");
+        if (!File.Exists(setup)) throw new InterpException($"bench: the peer's installer {setup} does not exist");
+        var run = ChildProcess.Run("/bin/sh", [setup], TimeSpan.FromMinutes(30));
+        if (run.ExitCode != 0)
+            throw new InterpException($"bench: {setup} failed (exit {run.ExitCode}): {LastLine(run.Error)}; the peer needs python3-torch and libopenblas0-pthread");
+        if (!Imports(python)) throw new InterpException($"bench: {setup} ran, but {python} still cannot import torch and numpy");
     }
 
-    private static int Exit(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.StandardOutput.ReadToEnd();
-        p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return p.ExitCode;
-    }
+    private static bool Imports(string python) =>
+        File.Exists(python) && ChildProcess.Run(python, ["-c", "import torch, numpy"], TimeSpan.FromMinutes(2)).ExitCode == 0;
+
+    private static string LastLine(string text) =>
+        text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault() ?? "no message";
 
     /// <summary>Sends one command and returns the text after <c>ok </c>.</summary>
     public string Ask(string command)

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Interp.Loading;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Benchmarks;
@@ -48,29 +49,30 @@ public sealed record Gpt2Shape(string Name, int Layers, int Heads, int DModel, i
         using var scope = NewDisposeScope();
         var g = new Generator(0);
         int d = DModel;
-        Tensor Rand(params long[] shape) => randn(shape, generator: g) * 0.02;
+        using Scalar std = 0.02.ToScalar(), half = 0.5.ToScalar();
+        Tensor Rand(params long[] shape) => randn(shape, generator: g).mul(std);
         var t = new List<KeyValuePair<string, Tensor>>
         {
             new("wte.weight", Rand(Vocab, d)),
-            new("wpe.weight", Rand(Context, d) * 0.5),
+            new("wpe.weight", Rand(Context, d).mul(half)),
         };
         for (int l = 0; l < Layers; l++)
         {
             string p = $"h.{l}.";
-            t.Add(new(p + "ln_1.weight", ones(d) + Rand(d)));
+            t.Add(new(p + "ln_1.weight", ones(d).add(Rand(d), Scalars.One)));
             t.Add(new(p + "ln_1.bias", Rand(d)));
             t.Add(new(p + "attn.c_attn.weight", Rand(d, 3 * d)));
             t.Add(new(p + "attn.c_attn.bias", Rand(3 * d)));
             t.Add(new(p + "attn.c_proj.weight", Rand(d, d)));
             t.Add(new(p + "attn.c_proj.bias", Rand(d)));
-            t.Add(new(p + "ln_2.weight", ones(d) + Rand(d)));
+            t.Add(new(p + "ln_2.weight", ones(d).add(Rand(d), Scalars.One)));
             t.Add(new(p + "ln_2.bias", Rand(d)));
             t.Add(new(p + "mlp.c_fc.weight", Rand(d, 4 * d)));
             t.Add(new(p + "mlp.c_fc.bias", Rand(4 * d)));
             t.Add(new(p + "mlp.c_proj.weight", Rand(4 * d, d)));
             t.Add(new(p + "mlp.c_proj.bias", Rand(d)));
         }
-        t.Add(new("ln_f.weight", ones(d) + Rand(d)));
+        t.Add(new("ln_f.weight", ones(d).add(Rand(d), Scalars.One)));
         t.Add(new("ln_f.bias", Rand(d)));
         SafeTensorsWriter.Write(weights, t);
         File.WriteAllText(config, json);

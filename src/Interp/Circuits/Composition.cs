@@ -35,7 +35,7 @@ public static class Composition
         int layers = model.Config.NLayers, heads = model.Config.NHeads;
         using var left = HeadCircuits.Message(model);
         using var right = Reader(model, kind);
-        var result = full([layers, heads, layers, heads], double.NaN, dtype: ScalarType.Float64);
+        var result = full([layers, heads, layers, heads], Scalars.NaN, dtype: ScalarType.Float64);
         if (layers < 2) return result.MoveToOuterDisposeScope();
 
         var a1 = left.A.to(ScalarType.Float64);                        // [L, H, d, e]
@@ -56,7 +56,7 @@ public static class Composition
             var rhs = a2[(l1 + 1)..].permute(2, 0, 1, 3).reshape(d, later * heads * e);
             var middle = lhs.matmul(rhs).reshape(heads, e, later, heads, e).permute(0, 2, 3, 1, 4);   // [H, later, H, e, e]
             var core = r1[l1].unsqueeze(1).unsqueeze(1).matmul(middle).matmul(r2[(l1 + 1)..].mT.unsqueeze(0));
-            var norms = core.square().sum([-2, -1]).sqrt();                                           // [H, later, H]
+            var norms = core.pow(Scalars.Two).sum([-2, -1]).sqrt();                                           // [H, later, H]
             var denominator = leftNorm[l1].reshape(heads, 1, 1) * rightNorm[(l1 + 1)..].unsqueeze(0);
             result[l1, .., (l1 + 1).., ..] = norms / denominator;
         }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Circuits;
@@ -60,7 +61,8 @@ public sealed partial class FactoredMatrix
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var scope = NewDisposeScope();
-        var result = Rows <= Columns ? new FactoredMatrix(A * scalar, B) : new FactoredMatrix(A, B * scalar);
+        using var s = scalar.ToScalar();
+        var result = Rows <= Columns ? new FactoredMatrix(A.mul(s), B) : new FactoredMatrix(A, B.mul(s));
         return result.MoveToOuterDisposeScope();
     }
 

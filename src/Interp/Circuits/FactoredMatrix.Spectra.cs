@@ -49,7 +49,7 @@ public sealed partial class FactoredMatrix
         var (_, ra) = linalg.qr(A.to(ScalarType.Float64), linalg.QRMode.R);
         var (_, rb) = linalg.qr(B.mT.to(ScalarType.Float64), linalg.QRMode.R);
         var core = ra.matmul(rb.mT);
-        return core.square().sum([-2, -1]).sqrt().to(ResultType).MoveToOuterDisposeScope();
+        return core.pow(Scalars.Two).sum([-2, -1]).sqrt().to(ResultType).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Reflection;
 using Interp.Loading;
+using Interp.Models;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
@@ -53,6 +54,7 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             Started = started,
             Options = new Dictionary<string, string>(options.Options) { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
             Versions = Versions(),
+            Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe() },
         };
         try { manifest.Save(dir); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -52,6 +52,11 @@ public sealed class RunManifest
     public int Seed { get; init; }
     /// <summary>Versions of the toolkit and its engines.</summary>
     public Dictionary<string, string> Versions { get; init; } = new();
+    /// <summary>
+    /// The native set-up numbers depend on: <c>weight_products</c> (the BLAS of the forward pass's weight products,
+    /// <see cref="Models.Gemm.Describe"/>) and <c>settings</c> (the native environment, <see cref="Models.NativeEnvironment.Describe"/>).
+    /// </summary>
+    public Dictionary<string, string> Native { get; init; } = new();
     /// <summary>Start time (UTC).</summary>
     public DateTimeOffset Started { get; init; }
     /// <summary>End time (UTC), once ended.</summary>

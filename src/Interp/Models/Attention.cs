@@ -1,4 +1,5 @@
 using Interp.Hooks;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Models;
@@ -13,6 +14,7 @@ public sealed class Attention : Component
 {
     private readonly ModelConfig _cfg;
     private readonly Rotary? _rotary;
+    private readonly Scalar _sqrtHeadDim;   // owned: see Scalars
     private readonly HookPoint _q, _k, _v, _rotQ, _rotK, _scores, _pattern, _z, _result;
 
     /// <summary>Query weights [head, d_model, d_head].</summary>
@@ -36,6 +38,7 @@ public sealed class Attention : Component
     public Attention(ModelConfig cfg, int layer) : base("attn", $"blocks.{layer}.attn.")
     {
         _cfg = cfg;
+        _sqrtHeadDim = Math.Sqrt(cfg.HeadDim).ToScalar();
         int h = cfg.NHeads, kv = cfg.KvHeads, d = cfg.DModel, e = cfg.HeadDim;
         W_Q = Weight("W_Q", h, d, e);
         W_K = Weight("W_K", kv, d, e);
@@ -80,10 +83,10 @@ public sealed class Attention : Component
         // Scaled and masked in place, on the fresh einsum output before any hook sees it: at long context the scores are
         // the largest tensors of the pass (n_heads·pos² floats, 50 MB for GPT-2 at 1,024 positions), and every new one is
         // a fresh mmap that the kernel faults in page by page (measured: ~300,000 faults per 1 × 1024 forward).
-        var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(Math.Sqrt(_cfg.HeadDim));
+        var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_sqrtHeadDim);
         // Built per call rather than stored: an n_ctx² table is prohibitive for long-context checkpoints.
         var mask = ones(pos, pos, dtype: ScalarType.Bool, device: x.device).triu(1); // true above the diagonal
-        scores = _scores.Run(scores.masked_fill_(mask, float.NegativeInfinity));
+        scores = _scores.Run(scores.masked_fill_(mask, Scalars.NegativeInfinity));
         var pattern = _pattern.Run(scores.softmax(-1));
         var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
 
@@ -91,7 +94,7 @@ public sealed class Attention : Component
         {
             // Per-head writes are materialised only when someone hooks them: [batch, pos, head, d_model].
             var result = _result.Run(einsum("bqhe,hed->bqhd", z, W_O));
-            return result.sum(2) + b_O;
+            return result.sum(2).add(b_O, Scalars.One);
         }
         long batch = z.shape[0];
         return Gemm.MatMul(z.reshape(batch, pos, -1), W_O.reshape(-1, _cfg.DModel), b_O);
@@ -103,6 +106,13 @@ public sealed class Attention : Component
         long heads = w.shape[0], dHead = w.shape[2];
         var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]
         return Gemm.MatMul(x, flat, b.reshape(-1)).view(x.shape[0], x.shape[1], heads, dHead);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _sqrtHeadDim.Dispose();
+        base.Dispose(disposing);
     }
 
     /// <summary>Grouped-query attention: repeats each key/value head for the query heads that share it.</summary>

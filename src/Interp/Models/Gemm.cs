@@ -7,9 +7,12 @@ namespace Interp.Models;
 
 /// <summary>
 /// The forward pass's weight products x·W (+ b). libtorch's bundled BLAS (MKL) runs its AVX2 kernels on AMD CPUs, at
-/// about half of an AVX-512 machine's float32 peak; where an OpenBLAS library is installed (Debian:
-/// <c>libopenblas0-pthread</c>) and no gradient is being recorded, these products call its <c>cblas_sgemm</c> directly on
-/// the tensors' memory instead (products of at least 2²⁵ multiply-adds; smaller ones stay with libtorch). Set <c>INTERP_BLAS=torch</c> to always use libtorch.
+/// about half of an AVX-512 machine's float32 peak; where an OpenBLAS library can be loaded and no gradient is being
+/// recorded, these products call its <c>cblas_sgemm</c> directly on the tensors' memory instead (products of at least
+/// 2²⁵ multiply-adds; smaller ones stay with libtorch). OpenBLAS is found by the dynamic loader's normal search for
+/// <c>libopenblas.so.0</c> (Debian: <c>libopenblas0-pthread</c>), or at the path in <c>INTERP_OPENBLAS</c>; set
+/// <c>INTERP_BLAS=torch</c> to always use libtorch. OpenBLAS's own settings (<c>OPENBLAS_CORETYPE</c>,
+/// <c>OPENBLAS_L2_SIZE</c>, …) are the user's and are left as they are. <see cref="Describe"/> says which was used.
 /// </summary>
 public static class Gemm
 {
@@ -20,41 +23,70 @@ public static class Gemm
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate void SetThreads(int threads);
 
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    private delegate IntPtr GetString();
+
     /// <summary>Products smaller than this many multiply-adds (m·k·n) always use libtorch.</summary>
     private const double MinMultiplyAdds = 1 << 25;
 
     private const int RowMajor = 101, NoTrans = 111, Trans = 112;
     private static readonly Lazy<Sgemm?> OpenBlas = new(Load);
     private static int _threads = -1;
+    [ThreadStatic] private static long _openBlasProducts;
+
+    /// <summary>Products this thread sent to OpenBLAS so far (tests check that the path they test was taken).</summary>
+    internal static long OpenBlasProducts => _openBlasProducts;
+    private static string _description = "torch";
 
     /// <summary>The BLAS the weight products use: "openblas" or "torch".</summary>
     public static string Backend => OpenBlas.Value is null ? "torch" : "openblas";
 
+    /// <summary>
+    /// Which BLAS the weight products use and why, e.g. <c>openblas (libopenblas.so.0: OpenBLAS 0.3.21 DYNAMIC_ARCH …, core Zen)</c>
+    /// or <c>torch (INTERP_BLAS=torch)</c>; for run manifests and benchmark reports.
+    /// </summary>
+    public static string Describe()
+    {
+        _ = OpenBlas.Value;
+        return _description;
+    }
+
+    /// <exception cref="InterpException"><c>INTERP_OPENBLAS</c> names a library that cannot be loaded or has no <c>cblas_sgemm</c>.</exception>
     private static Sgemm? Load()
     {
-        if (Environment.GetEnvironmentVariable("INTERP_BLAS") is "torch") return null;
-        if (!OperatingSystem.IsLinux()) return null;
-        // OpenBLAS picks its kernels when it loads, from the CPU unless OPENBLAS_CORETYPE names one (e.g. Haswell: AVX2
-        // only) and sizes its blocking from OPENBLAS_L2_SIZE; let it see the real CPU, then restore the environment.
-        string[] overrides = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
-        var saved = overrides.Select(v => (v, Value: NativeEnvironment.Get(v))).ToArray();
-        try
+        if (Environment.GetEnvironmentVariable("INTERP_BLAS") is "torch")
         {
-            foreach (var (v, value) in saved) if (value is not null) NativeEnvironment.Set(v, null);
-            foreach (string name in new[] { "libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0" })
-                if (NativeLibrary.TryLoad(name, out var lib) && NativeLibrary.TryGetExport(lib, "cblas_sgemm", out var fn))
-                {
-                    if (NativeLibrary.TryGetExport(lib, "openblas_set_num_threads", out var set))
-                        _setThreads = Marshal.GetDelegateForFunctionPointer<SetThreads>(set);
-                    return Marshal.GetDelegateForFunctionPointer<Sgemm>(fn);
-                }
+            _description = "torch (INTERP_BLAS=torch)";
             return null;
         }
-        finally
+        string? chosen = Environment.GetEnvironmentVariable("INTERP_OPENBLAS");
+        if (!string.IsNullOrEmpty(chosen))
         {
-            foreach (var (v, value) in saved) if (value is not null) NativeEnvironment.Set(v, value);
+            if (!NativeLibrary.TryLoad(chosen, out var lib))
+                throw new InterpException($"INTERP_OPENBLAS={chosen}: the library cannot be loaded (unset INTERP_OPENBLAS to search the usual places)");
+            return Bind(lib, chosen) ?? throw new InterpException($"INTERP_OPENBLAS={chosen}: the library has no cblas_sgemm, so it is not OpenBLAS");
         }
+        foreach (string name in new[] { "libopenblas.so.0", "libopenblas.so" })
+            if (NativeLibrary.TryLoad(name, out var lib) && Bind(lib, name) is { } sgemm)
+                return sgemm;
+        _description = "torch (no OpenBLAS found: libopenblas.so.0 is not on the loader's path; set INTERP_OPENBLAS to its file)";
+        return null;
     }
+
+    private static Sgemm? Bind(IntPtr lib, string name)
+    {
+        if (!NativeLibrary.TryGetExport(lib, "cblas_sgemm", out var fn)) return null;
+        if (NativeLibrary.TryGetExport(lib, "openblas_set_num_threads", out var set))
+            _setThreads = Marshal.GetDelegateForFunctionPointer<SetThreads>(set);
+        string config = Text(lib, "openblas_get_config"), core = Text(lib, "openblas_get_corename");
+        _description = $"openblas ({name}{(config.Length > 0 ? ": " + config : "")}{(core.Length > 0 ? ", core " + core : "")})";
+        return Marshal.GetDelegateForFunctionPointer<Sgemm>(fn);
+    }
+
+    private static string Text(IntPtr lib, string export) =>
+        NativeLibrary.TryGetExport(lib, export, out var fn)
+            ? (Marshal.PtrToStringUTF8(Marshal.GetDelegateForFunctionPointer<GetString>(fn)()) ?? "").Trim()
+            : "";
 
     private static SetThreads? _setThreads;
 
@@ -66,7 +98,7 @@ public static class Gemm
     {
         var sgemm = OpenBlas.Value;
         if (sgemm is null || !Eligible(x, w, bias))
-            return bias is null ? x.matmul(w) : x.matmul(w) + bias;
+            return bias is null ? x.matmul(w) : x.matmul(w).add(bias, Scalars.One);
         long k = w.shape[0], n = w.shape[1];
         var shape = x.shape;
         shape[^1] = n;
@@ -90,12 +122,13 @@ public static class Gemm
             _setThreads(threads);
             _threads = threads;
         }
+        _openBlasProducts++;
         sgemm(RowMajor, NoTrans, transB ? Trans : NoTrans, (int)m, (int)n, (int)k, 1f,
             ref Data(a), (int)k, ref Data(wc), transB ? (int)k : (int)n, beta, ref Data(c), (int)n);
         GC.KeepAlive(a);
         GC.KeepAlive(wc);
         var result = c.view(shape);
-        return bias is not null && beta == 0 ? result + bias : result;
+        return bias is not null && beta == 0 ? result.add(bias, Scalars.One) : result;
     }
 
     /// <summary>The first byte of a contiguous CPU tensor's storage (its memory, not a copy).</summary>

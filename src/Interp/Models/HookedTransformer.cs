@@ -93,7 +93,7 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         tokens = ValidateTokens(tokens);
         var resid = Embed.forward(tokens);
-        if (PosEmbed is not null) resid = resid + PosEmbed.forward(tokens);
+        if (PosEmbed is not null) resid = resid.add(PosEmbed.forward(tokens), Scalars.One);
         return RunFrom(0, resid).MoveToOuterDisposeScope();
     }
 
@@ -217,7 +217,8 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
         tokens = tokens.to(ScalarType.Int64, Device);
         using (NewDisposeScope())
         {
-            var bad = (tokens < 0).logical_or(tokens >= Config.DVocab);
+            using var vocab = Config.DVocab.ToScalar();
+            var bad = tokens.lt(Scalars.Zero).logical_or(tokens.ge(vocab));
             if (bad.any().item<bool>())
             {
                 long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
@@ -235,15 +236,15 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     /// </summary>
     public void InitWeights(long seed, double? std = null)
     {
-        double s = std ?? 0.8 / Math.Sqrt(Config.DModel);
+        using var scale = (std ?? 0.8 / Math.Sqrt(Config.DModel)).ToScalar();
         var generator = new Generator((ulong)seed);
         using var _ = no_grad();
         foreach (var (name, p) in named_parameters())
         {
             string leaf = name[(name.LastIndexOf('.') + 1)..];
             if (leaf.StartsWith("b", StringComparison.Ordinal)) p.zero_();
-            else if (leaf == "w") p.fill_(1.0);
-            else p.copy_(randn(p.shape, generator: generator) * s);
+            else if (leaf == "w") p.fill_(Scalars.One);
+            else p.copy_(randn(p.shape, generator: generator).mul_(scale));
         }
         Processing = WeightProcessingOptions.None;
     }

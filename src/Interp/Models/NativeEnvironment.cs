@@ -1,14 +1,15 @@
-using System.Diagnostics.CodeAnalysis;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Interp.Models;
 
 /// <summary>
-/// Native settings libtorch and its OpenMP runtime read from the process environment once, when they load or first
-/// allocate — so they are set when this assembly loads, before any torch call made through it. .NET's
-/// <see cref="Environment.SetEnvironmentVariable(string, string?)"/> does not reach native code on Unix, so they go
-/// through libc's <c>setenv</c>. A value the user has set is never overridden. Linux only.
+/// Native settings that libtorch and its OpenMP runtime read from the process environment once, when they load or
+/// first allocate. Nothing is set behind the program's back: a program opts in by calling <see cref="Apply"/> once at
+/// start-up, before its first torch call and before it starts threads of its own (glibc's <c>setenv</c> is not safe
+/// while other threads read the environment). The <c>interp</c> command, the experiment scripts and the tests do so
+/// first thing. A value the user has set is never overridden. .NET's
+/// <see cref="Environment.SetEnvironmentVariable(string, string?)"/> does not reach native code on Unix, so the
+/// settings go through libc. Linux only; elsewhere <see cref="Apply"/> sets nothing.
 /// <list type="bullet">
 /// <item><c>THP_MEM_ALLOC_ENABLE=1</c>: libtorch asks the kernel for transparent huge pages
 /// (<c>madvise(MADV_HUGEPAGE)</c>) for CPU allocations of 2 MiB and more. A transformer's large activations
@@ -23,41 +24,45 @@ namespace Interp.Models;
 /// </summary>
 public static class NativeEnvironment
 {
-    /// <summary>The settings applied at load, as name=value (empty where none was, e.g. not Linux or all set by the user).</summary>
+    private static readonly Lock Gate = new();
+    private static bool _applied;
+
+    /// <summary>The settings <see cref="Apply"/> set, as name=value (empty before it ran, off Linux, or where the user had set them all).</summary>
     public static IReadOnlyList<string> Applied { get; private set; } = [];
 
-    [ModuleInitializer]
-    [SuppressMessage("Usage", "CA2255", Justification = "must run before libtorch loads and allocates, which any Interp call may cause")]
-    internal static void Apply()
+    /// <summary>
+    /// Sets the defaults above that the user has not set, once per process (later calls change nothing) and returns
+    /// what was set. Call it at start-up, before the first torch call: libtorch reads them only when it loads.
+    /// </summary>
+    public static IReadOnlyList<string> Apply()
     {
-        if (!OperatingSystem.IsLinux()) return;
-        var applied = new List<string>();
-        void Default(string name, string value, params string[] unlessSet)
+        lock (Gate)
         {
-            if (Get(name) is not null || unlessSet.Any(other => Get(other) is not null)) return;
-            if (setenv(name, value, 0) == 0) applied.Add($"{name}={value}");
+            if (_applied) return Applied;
+            _applied = true;
+            if (!OperatingSystem.IsLinux()) return Applied;
+            var applied = new List<string>();
+            void Default(string name, string value, params string[] unlessSet)
+            {
+                if (Get(name) is not null || unlessSet.Any(other => Get(other) is not null)) return;
+                if (setenv(name, value, 0) == 0) applied.Add($"{name}={value}");
+            }
+            Default("THP_MEM_ALLOC_ENABLE", "1");
+            Default("GOMP_SPINCOUNT", "10000", "OMP_WAIT_POLICY");
+            Applied = applied;
+            return Applied;
         }
-        Default("THP_MEM_ALLOC_ENABLE", "1");
-        Default("GOMP_SPINCOUNT", "10000", "OMP_WAIT_POLICY");
-        Applied = applied;
     }
+
+    /// <summary>The native settings in effect, for manifests and benchmark reports: each variable's value or "unset".</summary>
+    public static string Describe() =>
+        string.Join(", ", new[] { "THP_MEM_ALLOC_ENABLE", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY" }.Select(v => $"{v}={Get(v) ?? "unset"}"));
 
     /// <summary>An environment variable as native code sees it (null when unset).</summary>
     public static string? Get(string name) => OperatingSystem.IsWindows() ? Environment.GetEnvironmentVariable(name) : Marshal.PtrToStringUTF8(getenv(name));
 
-    /// <summary>Sets (or, with null, removes) a variable for native code too.</summary>
-    internal static void Set(string name, string? value)
-    {
-        if (OperatingSystem.IsWindows()) Environment.SetEnvironmentVariable(name, value);
-        else if (value is null) _ = unsetenv(name);
-        else _ = setenv(name, value, 1);
-    }
-
     [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
     private static extern IntPtr getenv(string name);
-
-    [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-    private static extern int unsetenv(string name);
 
     [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
     private static extern int setenv(string name, string value, int overwrite);

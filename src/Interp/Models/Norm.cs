@@ -1,4 +1,5 @@
 using Interp.Hooks;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Models;
@@ -11,7 +12,7 @@ namespace Interp.Models;
 public sealed class Norm : Component
 {
     private readonly NormKind _kind;
-    private readonly double _eps;
+    private readonly Scalar _eps;   // owned: see Scalars
     private readonly HookPoint _scale, _normalized;
 
     /// <summary>Gain w [d_model].</summary>
@@ -24,9 +25,9 @@ public sealed class Norm : Component
     {
         if (cfg.Norm == NormKind.None) throw new ArgumentException("NormKind.None has no norm module", nameof(cfg));
         _kind = cfg.Norm;
-        _eps = cfg.NormEps;
+        _eps = cfg.NormEps.ToScalar();
         W = Weight("w", cfg.DModel);
-        using (no_grad()) W.fill_(1.0);
+        using (no_grad()) W.fill_(Scalars.One);
         B = Bias("b", _kind == NormKind.LayerNorm, cfg.DModel);
         _scale = Hook("hook_scale", "batch", "pos", "one");
         _normalized = Hook("hook_normalized", "batch", "pos", "d_model");
@@ -38,10 +39,20 @@ public sealed class Norm : Component
         if (_kind == NormKind.LayerNorm)
         {
             x = x - x.mean([-1], keepdim: true);
-            var scale = _scale.Run((x.pow(2).mean([-1], keepdim: true) + _eps).sqrt());
-            return _normalized.Run(x / scale * W + B);
+            var scale = _scale.Run(RootMeanSquare(x));
+            return _normalized.Run((x / scale * W).add(B, Scalars.One));
         }
-        var rms = _scale.Run((x.pow(2).mean([-1], keepdim: true) + _eps).sqrt());
+        var rms = _scale.Run(RootMeanSquare(x));
         return _normalized.Run(x / rms) * W;
+    }
+
+    /// <summary>√(mean(x²) + ε) over d_model: [batch, pos, d_model] → [batch, pos, 1].</summary>
+    private Tensor RootMeanSquare(Tensor x) => x.pow(Scalars.Two).mean([-1], keepdim: true).add(_eps, Scalars.One).sqrt();
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _eps.Dispose();
+        base.Dispose(disposing);
     }
 }

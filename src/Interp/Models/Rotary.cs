@@ -50,13 +50,13 @@ public sealed class Rotary : nn.Module<Tensor, Tensor>
             var pairs = rot.reshape(batch, pos, heads, _dim / 2, 2);
             var a = pairs.select(-1, 0);
             var b = pairs.select(-1, 1);
-            rotated = stack([a * cos - b * sin, a * sin + b * cos], -1).reshape(batch, pos, heads, _dim);
+            rotated = stack([a * cos - b * sin, (a * sin).add(b * cos, Scalars.One)], -1).reshape(batch, pos, heads, _dim);
         }
         else
         {
             var a = rot.narrow(-1, 0, _dim / 2);
             var b = rot.narrow(-1, _dim / 2, _dim / 2);
-            rotated = cat([a * cos - b * sin, b * cos + a * sin], -1);
+            rotated = cat([a * cos - b * sin, (b * cos).add(a * sin, Scalars.One)], -1);
         }
         return _dim == dHead ? rotated : cat([rotated, x.narrow(-1, _dim, dHead - _dim)], -1);
     }

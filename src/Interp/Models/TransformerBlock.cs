@@ -65,8 +65,8 @@ public sealed class TransformerBlock : Component
     {
         var residPre = _residPre.Run(x);
         var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre)));
-        if (Mlp is null) return _residPost.Run(residPre + attnOut);
-        return ForwardFromMid(residPre + attnOut);
+        var residMid = residPre.add(attnOut, Scalars.One);
+        return Mlp is null ? _residPost.Run(residMid) : ForwardFromMid(residMid);
     }
 
     /// <summary>
@@ -78,6 +78,6 @@ public sealed class TransformerBlock : Component
         if (Mlp is null) throw new InvalidOperationException($"{Prefix}: an attention-only block has no resid_mid");
         residMid = _residMid!.Run(residMid);
         var mlpOut = _mlpOut!.Run(Mlp.forward(Ln2 is null ? residMid : Ln2.forward(residMid)));
-        return _residPost.Run(residMid + mlpOut);
+        return _residPost.Run(residMid.add(mlpOut, Scalars.One));
     }
 }

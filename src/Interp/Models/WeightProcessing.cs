@@ -133,7 +133,7 @@ public static class WeightProcessing
     private static bool IsNonZero(Tensor t)
     {
         using var scope = NewDisposeScope();
-        return t.ne(0).any().item<bool>();
+        return t.ne(Scalars.Zero).any().item<bool>();
     }
 
     private static void FoldLayerNorms(HookedTransformer model)
@@ -179,7 +179,7 @@ public static class WeightProcessing
         shape[dModelAxis] = -1;
         var weight = w.to(ScalarType.Float64);
         if (layerNorm && bias is not null)
-            bias.copy_(bias.to(ScalarType.Float64) + (weight * norm.B.to(ScalarType.Float64).view(shape)).sum(dModelAxis));
+            bias.copy_(bias.to(ScalarType.Float64).add((weight * norm.B.to(ScalarType.Float64).view(shape)).sum(dModelAxis), Scalars.One));
         weight = weight * norm.W.to(ScalarType.Float64).view(shape);
         if (layerNorm) weight = weight - weight.mean([dModelAxis], keepdim: true);
         w.copy_(weight);
@@ -188,7 +188,7 @@ public static class WeightProcessing
     /// <summary>After folding, the norm only normalises: gain one, shift zero (RMSNorm's shift is a fixed zero already).</summary>
     private static void ResetNorm(Norm norm, bool layerNorm)
     {
-        norm.W.fill_(1.0);
+        norm.W.fill_(Scalars.One);
         if (layerNorm) norm.B.zero_();
     }
 
@@ -245,7 +245,7 @@ public static class WeightProcessing
             var bV = attn.b_V.to(ScalarType.Float64);
             if (group > 1) bV = bV.repeat_interleave(group, dim: 0); // [head, d_head]
             var shift = einsum("he,hed->d", bV, attn.W_O.to(ScalarType.Float64));
-            attn.b_O.copy_(attn.b_O.to(ScalarType.Float64) + shift);
+            attn.b_O.copy_(attn.b_O.to(ScalarType.Float64).add(shift, Scalars.One));
             attn.b_V.zero_();
         }
     }

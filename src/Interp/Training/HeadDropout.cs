@@ -1,5 +1,6 @@
 using Interp.Hooks;
 using Interp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Training;
@@ -33,19 +34,23 @@ public sealed record HeadDropout(int Layer, int[] Heads, double Probability, boo
     {
         long batch = z.shape[0], heads = z.shape[2];
         var keep = ones([batch, heads], dtype: z.dtype, device: z.device);
+        using Scalar p = Probability.ToScalar(), k = Heads.Length.ToScalar(), last = (Heads.Length - 1).ToScalar();
         if (OneAtATime)
         {
             // u < p drops head Heads[⌊u/p·k⌋]: one uniform draw per sequence decides both whether and which.
             var u = rand([batch], generator: generator);
-            var which = (u / Probability * Heads.Length).floor().clamp_max(Heads.Length - 1);
+            var which = u.div(p).mul(k).floor().clamp_max(last);
             for (int i = 0; i < Heads.Length; i++)
-                keep[.., Heads[i]] = 1 - ((u < Probability) & (which == i)).to(z.dtype);
+            {
+                using var index = i.ToScalar();
+                keep.select(1, Heads[i]).fill_(Scalars.One).sub_(u.lt(p).bitwise_and(which.eq(index)).to(z.dtype));   // 1 − dropped
+            }
         }
         else
         {
             var u = rand([batch, Heads.Length], generator: generator);
             for (int i = 0; i < Heads.Length; i++)
-                keep[.., Heads[i]] = (u[.., i] >= Probability).to(z.dtype);
+                keep.select(1, Heads[i]).copy_(u.select(1, i).ge(p).to(z.dtype));
         }
         return z * keep.reshape(batch, 1, heads, 1);
     });

@@ -109,8 +109,8 @@ public static class InductionTrainer
         var dropout = options.HeadDropout.Select(rule => rule.ToHook(dropoutGenerator)).ToArray();
         using var evalTokens = InductionDataGenerator.RepeatedRandomTokens(options.EvalBatchSize, options.EvalHalfLength,
             data.VocabSize, options.EvalSeed);
-        using var optimizer = optim.AdamW(model.parameters(), options.LearningRate, options.Beta1, options.Beta2,
-            weight_decay: options.WeightDecay);
+        using var optimizer = new AdamWOptimizer(model.parameters(), options.LearningRate, options.Beta1, options.Beta2,
+            weightDecay: options.WeightDecay);
         int vocab = model.Config.DVocab;
         var losses = new float[options.Steps];
         var evalSteps = new List<int>();
@@ -122,15 +122,15 @@ public static class InductionTrainer
         {
             cancellationToken.ThrowIfCancellationRequested();
             double lr = options.LearningRateAt(step);
-            foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+            optimizer.LearningRate = lr;
             using (NewDisposeScope())
             {
                 var tokens = generator.NextBatch(options.BatchSize);
                 var logits = model.RunWithHooks(tokens, dropout);
                 var loss = nn.functional.cross_entropy(logits[.., ..^1].reshape(-1, vocab), tokens[.., 1..].reshape(-1));
-                optimizer.zero_grad();
+                optimizer.ZeroGrad();
                 loss.backward();
-                optimizer.step();
+                optimizer.Step();
                 losses[step - 1] = loss.item<float>();
             }
             bool log = step == options.Steps || (options.LogInterval > 0 && step % options.LogInterval == 0);

@@ -1,21 +1,27 @@
+using System.Diagnostics;
+using System.Text.Json;
 using Interp.Models;
+using Interp.Tests.Support;
 
 namespace Interp.Tests.Models;
 
-/// <summary>The native settings Interp applies when it loads are what native code (libtorch, libgomp: getenv) sees, and take effect.</summary>
+/// <summary>
+/// The native settings: applied by a program's start-up (the <c>interp</c> command here, run as a child with an
+/// environment the test chooses), never over a value the user set, recorded in the run's manifest with the BLAS the
+/// weight products used, and taking effect in libtorch.
+/// </summary>
 public sealed class NativeEnvironmentTests
 {
-    [Fact]
+    [TransparentHugePagesFact]
     public void Libtorch_backs_large_tensors_with_huge_pages()
     {
-        if (!OperatingSystem.IsLinux() || !File.Exists("/sys/kernel/mm/transparent_hugepage/enabled")) return;
-        if (File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]", StringComparison.Ordinal)) return;   // THP off in this kernel
-        if (!NativeEnvironment.Applied.Contains("THP_MEM_ALLOC_ENABLE=1") && NativeEnvironment.Get("THP_MEM_ALLOC_ENABLE") != "1") return;   // the user turned it off
+        // The test program applied the settings at start-up, or the user had set the same value.
+        Assert.Equal("1", NativeEnvironment.Get("THP_MEM_ALLOC_ENABLE"));
         // In the kernel's usual "madvise" mode only ranges libtorch madvised get huge pages, and libtorch does that only
-        // when it read THP_MEM_ALLOC_ENABLE=1 at its first allocation: had Interp set it too late, the count would stay put.
+        // when it read THP_MEM_ALLOC_ENABLE=1 at its first allocation: had it been set too late, the count would stay put.
         using var scope = TorchSharp.torch.NewDisposeScope();
         long before = AnonHugePagesKiB();
-        TorchSharp.torch.empty(64 << 20, dtype: TorchSharp.torch.ScalarType.Byte).fill_(1);
+        TorchSharp.torch.empty(64 << 20, dtype: TorchSharp.torch.ScalarType.Byte).fill_(Scalars.One);
         long grown = AnonHugePagesKiB() - before;
         // At least one huge page (the kernel falls back to small pages where it finds no free 2 MiB: not all 32 need be huge).
         Assert.True(grown >= 2 << 10, $"touching a 64 MiB tensor added {grown} KiB of huge pages");
@@ -24,11 +30,61 @@ public sealed class NativeEnvironmentTests
     private static long AnonHugePagesKiB() => long.Parse(File.ReadLines("/proc/self/smaps_rollup").First(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal))
         .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
 
-    [Fact]
-    public void OpenMP_workers_spin_briefly_unless_the_user_chose()
+    [LinuxFact]
+    public void The_command_sets_unset_defaults_at_start_up_and_records_them()
     {
-        if (!OperatingSystem.IsLinux()) return;
-        if (NativeEnvironment.Applied.Contains("GOMP_SPINCOUNT=10000")) Assert.Equal("10000", NativeEnvironment.Get("GOMP_SPINCOUNT"));
-        else Assert.True(NativeEnvironment.Get("GOMP_SPINCOUNT") is not null || NativeEnvironment.Get("OMP_WAIT_POLICY") is not null, "GOMP_SPINCOUNT was neither set by the user nor applied");
+        var native = RunAndReadNative(new() { ["THP_MEM_ALLOC_ENABLE"] = null, ["GOMP_SPINCOUNT"] = null, ["OMP_WAIT_POLICY"] = null });
+        Assert.Equal("THP_MEM_ALLOC_ENABLE=1, GOMP_SPINCOUNT=10000, OMP_WAIT_POLICY=unset", native["settings"]);
+        Assert.Matches("^(openblas \\(.+\\)|torch \\(.+\\))$", native["weight_products"]);
+        Assert.Equal(Gemm.Describe(), native["weight_products"]);   // the same machine and environment as this process
+    }
+
+    [LinuxFact]
+    public void A_value_the_user_set_is_never_overridden()
+    {
+        var native = RunAndReadNative(new() { ["THP_MEM_ALLOC_ENABLE"] = "0", ["GOMP_SPINCOUNT"] = "123", ["OMP_WAIT_POLICY"] = null });
+        Assert.Equal("THP_MEM_ALLOC_ENABLE=0, GOMP_SPINCOUNT=123, OMP_WAIT_POLICY=unset", native["settings"]);
+        // A wait policy of the user's own leaves the spin count to OpenMP.
+        native = RunAndReadNative(new() { ["THP_MEM_ALLOC_ENABLE"] = null, ["GOMP_SPINCOUNT"] = null, ["OMP_WAIT_POLICY"] = "PASSIVE" });
+        Assert.Equal("THP_MEM_ALLOC_ENABLE=1, GOMP_SPINCOUNT=unset, OMP_WAIT_POLICY=PASSIVE", native["settings"]);
+    }
+
+    [LinuxFact]
+    public void The_manifest_says_when_the_user_chose_libtorch_for_the_weight_products()
+    {
+        var native = RunAndReadNative(new() { ["INTERP_BLAS"] = "torch" });
+        Assert.Equal("torch (INTERP_BLAS=torch)", native["weight_products"]);
+    }
+
+    [OpenBlasFact]
+    public void OpenBlas_keeps_the_core_type_the_user_chose()
+    {
+        // Interp used to unset OPENBLAS_CORETYPE while OpenBLAS loaded; now OpenBLAS reports the kernel the user named.
+        var native = RunAndReadNative(new() { ["OPENBLAS_CORETYPE"] = "Haswell" });
+        Assert.Contains("core Haswell", native["weight_products"]);
+    }
+
+    /// <summary>Runs <c>interp run positional_encoding</c> (no model, a second or two) with the environment changed as given (null: removed) and returns the manifest's "native" section.</summary>
+    private static Dictionary<string, string> RunAndReadNative(Dictionary<string, string?> environment)
+    {
+        using var tmp = new TempDir();
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+        var psi = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "Interp.Cli.dll"), "run", "positional_encoding",
+            "--out", tmp.Path, "--set", "positions=8", "--set", "d_model=8"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = tmp.Path,
+        };
+        foreach (var (name, value) in environment)
+            if (value is null) psi.Environment.Remove(name);
+            else psi.Environment[name] = value;
+        using var process = Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "interp run did not finish in 2 minutes");
+        Assert.True(process.ExitCode == 0, $"interp run exited {process.ExitCode}: {error.Result}{output.Result}");
+        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(tmp.Path, "manifest.json")));
+        return manifest.RootElement.GetProperty("native").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
     }
 }

@@ -9,11 +9,12 @@ using Xunit.Abstractions;
 namespace Interp.Tests.Reliability;
 
 /// <summary>What one fuzz target did: counts, time, and the largest time and memory any case took.</summary>
-internal sealed record FuzzSummary(string Target, ulong Seed, int Cases, int Loaded, int Rejected, TimeSpan Elapsed,
-    double MaxCaseMs, long MaxManagedBytes, long PeakRssGrowth, IReadOnlyList<string> Failures)
+internal sealed record FuzzSummary(string Target, ulong Seed, int Cases, int Loaded, int Rejected, int FiniteForwards, int NonFiniteForwards,
+    TimeSpan Elapsed, double MaxCaseMs, long MaxManagedBytes, long PeakRssGrowth, IReadOnlyList<string> Failures)
 {
     public string Line =>
-        $"fuzz {Target}: {Cases:N0} cases (seed {Seed}), {Rejected:N0} rejected with ModelFileException, {Loaded:N0} loaded, " +
+        $"fuzz {Target}: {Cases:N0} cases (seed {Seed}), {Rejected:N0} rejected with ModelFileException, {Loaded:N0} loaded" +
+        (FiniteForwards + NonFiniteForwards > 0 ? $" (forward pass: {FiniteForwards:N0} finite, {NonFiniteForwards:N0} stopped by the finite guard at a named hook)" : "") + ", " +
         $"{Failures.Count} failures; {Elapsed.TotalSeconds:F1} s, slowest case {MaxCaseMs:F0} ms, " +
         $"most managed allocation in a case {MaxManagedBytes / 1048576.0:F1} MiB, peak RSS growth {PeakRssGrowth / 1048576.0:F0} MiB";
 }
@@ -44,6 +45,15 @@ internal static class Fuzz
 
     private const uint Stream = 7919;
 
+    [ThreadStatic] private static int _finite, _nonFinite;
+
+    /// <summary>Counts a loaded case's forward pass: finite logits, or stopped by the finite guard (see <see cref="FuzzSummary"/>).</summary>
+    public static void CountForward(bool finite)
+    {
+        if (finite) _finite++;
+        else _nonFinite++;
+    }
+
     /// <summary>A folder for the mutated files: in memory (/dev/shm) when there is one, so that 10,000 writes are cheap.</summary>
     public static TempDirIn ScratchDir(string target)
     {
@@ -61,6 +71,7 @@ internal static class Fuzz
         string fullRoot = Path.GetFullPath(root);
         var failures = new List<string>();
         int loaded = 0, rejected = 0;
+        _finite = _nonFinite = 0;
         double maxMs = 0;
         long maxManaged = 0;
         var seeds = CaseSeeds(target, seed);
@@ -113,7 +124,7 @@ internal static class Fuzz
             }
             if (failures.Count >= 20) break;
         }
-        var summary = new FuzzSummary(target, seed, loaded + rejected, loaded, rejected, total.Elapsed, maxMs, maxManaged, peakGrowth, failures);
+        var summary = new FuzzSummary(target, seed, loaded + rejected, loaded, rejected, _finite, _nonFinite, total.Elapsed, maxMs, maxManaged, peakGrowth, failures);
         output?.WriteLine(summary.Line);
         if (seeds.Count == Cases) Record($"fuzz-{target}", summary.Line);
         Assert.True(failures.Count == 0, $"{failures.Count} failing case(s):\n" + string.Join("\n", failures));

@@ -77,10 +77,9 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
         return (p.ExitCode, watch.Elapsed);
     }
 
-    [Fact]
+    [LinuxFact]   // signals and /proc
     public void Killed_runs_leave_only_complete_files_and_a_rerun_gives_the_full_set()
     {
-        if (!OperatingSystem.IsLinux()) return;
         using var tmp = new TempDir();
         string work = tmp.Sub("work");
 

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using CsCheck;
+using Interp.Hooks;
 using Interp.Loading;
 using Interp.Tests.Support;
 using Interp.Tokenizers;
@@ -20,15 +21,33 @@ namespace Interp.Tests.Reliability;
 public sealed class LoadingFuzzTests(ITestOutputHelper output)
 {
     /// <summary>
-    /// Loads a model and checks that it is exactly what its config implies: the parameters that the load budget
-    /// counted before allocating (no forward pass: the fuzzers test loading, and TorchSharp's implicit scalars
-    /// race with the finalizer under the garbage-collection pressure of 10,000 cases; see README.d/reliability.md).
+    /// Loads a model, checks that it is exactly what its config implies (the parameters that the load budget counted
+    /// before allocating), and runs one forward pass under the finite guard: the logits are finite, or — poisoned
+    /// weights are data, and load — the guard names the first hook point (or the logits) that is not.
     /// </summary>
     private static void LoadAndCheck(string path)
     {
         using var loaded = ModelLoader.Load(path);
         var model = loaded.Model;
         Assert.Equal(LoadBudget.Parameters(model.Config), (Int128)model.ParameterCount);
+        var cfg = model.Config;
+        using var noGrad = TorchSharp.torch.no_grad();
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var ids = Enumerable.Range(0, Math.Min(4, cfg.NCtx)).Select(i => (long)(i * 7 % cfg.DVocab)).ToArray();
+        var tokens = TorchSharp.torch.tensor(ids).unsqueeze(0);
+        try
+        {
+            var logits = model.RunChecked(tokens);
+            Assert.Equal([1, ids.Length, cfg.DVocab], logits.shape);
+            Fuzz.CountForward(finite: true);
+        }
+        catch (NonFiniteActivationException ex)
+        {
+            Assert.True(ex.Location == NonFiniteActivationException.Logits || model.HookPoints.Any(h => h.Name == ex.Location),
+                $"the finite guard named '{ex.Location}', which is no hook point of the model");
+            Assert.Contains(ex.Location, ex.Message);
+            Fuzz.CountForward(finite: false);
+        }
     }
 
     [Fact]
