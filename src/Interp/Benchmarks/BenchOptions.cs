@@ -23,9 +23,13 @@ public sealed record BenchOptions
     public string? ScriptsDir { get; init; }
     /// <summary>
     /// Sections to run (null: all): <c>gpt2</c> (matmul peak, GPT-2 forwards vs the peer), <c>models</c> (stories260K and
-    /// the built-in model), <c>sweep</c>, <c>copying</c>, <c>memory</c>, <c>parquet</c>, <c>leak</c>.
+    /// the built-in model), <c>sweep</c>, <c>copying</c>, <c>memory</c>, <c>parquet</c>, <c>leak</c>; and <c>soak</c>, which
+    /// runs only when named (<see cref="SoakCalls"/> calls under allocation pressure, a few minutes).
     /// </summary>
     public IReadOnlySet<string>? Only { get; init; }
+
+    /// <summary>Calls of the <c>soak</c> section (<see cref="Soak"/>), which runs only when <see cref="Only"/> names it.</summary>
+    public int SoakCalls { get; init; } = 200_000;
 
     /// <summary>True when section <paramref name="name"/> is to run.</summary>
     public bool Runs(string name) => Only is null || Only.Contains(name);

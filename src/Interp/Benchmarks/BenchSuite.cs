@@ -170,6 +170,16 @@ public static class BenchSuite
         if (options.Runs("leak"))
         using (var builtIn = BuiltInModel.Load())
             Add(CacheLeak(builtIn.Model, options.Quick ? 120 : 1000, options.Quick ? 20 : 50, batch, Math.Min(pos, builtIn.Model.Config.NCtx), ct));
+
+        // 9. The soak under garbage-collection pressure (only when asked for: --only soak).
+        if (options.Only?.Contains("soak") == true)
+        {
+            var soak = Soak.Run(new SoakOptions { Calls = options.SoakCalls }, ct);
+            log(soak.Summary);
+            foreach (var failure in soak.Failures.Take(20)) log(failure);
+            Add(new("soak_failures", "builtin+gpt2-like+llama-like", $"{soak.TotalCalls} calls", soak.Failures.Count, "calls", 0, "<=",
+                soak.TotalCalls, soak.Elapsed.TotalSeconds, soak.Summary));
+        }
         return rows;
     }
 

@@ -12,7 +12,7 @@ namespace Interp.Tests.Reliability;
 [Collection(nameof(MemoryMeasurementCollection))]
 public sealed class ScalarLifetimeStressTests(ITestOutputHelper output)
 {
-    /// <summary>Calls of the CI run; <c>INTERP_SOAK_CALLS</c> sets another count (the long soak: <c>interp bench --only soak --calls 200000</c>).</summary>
+    /// <summary>Calls of the CI run; <c>INTERP_SOAK_CALLS</c> sets another count (the long soak is also <c>interp bench --only soak [--calls N]</c>, 200,000 by default).</summary>
     private static int Calls => int.TryParse(Environment.GetEnvironmentVariable("INTERP_SOAK_CALLS"), out int n) && n > 0 ? n : 20_000;
 
     [Fact]
