@@ -30,35 +30,26 @@ public static class Gemm
     private const double MinMultiplyAdds = 1 << 25;
 
     private const int RowMajor = 101, NoTrans = 111, Trans = 112;
-    private static readonly Lazy<Sgemm?> OpenBlas = new(Load);
+    private static readonly Lazy<(Sgemm? Product, string Description)> OpenBlas = new(Load);
     private static int _threads = -1;
     [ThreadStatic] private static long _openBlasProducts;
 
     /// <summary>Products this thread sent to OpenBLAS so far (tests check that the path they test was taken).</summary>
     internal static long OpenBlasProducts => _openBlasProducts;
-    private static string _description = "torch";
 
     /// <summary>The BLAS the weight products use: "openblas" or "torch".</summary>
-    public static string Backend => OpenBlas.Value is null ? "torch" : "openblas";
+    public static string Backend => OpenBlas.Value.Product is null ? "torch" : "openblas";
 
     /// <summary>
     /// Which BLAS the weight products use and why, e.g. <c>openblas (libopenblas.so.0: OpenBLAS 0.3.21 DYNAMIC_ARCH …, core Zen)</c>
     /// or <c>torch (INTERP_BLAS=torch)</c>; for run manifests and benchmark reports.
     /// </summary>
-    public static string Describe()
-    {
-        _ = OpenBlas.Value;
-        return _description;
-    }
+    public static string Describe() => OpenBlas.Value.Description;
 
     /// <exception cref="InterpException"><c>INTERP_OPENBLAS</c> names a library that cannot be loaded or has no <c>cblas_sgemm</c>.</exception>
-    private static Sgemm? Load()
+    private static (Sgemm? Product, string Description) Load()
     {
-        if (Environment.GetEnvironmentVariable("INTERP_BLAS") is "torch")
-        {
-            _description = "torch (INTERP_BLAS=torch)";
-            return null;
-        }
+        if (Environment.GetEnvironmentVariable("INTERP_BLAS") is "torch") return (null, "torch (INTERP_BLAS=torch)");
         string? chosen = Environment.GetEnvironmentVariable("INTERP_OPENBLAS");
         if (!string.IsNullOrEmpty(chosen))
         {
@@ -67,20 +58,20 @@ public static class Gemm
             return Bind(lib, chosen) ?? throw new InterpException($"INTERP_OPENBLAS={chosen}: the library has no cblas_sgemm, so it is not OpenBLAS");
         }
         foreach (string name in new[] { "libopenblas.so.0", "libopenblas.so" })
-            if (NativeLibrary.TryLoad(name, out var lib) && Bind(lib, name) is { } sgemm)
-                return sgemm;
-        _description = "torch (no OpenBLAS found: libopenblas.so.0 is not on the loader's path; set INTERP_OPENBLAS to its file)";
-        return null;
+            if (NativeLibrary.TryLoad(name, out var lib) && Bind(lib, name) is { } found)
+                return found;
+        return (null, "torch (no OpenBLAS found: libopenblas.so.0 is not on the loader's path; set INTERP_OPENBLAS to its file)");
     }
 
-    private static Sgemm? Bind(IntPtr lib, string name)
+    /// <summary>OpenBLAS's product and how to describe it, or null when <paramref name="lib"/> has no <c>cblas_sgemm</c>.</summary>
+    private static (Sgemm? Product, string Description)? Bind(IntPtr lib, string name)
     {
         if (!NativeLibrary.TryGetExport(lib, "cblas_sgemm", out var fn)) return null;
         if (NativeLibrary.TryGetExport(lib, "openblas_set_num_threads", out var set))
             _setThreads = Marshal.GetDelegateForFunctionPointer<SetThreads>(set);
         string config = Text(lib, "openblas_get_config"), core = Text(lib, "openblas_get_corename");
-        _description = $"openblas ({name}{(config.Length > 0 ? ": " + config : "")}{(core.Length > 0 ? ", core " + core : "")})";
-        return Marshal.GetDelegateForFunctionPointer<Sgemm>(fn);
+        return (Marshal.GetDelegateForFunctionPointer<Sgemm>(fn),
+            $"openblas ({name}{(config.Length > 0 ? ": " + config : "")}{(core.Length > 0 ? ", core " + core : "")})");
     }
 
     private static string Text(IntPtr lib, string export) =>
@@ -96,7 +87,7 @@ public static class Gemm
     /// </summary>
     public static Tensor MatMul(Tensor x, Tensor w, Tensor? bias = null)
     {
-        var sgemm = OpenBlas.Value;
+        var sgemm = OpenBlas.Value.Product;
         if (sgemm is null || !Eligible(x, w, bias))
             return bias is null ? x.matmul(w) : x.matmul(w).add(bias, Scalars.One);
         long k = w.shape[0], n = w.shape[1];
