@@ -147,11 +147,12 @@ public static class HeadAttribution
     {
         var shape = cache[HookNames.Embed].shape[..2];
         using var scope = NewDisposeScope();
-        using var correctId = ((long)correct).ToScalar();
-        using var wrongId = ((long)(wrong ?? 0)).ToScalar();
-        var a = full(shape, correctId, ScalarType.Int64);
-        var b = wrong is not null ? full(shape, wrongId, ScalarType.Int64) : null;
-        return Keep(Attribute(model, cache, logits, a, b));
+        Tensor Everywhere(long id)
+        {
+            using var value = id.ToScalar();
+            return full(shape, value, ScalarType.Int64);
+        }
+        return Keep(Attribute(model, cache, logits, Everywhere(correct), wrong is int w ? Everywhere(w) : null));
     }
 
     /// <summary>

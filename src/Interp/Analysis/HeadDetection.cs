@@ -83,8 +83,11 @@ public static partial class HeadDetection
         var generator = new Generator((ulong)seed);
         var random = randint(low, high, [batch, half], generator: generator, dtype: ScalarType.Int64);
         var parts = new List<Tensor>();
-        using var first = (firstToken ?? 0).ToScalar();
-        if (firstToken is not null) parts.Add(full(batch, 1, first, dtype: ScalarType.Int64));
+        if (firstToken is int t)
+        {
+            using var first = t.ToScalar();
+            parts.Add(full(batch, 1, first, dtype: ScalarType.Int64));
+        }
         parts.Add(random);
         parts.Add(random);
         return cat(parts, 1);
