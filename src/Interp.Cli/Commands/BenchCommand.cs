@@ -22,7 +22,7 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
         var noPeer = new Option<bool>("--no-peer") { Description = "Skip the PyTorch-eager peer" };
         var installPeer = new Option<bool>("--install-peer") { Description = "Install the peer first if it is missing (benchmarks/setup-peer.sh: apt-get python3-torch on OpenBLAS, as root)" };
         var only = new Option<string[]>("--only") { Description = "Run only these sections: gpt2, models, sweep, copying, memory, parquet, leak, soak (soak runs only when named; repeatable)" };
-        var calls = new Option<int?>("--calls") { Description = "Calls of the soak section (default 200,000)" };
+        var calls = new Option<int?>("--calls") { Description = $"Calls of the soak section (default {BenchOptions.DefaultSoakCalls:N0})" };
         var command = new Command("bench", "Benchmark the toolkit against its own plain forward and against PyTorch eager") { quick, output, reps, noPeer, installPeer, only, calls };
         command.SetAction((parse, ct) => Guard(async () =>
         {
@@ -37,7 +37,7 @@ public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> opt
                 Repetitions = parse.GetValue(reps) ?? (q ? 3 : 5),
                 Peer = !parse.GetValue(noPeer),
                 InstallPeer = parse.GetValue(installPeer),
-                SoakCalls = parse.GetValue(calls) ?? 200_000,
+                SoakCalls = parse.GetValue(calls) ?? BenchOptions.DefaultSoakCalls,
                 Only = parse.GetValue(only) is { Length: > 0 } sections ? sections.ToHashSet(StringComparer.Ordinal) : null,
             };
             string markdown = "";

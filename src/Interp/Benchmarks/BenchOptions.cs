@@ -29,7 +29,10 @@ public sealed record BenchOptions
     public IReadOnlySet<string>? Only { get; init; }
 
     /// <summary>Calls of the <c>soak</c> section (<see cref="Soak"/>), which runs only when <see cref="Only"/> names it.</summary>
-    public int SoakCalls { get; init; } = 200_000;
+    public int SoakCalls { get; init; } = DefaultSoakCalls;
+
+    /// <summary>The soak's calls unless told otherwise.</summary>
+    public const int DefaultSoakCalls = 200_000;
 
     /// <summary>True when section <paramref name="name"/> is to run.</summary>
     public bool Runs(string name) => Only is null || Only.Contains(name);

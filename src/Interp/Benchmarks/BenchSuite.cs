@@ -34,10 +34,8 @@ public static class BenchSuite
         using var _ = no_grad();
         int reps = options.Repetitions, warm = options.Warmup;
         var shape = options.Quick ? Gpt2Shape.Tiny : Gpt2Shape.Small;
-        log($"writing/reusing {shape.Name} under {options.ModelsDir}");
-        string gptDir = shape.EnsureWritten(options.ModelsDir);
-        using var gpt = ModelLoader.Load(gptDir);
-        var model = gpt.Model;
+        // The GPT-2 model is written (~0.5 GB at full size) and loaded only when a section measures it.
+        using var gpt = new[] { "gpt2", "sweep", "copying", "memory" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
         long batch = options.Quick ? 2 : 4, pos = options.Quick ? 32 : 128;
 
         PeerProcess? peer = null;
@@ -48,7 +46,7 @@ public static class BenchSuite
             {
                 string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
                     ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
-                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gptDir), get_num_threads(), options.InstallPeer);
+                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gpt!.Source), get_num_threads(), options.InstallPeer);
                 log($"peer: {peer.Info}");
             }
             catch (InterpException ex)
@@ -72,6 +70,7 @@ public static class BenchSuite
             double machinePeak = double.IsNaN(peerPeak) ? oursPeak : Math.Max(oursPeak, peerPeak);
 
             // 2. GPT-2: plain, cached, no-op hooks and the peer's plain and cached, interleaved.
+            var model = gpt!.Model;
             foreach (var (b, p) in options.Quick ? [(batch, pos)] : new[] { (batch, pos), (1L, 1024L) })
             {
                 var r = ForwardVariants(model, shape.Name, b, p, peer, peerProblem, reps, warm, ct, b == batch, Add);
@@ -105,6 +104,7 @@ public static class BenchSuite
         // 4. Zero-ablation sweep of every head vs one plain forward per head.
         if (options.Runs("sweep"))
         {
+            var model = gpt!.Model;
             var tokens = Tokens(model.Config, batch, pos);
             int heads = model.Config.NLayers * model.Config.NHeads;
             // Plain forwards timed both before and after the (minute-long) sweep, so that drift in the machine's speed
@@ -134,6 +134,7 @@ public static class BenchSuite
         // 5. Copying scores of every full message circuit W_E·OV·W_U.
         if (options.Runs("copying"))
         {
+            var model = gpt!.Model;
             long before = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
             var sw = Stopwatch.StartNew();
             var scores = CircuitScores.Copying(model);
@@ -148,6 +149,7 @@ public static class BenchSuite
         // 6. Peak memory of a full cache.
         if (ProcessMemory.Available && options.Runs("memory"))
         {
+            var model = gpt!.Model;
             var tokens = Tokens(model.Config, batch, pos);
             long before = ProcessMemory.ResetPeak();
             var (logits, cache) = model.RunWithCache(tokens);
@@ -259,6 +261,13 @@ public static class BenchSuite
         using var scope = NewDisposeScope();
         return arange(Scalars.Zero, count, Scalars.One, dtype: ScalarType.Int64).mul(factor).add(offset, Scalars.One).remainder(vocab)
             .view(batch, pos).DetachFromDisposeScope();
+    }
+
+    /// <summary>Writes (or reuses) the random GPT-2 of <paramref name="shape"/> under <paramref name="modelsDir"/> and loads it.</summary>
+    private static LoadedModel LoadGpt2(Gpt2Shape shape, string modelsDir, Action<string> log)
+    {
+        log($"writing/reusing {shape.Name} under {modelsDir}");
+        return ModelLoader.Load(shape.EnsureWritten(modelsDir));
     }
 
     private static long ModelBytes(HookedTransformer model) =>
