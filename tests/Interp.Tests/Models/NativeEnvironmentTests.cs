@@ -56,6 +56,15 @@ public sealed class NativeEnvironmentTests
         Assert.Equal("torch (INTERP_BLAS=torch)", native["weight_products"]);
     }
 
+    [LinuxFact]
+    public void An_OpenBlas_path_that_does_not_load_fails_the_run_naming_it()
+    {
+        using var tmp = new TempDir();
+        var (code, _, error) = RunInterp(tmp.Path, new() { ["INTERP_OPENBLAS"] = "/no/such/libopenblas.so.0" });
+        Assert.Equal(1, code);
+        Assert.Contains("INTERP_OPENBLAS=/no/such/libopenblas.so.0: the library cannot be loaded", error);
+    }
+
     [OpenBlasFact]
     public void OpenBlas_keeps_the_core_type_the_user_chose()
     {
@@ -64,17 +73,26 @@ public sealed class NativeEnvironmentTests
         Assert.Contains("core Haswell", native["weight_products"]);
     }
 
-    /// <summary>Runs <c>interp run positional_encoding</c> (no model, a second or two) with the environment changed as given (null: removed) and returns the manifest's "native" section.</summary>
+    /// <summary>Runs <see cref="RunInterp"/>, checks that it succeeded, and returns the manifest's "native" section.</summary>
     private static Dictionary<string, string> RunAndReadNative(Dictionary<string, string?> environment)
     {
         using var tmp = new TempDir();
+        var (code, output, error) = RunInterp(tmp.Path, environment);
+        Assert.True(code == 0, $"interp run exited {code}: {error}{output}");
+        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(tmp.Path, "manifest.json")));
+        return manifest.RootElement.GetProperty("native").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
+    }
+
+    /// <summary>Runs <c>interp run positional_encoding</c> (no model, a second or two) into <paramref name="outDir"/> with the environment changed as given (null: removed).</summary>
+    private static (int Code, string Output, string Error) RunInterp(string outDir, Dictionary<string, string?> environment)
+    {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
         var psi = new ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "Interp.Cli.dll"), "run", "positional_encoding",
-            "--out", tmp.Path, "--set", "positions=8", "--set", "d_model=8"])
+            "--out", outDir, "--set", "positions=8", "--set", "d_model=8"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
-            WorkingDirectory = tmp.Path,
+            WorkingDirectory = outDir,
         };
         foreach (var (name, value) in environment)
             if (value is null) psi.Environment.Remove(name);
@@ -83,8 +101,6 @@ public sealed class NativeEnvironmentTests
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "interp run did not finish in 2 minutes");
-        Assert.True(process.ExitCode == 0, $"interp run exited {process.ExitCode}: {error.Result}{output.Result}");
-        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(tmp.Path, "manifest.json")));
-        return manifest.RootElement.GetProperty("native").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
+        return (process.ExitCode, output.Result, error.Result);
     }
 }

@@ -26,4 +26,10 @@ public sealed class ScalarLifetimeStressTests(ITestOutputHelper output)
         Assert.True(result.Collections > result.TotalCalls / 20, $"the pressure thread forced only {result.Collections} collections");
         Assert.True(result.Failures.Count == 0, $"{result.Failures.Count} of {result.TotalCalls} calls failed, first: {result.Failures.FirstOrDefault()}");
     }
+
+    [Theory]
+    [InlineData(0, 2, "calls must be at least 1, got 0")]
+    [InlineData(10, 0, "workers must be at least 1, got 0")]
+    public void A_soak_of_nothing_is_refused_by_name(int calls, int workers, string message) =>
+        Assert.Contains(message, Assert.Throws<InterpException>(() => Soak.Run(new SoakOptions { Calls = calls, Workers = workers })).Message);
 }
