@@ -33,7 +33,7 @@ public sealed record SoakResult(IReadOnlyDictionary<string, int> Calls, IReadOnl
 
     /// <summary>One line: calls, failures, collections, time.</summary>
     public string Summary =>
-        $"{TotalCalls:N0} calls ({string.Join(", ", Calls.Select(c => $"{c.Value:N0} {c.Key}"))}) on the built-in, a GPT-2-like and a " +
+        $"{TotalCalls:N0} calls ({string.Join(", ", Calls.Select(c => $"{c.Value:N0} {c.Key} ({Time[c.Key].TotalSeconds:F1} s)"))}) on the built-in, a GPT-2-like and a " +
         $"LLaMA-like (GQA, rotary) model under allocation pressure ({Collections:N0} collections, {FullCollections:N0} full): " +
         $"{Failures.Count} failures; {Elapsed.TotalSeconds:F1} s";
 }
@@ -292,7 +292,7 @@ public static class Soak
     /// <summary>
     /// A thread that, about every millisecond, allocates 1 MiB in 64 KiB arrays (a ring of 64 stays alive, so each
     /// collection has live objects to trace and move) and forces a collection — of the youngest generation, where a
-    /// just-made scalar lives, and a full one every tenth time — then sleeps, leaving the cores to the calls.
+    /// just-made scalar lives, and a full one every fiftieth (full collections cost the most in a large heap, and the youngest generation is where the hazard is) — then sleeps, leaving the cores to the calls.
     /// </summary>
     private sealed class AllocationPressure : IDisposable
     {
@@ -307,7 +307,7 @@ public static class Soak
                 for (int round = 0, next = 0; !_stop; round++)
                 {
                     for (int j = 0; j < 16; j++, next++) ring[next % ring.Length] = new byte[64 * 1024];
-                    GC.Collect(round % 10 == 9 ? 2 : 0);
+                    GC.Collect(round % 50 == 49 ? 2 : 0);
                     Thread.Sleep(1);
                 }
             }) { IsBackground = true, Name = "soak allocation pressure" };
