@@ -1,3 +1,4 @@
+using Interp.Loading;
 using System.CommandLine;
 using Interp.Analysis;
 using Interp.Experiments;

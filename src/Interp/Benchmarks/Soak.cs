@@ -1,3 +1,4 @@
+using Interp.Loading;
 using System.Diagnostics;
 using Interp.Analysis;
 using Interp.Hooks;

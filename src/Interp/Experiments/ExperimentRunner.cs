@@ -54,7 +54,7 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             Started = started,
             Options = new Dictionary<string, string>(options.Options) { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
             Versions = Versions(),
-            Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe() },
+            Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe(), ["torchsharp_library"] = NativeLoader.Outcome ?? "not loaded" },
         };
         try { manifest.Save(dir); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -1,10 +1,11 @@
 using System.Diagnostics;
+using Interp.Models;
 using Interp.Tests.Support;
 
 namespace Interp.Tests.Build;
 
 /// <summary>
-/// The build's native fix (build/WeakenElfVersionNeed.cs) on TorchSharp's real libLibTorchSharp.so: which symbols are
+/// The native fix (NativeLoader, ElfVersionNeeds) on TorchSharp's real libLibTorchSharp.so: which symbols are
 /// bound to GLIBCXX_3.4.32 (checked against readelf), and that it refuses to weaken the need once any other symbol is.
 /// </summary>
 public sealed class ElfVersionNeedsTests

@@ -1,3 +1,4 @@
+using Interp.Loading;
 using Interp.Circuits;
 using Interp.Models;
 using Interp.Tests.Support;

@@ -1,3 +1,4 @@
+using Interp.Loading;
 using Interp.Analysis;
 using Interp.Circuits;
 using Interp.Models;

@@ -1,3 +1,4 @@
+using Interp.Loading;
 using Interp.Analysis;
 using Interp.Tests.Support;
 using Interp.Training;

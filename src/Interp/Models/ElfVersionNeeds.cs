@@ -1,127 +1,12 @@
-#nullable enable
-// MSBuild inline task: marks one GLIBCXX version need of an ELF64 little-endian shared library as weak, only when
-// the system's libstdc++ does not provide that version and only when the symbols bound to it are the ones known to
-// be safe without it. See TorchSharpNativeFix.targets. The ELF reading (ElfVersionNeeds) is also compiled into the
-// tests (with INTERP_ELF_TESTS, which leaves out the MSBuild task).
-using System;
-using System.Collections.Generic;
-using System.Diagnostics;
-using System.IO;
 using System.Text;
-#if !INTERP_ELF_TESTS
-using Microsoft.Build.Framework;
-using Microsoft.Build.Utilities;
 
-public class WeakenElfVersionNeed : Task
-{
-    [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
-    [Required] public string VersionName { get; set; } = "";
-    /// <summary>The dynamic symbols that may be bound to the version (';'-separated): marking it weak is safe only for them.</summary>
-    [Required] public string AllowedSymbols { get; set; } = "";
-
-    public override bool Execute()
-    {
-        string? provider = FindSystemLibraryProviding(VersionName, out string searched);
-        if (provider != null)
-        {
-            Log.LogMessage(MessageImportance.Low, $"{VersionName} is provided by {provider}; no patch needed.");
-            return true;
-        }
-        var allowed = new HashSet<string>(AllowedSymbols.Split(new[] { ';' }, StringSplitOptions.RemoveEmptyEntries));
-        foreach (var item in Files)
-        {
-            string path = item.ItemSpec;
-            try
-            {
-                byte[] elf = File.ReadAllBytes(path);
-                switch (ElfVersionNeeds.Weaken(elf, VersionName, allowed, out string detail))
-                {
-                    case ElfVersionNeeds.Outcome.Patched:
-                        string tmp = path + ".interp-tmp";
-                        File.WriteAllBytes(tmp, elf);
-                        File.Replace(tmp, path, null); // new inode: never writes through a hard link
-                        Log.LogMessage(MessageImportance.High, $"Interp: marked {VersionName} weak in {path} (system libstdc++ lacks it; searched {searched}; {detail}).");
-                        break;
-                    case ElfVersionNeeds.Outcome.AlreadyWeak:
-                        Log.LogMessage(MessageImportance.Low, $"{path}: {VersionName} already weak ({detail}).");
-                        break;
-                    case ElfVersionNeeds.Outcome.NotNeeded:
-                        Log.LogMessage(MessageImportance.Low, $"{path}: no need for {VersionName}.");
-                        break;
-                    case ElfVersionNeeds.Outcome.Refused:
-                        Log.LogError($"Interp: cannot mark {VersionName} weak in {path}: {detail}. A weak version need is safe only for " +
-                            $"symbols that are never called ({AllowedSymbols}); the others would fail at call time with this system's libstdc++ " +
-                            $"(searched {searched}), which lacks {VersionName}. Install a libstdc++ that provides it, or use a TorchSharp " +
-                            "whose native library does not need it.");
-                        break;
-                    default:
-                        Log.LogWarning($"{path}: cannot patch version need {VersionName}: {detail}");
-                        break;
-                }
-            }
-            catch (Exception e)
-            {
-                Log.LogError($"Interp: failed to patch {path}: {e.Message}");
-            }
-        }
-        return !Log.HasLoggedErrors;
-    }
-
-    // Returns the path of a system libstdc++ that defines the version, or null when none does.
-    static string? FindSystemLibraryProviding(string version, out string searched)
-    {
-        var candidates = new List<string>();
-        try
-        {
-            foreach (var ldconfig in new[] { "/sbin/ldconfig", "/usr/sbin/ldconfig" })
-            {
-                if (!File.Exists(ldconfig)) continue;
-                var psi = new ProcessStartInfo(ldconfig, "-p") { RedirectStandardOutput = true, UseShellExecute = false };
-                using var p = Process.Start(psi)!;
-                string output = p.StandardOutput.ReadToEnd();
-                p.WaitForExit(10000);
-                foreach (var line in output.Split('\n'))
-                {
-                    int arrow = line.IndexOf("=>", StringComparison.Ordinal);
-                    if (line.TrimStart().StartsWith("libstdc++.so.6", StringComparison.Ordinal) && arrow > 0)
-                        candidates.Add(line.Substring(arrow + 2).Trim());
-                }
-                break;
-            }
-        }
-        catch (Exception) { /* fall back to the usual locations */ }
-        if (candidates.Count == 0)
-            candidates.AddRange(new[] { "/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
-                                        "/lib/aarch64-linux-gnu/libstdc++.so.6", "/usr/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6" });
-        searched = string.Join(", ", candidates);
-        byte[] needle = Encoding.ASCII.GetBytes(version + "\0");
-        foreach (var c in candidates)
-        {
-            if (!File.Exists(c)) continue;
-            byte[] lib = File.ReadAllBytes(c);
-            if (IndexOf(lib, needle) >= 0) return c;
-        }
-        return null;
-    }
-
-    static int IndexOf(byte[] hay, byte[] needle)
-    {
-        for (int i = 0; i + needle.Length <= hay.Length; i++)
-        {
-            int j = 0;
-            while (j < needle.Length && hay[i + j] == needle[j]) j++;
-            if (j == needle.Length) return i;
-        }
-        return -1;
-    }
-}
-#endif
+namespace Interp.Models;
 
 /// <summary>
 /// The version needs of an ELF64 little-endian shared library (.gnu.version_r), the dynamic symbols bound to each
 /// (.gnu.version entries of .dynsym), and marking one need weak (VER_FLG_WEAK in its Vernaux entry).
 /// </summary>
-public static class ElfVersionNeeds
+internal static class ElfVersionNeeds
 {
     const uint ShtDynsym = 11, ShtGnuVerneed = 0x6ffffffe, ShtGnuVersym = 0x6fffffff;
     const ushort VerFlgWeak = 0x2;

@@ -1,8 +1,7 @@
 using System.Reflection;
-using Interp.Loading;
 using Microsoft.Extensions.Logging;
 
-namespace Interp.Training;
+namespace Interp.Loading;
 
 /// <summary>
 /// The built-in default model: a 2-layer attention-only transformer trained by the project itself (<c>interp train-default</c>),

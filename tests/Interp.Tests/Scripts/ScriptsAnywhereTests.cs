@@ -1,0 +1,67 @@
+using Interp.Loading;
+using System.Globalization;
+using Interp.Models;
+using Interp.Tests.Experiments;
+using Interp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace Interp.Tests.Scripts;
+
+/// <summary>
+/// A program outside this repository that references Interp starts and runs a forward pass on this machine: the fix for
+/// TorchSharp's native library travels with Interp (<see cref="NativeLoader"/>), not with this repository's build files.
+/// </summary>
+public sealed class ScriptsAnywhereTests
+{
+    [Fact]
+    public async Task A_script_in_a_folder_outside_the_repository_runs_a_forward_pass_of_the_built_in_model()
+    {
+        using var tmp = new TempDir();
+        string repo = ExperimentScriptTests.RepoRoot();
+        Assert.False(tmp.Path.StartsWith(repo, StringComparison.Ordinal));
+        File.WriteAllText(tmp.File("forward.cs"), $$"""
+            #:project {{Path.Combine(repo, "src", "Interp", "Interp.csproj")}}
+            using System.Globalization;
+            using Interp.Loading;
+            using var loaded = BuiltInModel.Load();
+            using var tokens = TorchSharp.torch.tensor(new long[] { 1, 5, 9, 2 });
+            using var logits = loaded.Model.forward(tokens);
+            Console.WriteLine(string.Join(",", logits.shape));
+            foreach (var v in logits.reshape(-1).data<float>().ToArray()[..8]) Console.WriteLine(v.ToString("R", CultureInfo.InvariantCulture));
+            """);
+        var run = await DotnetScripts.Run(tmp.File("forward.cs"), [], workingDirectory: tmp.Path);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var lines = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal("1,4,64", lines[0]);
+
+        // The same forward pass in this process: the script computed the real logits, not something that merely started.
+        using var loaded = Interp.Loading.BuiltInModel.Load();
+        using var tokens = tensor(new long[] { 1, 5, 9, 2 });
+        using var logits = loaded.Model.forward(tokens);
+        var expected = logits.reshape(-1).data<float>().ToArray()[..8];
+        for (int i = 0; i < 8; i++) Assert.Equal(expected[i], float.Parse(lines[1 + i], CultureInfo.InvariantCulture), 5);
+    }
+
+    [LinuxFact]
+    public void The_native_library_is_patched_only_where_the_system_libstdcxx_lacks_the_version()
+    {
+        using var _ = zeros(1);   // TorchSharp has loaded its native library by now
+        bool systemHasIt = SystemLibstdcxxHas(NativeLoader.WeakVersion);
+        Assert.NotNull(NativeLoader.Outcome);
+        Assert.StartsWith(systemHasIt ? "as shipped" : "patched copy", NativeLoader.Outcome);
+    }
+
+    /// <summary>Reads the system's libstdc++ (as ldconfig lists it) for the version string: independent of the loader.</summary>
+    private static bool SystemLibstdcxxHas(string version)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("/sbin/ldconfig", "-p") { RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var libs = p.StandardOutput.ReadToEnd().Split('\n')
+            .Where(l => l.TrimStart().StartsWith("libstdc++.so.6 ", StringComparison.Ordinal) && l.Contains("x86-64", StringComparison.Ordinal))
+            .Select(l => l[(l.IndexOf("=>", StringComparison.Ordinal) + 2)..].Trim()).ToArray();
+        p.WaitForExit();
+        Assert.NotEmpty(libs);
+        var needle = System.Text.Encoding.ASCII.GetBytes(version + "\0");
+        return libs.Any(l => File.ReadAllBytes(l).AsSpan().IndexOf(needle) >= 0);
+    }
+}
