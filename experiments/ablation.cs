@@ -1,30 +1,125 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // Ablation: remove each head, attention layer and MLP layer of a model in turn (zero, mean or resample ablation) and
 // measure how much the loss on repeated random sequences rises. The sweep reuses the clean run up to the ablated layer
 // and runs several ablations in one batched forward pass.
 // Run: dotnet run experiments/ablation.cs [-- --model PATH] [--set metric=repeated_loss|loss] [--set positions=all|repeated|3,4]
 //      [--set batch=32] [--set half=24] [--set ablations_per_forward=N]
 
+using System.ComponentModel;
+using Interp;
 using Interp.Analysis;
 using Interp.Experiments;
+using Interp.Loading;
+using Interp.Plots;
+using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new AblationExperiment(), args);
-#endif
+AblationKind[] Kinds = [AblationKind.Zero, AblationKind.Mean, AblationKind.Resample];
 
-/// <summary>Zero, mean and resample ablation of every head and layer of the built-in model, or of any model given with --model.</summary>
-sealed class AblationExperiment : IExperiment
+return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences"), async (context, settings, ct) =>
 {
-    public string Name => "ablation";
-    public string Description => "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences";
-    public bool UsesModel => true;
+    var loaded = context.Model;
+    var model = loaded.Model;
+    var cfg = model.Config;
+    using var scope = NewDisposeScope();
+    using var _ = no_grad();
 
-    public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
-        AblationStudy.RunAsync(context, context.Model, new AblationStudy.Settings
-        {
-            Input = RepeatedSequenceSettings.FromOptions(context),
-            Metric = context.Option("metric", "repeated_loss"),
-            Positions = context.Option("positions", "all"),
-            AblationsPerForward = context.Options.ContainsKey("ablations_per_forward") ? context.IntOption("ablations_per_forward", 0) : null,
-        }, cancellationToken);
+    var input = settings.Input(cfg).Draw(loaded, context.Seed);
+    var (tokens, half, prefix) = (input.Tokens, input.Half, input.Prefix);
+    int length = (int)tokens.shape[1];
+    using var reference = new AblationReference(model,
+        (settings.Input(cfg) with { Half = half }).Draw(loaded, context.Seed + 1L).Tokens, context.Seed);
+    var (metricName, metric) = settings.Metric switch
+    {
+        "repeated_loss" => ("repeated_half_loss", Metrics.Loss(prefix + half + 1)),
+        "loss" => ("loss", Metrics.Loss()),
+        var m => throw new InterpException($"option metric: unknown metric '{m}', expected repeated_loss or loss"),
+    };
+    var positions = ParsePositions(settings.Positions, prefix, half, length);
+    var options = new AblationSweepOptions { AblationsPerForward = settings.AblationsPerForward };
+
+    var targets = AblationTarget.AllHeads(cfg, positions).Concat(AblationTarget.AllLayers(cfg, positions)).ToArray();
+    var rows = new List<AblationRow>();
+    for (int i = 0; i < Kinds.Length; i++)
+    {
+        context.ReportProgress($"{Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", (double)i / Kinds.Length);
+        rows.AddRange(AblationSweep.Run(model, tokens, targets, Kinds[i], metric, reference, options, ct));
+    }
+    await context.WriteTableAsync("ablation.parquet", AblationSweep.ToTable(rows, metricName),
+        $"{metricName} on {settings.Batch} repeated random sequences, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
+        "and MLP layer (hook_mlp_out) zero-, mean- or resample-ablated alone (mean and resample over a reference batch of as many sequences)", ct);
+
+    context.ReportProgress("figures", 0.9);
+    foreach (var kind in Kinds)
+        context.SaveFigure($"ablation_heads_{Ablation.Name(kind)}.png",
+            Figures.LayerHead(AblationSweep.HeadDeltas(rows.Where(r => r.Kind == kind), cfg), $"{Ablation.Name(kind)} ablation: change in {metricName}", $"Δ {metricName}"),
+            $"Change in {metricName} when each head is {Ablation.Name(kind)}-ablated alone (layer × head); positive = the head helps.",
+            Math.Max(500, 90 * cfg.NHeads + 200), Math.Max(300, 70 * cfg.NLayers + 150));
+    var layerRows = rows.Where(r => r.Component != "head").ToArray();
+    var layerLabels = layerRows.Select(r => $"{r.Component} {r.Layer}").Distinct().ToArray();
+    var layerDeltas = new double[layerLabels.Length, Kinds.Length];
+    foreach (var r in layerRows) layerDeltas[Array.IndexOf(layerLabels, $"{r.Component} {r.Layer}"), Array.IndexOf(Kinds, r.Kind)] = r.Delta;
+    context.SaveFigure("ablation_layers.png",
+        Figures.Matrix(layerDeltas, $"Layer ablation: change in {metricName}", "ablation", "component", layerLabels, Kinds.Select(Ablation.Name).ToArray(), $"Δ {metricName}", annotate: true),
+        $"Change in {metricName} when a whole attention layer (hook_attn_out) or MLP layer (hook_mlp_out) is ablated.",
+        700, Math.Max(350, 45 * layerLabels.Length + 200));
+
+    // The heads whose zero-ablation costs most, and the loss per position without the first.
+    var ranked = rows.Where(r => r.Kind == AblationKind.Zero && r.Component == "head").OrderByDescending(r => r.Delta).ToArray();
+    var top = ranked[0];
+    var topTarget = AblationTarget.OfHead(top.Layer, top.Head, positions);
+    double clean = top.MetricClean;
+    context.AddNumber("metric_clean", clean, $"{metricName} of the clean model");
+    context.AddNumber("top_head_layer", top.Layer, "layer of the head whose zero-ablation raises the metric most", "0");
+    context.AddNumber("top_head", top.Head, "index of that head", "0");
+    context.AddNumber("top_head_delta", top.Delta, $"rise of {metricName} when head {top.Layer}.{top.Head} is zero-ablated");
+    string second = "";
+    if (ranked.Length > 1)
+    {
+        var next = ranked[1];
+        context.AddNumber("second_head_layer", next.Layer, "layer of the head whose zero-ablation raises the metric second most", "0");
+        context.AddNumber("second_head", next.Head, "index of that head", "0");
+        context.AddNumber("second_head_delta", next.Delta, $"rise of {metricName} when head {next.Layer}.{next.Head} is zero-ablated");
+        second = $"; second comes head **{next.Layer}.{next.Head}** ({next.Delta:+0.000;-0.000})";
+    }
+    string Delta(AblationKind kind) => $"{rows.Single(r => r.Kind == kind && r.Component == "head" && r.Layer == top.Layer && r.Head == top.Head).Delta:+0.000;-0.000}";
+    context.AddText($"**Most important head.** Zero-ablating head **{top.Layer}.{top.Head}** raises {metricName} from {clean:0.000} to " +
+                    $"{top.MetricAblated:0.000} ({top.Delta:+0.000;-0.000}){second}. Mean and resample ablation of the same head: " +
+                    $"{Delta(AblationKind.Mean)} and {Delta(AblationKind.Resample)}. {settings.Batch} sequences of {half} random tokens repeated once, " +
+                    $"ablated at positions {topTarget.PositionsName}.");
+    var cleanLoss = LossByPosition.Mean(model, tokens);
+    var series = new List<(string, double[])> { ("clean", cleanLoss) };
+    foreach (var kind in Kinds)
+        series.Add(($"head {top.Layer}.{top.Head} {Ablation.Name(kind)}-ablated",
+            LossByPosition.Mean(model, tokens, Ablation.Hooks(model, kind, reference, topTarget))));
+    var xs = Enumerable.Range(1, cleanLoss.Length).Select(p => (double)p).ToArray();
+    var lossPlot = Figures.Lines($"Loss per position without head {top.Layer}.{top.Head}", "position of the predicted token", "mean loss", xs, [.. series]);
+    lossPlot.ShowLegend(ScottPlot.Alignment.LowerLeft);   // empty: every curve is high before the repeated copy
+    context.SaveFigure("loss_by_position_top_head.png", lossPlot,
+        $"Loss per predicted position, clean and with head {top.Layer}.{top.Head} (the costliest to zero-ablate) ablated three ways; " +
+        $"the repeated copy starts after position {prefix + half}.", 1000, 550);
+    context.ReportProgress("done", 1.0);
+});
+
+// all → null; repeated → prefix + half … length − 1; else a comma list of positions.
+static int[]? ParsePositions(string text, int prefix, int half, int length)
+{
+    if (text == "all") return null;
+    if (text == "repeated") return Enumerable.Range(prefix + half, length - prefix - half).ToArray();
+    var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+    var positions = new int[parts.Length];
+    for (int i = 0; i < parts.Length; i++)
+        if (!int.TryParse(parts[i], out positions[i]) || positions[i] < 0 || positions[i] >= length)
+            throw new InterpException($"option positions: '{parts[i]}' is not a position of a sequence of {length} tokens (expected all, repeated or a comma list of 0…{length - 1})");
+    return positions;
+}
+
+/// <summary>Settings of ablation (--set key=value).</summary>
+sealed record AblationSettings : RepeatedInputSettings
+{
+    [Description("repeated_loss (default): mean loss on the repeated half, the predicted positions prefix + half + 1 … (the tokens copying can predict); loss: mean loss over every predicted position.")]
+    public string Metric { get; init; } = "repeated_loss";
+    [Description("all (default), repeated (the second copy's positions prefix + half …) or a comma list of positions.")]
+    public string Positions { get; init; } = "all";
+    [Description("Ablations per forward pass (null: as many as a 256 MiB budget allows).")]
+    public int? AblationsPerForward { get; init; }
 }

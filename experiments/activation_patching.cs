@@ -1,29 +1,202 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // Activation patching on repeated random tokens: clean = [BOS] + r + r, corrupted = [BOS] + c + r (the first copy
 // replaced, so that the second copy has nothing to copy from). Every residual stream entry, attention/MLP output, head
 // output and head pattern is patched from the clean run into the corrupted one in turn; the metric (mean log-probability
 // of the correct token over the repeated half) says how much of the clean behaviour each one restores.
 // Run: dotnet run experiments/activation_patching.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set per_position=false]
 
+using System.ComponentModel;
+using System.Globalization;
+using Interp;
 using Interp.Analysis;
 using Interp.Experiments;
+using Interp.Models;
+using Interp.Loading;
+using Interp.Plots;
+using Interp.Results;
+using TorchSharp;
+using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new ActivationPatchingExperiment(), args);
-#endif
-
-/// <summary>Activation patching of the induction task on the built-in model, or on any model given with --model.</summary>
-sealed class ActivationPatchingExperiment : IExperiment
+return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activation_patching", "Patch every activation from clean [BOS] r r into corrupted [BOS] c r runs: which ones restore induction"), async (context, settings, ct) =>
 {
-    public string Name => "activation_patching";
-    public string Description => "Patch every activation from clean [BOS] r r into corrupted [BOS] c r runs: which ones restore induction";
-    public bool UsesModel => true;
+    var loaded = context.Model;
+    var model = loaded.Model;
+    var cfg = model.Config;
+    using var scope = NewDisposeScope();
+    using var _ = no_grad();
 
-    public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
-        ActivationPatchingStudy.RunAsync(context, context.Model, new ActivationPatchingStudy.Settings
+    var input = settings.Input(cfg).Draw(loaded, context.Seed);
+    var (clean, half, prefix) = (input.Tokens, input.Half, input.Prefix);
+    var corrupted = CorruptFirstCopy(input, context.Seed + 1);
+    int positions = (int)clean.shape[1];
+    context.ReportProgress("clean and corrupted runs", 0.05);
+    using var patching = new ActivationPatching(model, clean, corrupted, RepeatedHalfLogProb(prefix, half)) { SequencesPerPass = settings.SequencesPerPass };
+    context.AddNumber("metric_clean", patching.CleanMetric, "mean log-probability of the correct token over the repeated half, clean run");
+    context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted run (first copy replaced by other random tokens)");
+    patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
+
+    var sites = new List<PatchSite>();
+    foreach (var kind in new[] { PatchKind.ResidPre, PatchKind.AttnOut, PatchKind.MlpOut, PatchKind.HeadOut })
+        sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, settings.PerPosition));
+    sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
+    var progress = new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f));
+    var results = patching.Sweep(sites, progress, ct);
+
+    var rows = new ParquetColumns();
+    foreach (var r in results)
+        rows.Row(("patch", PatchSite.Name(r.Site.Kind)), ("layer", r.Site.Layer), ("head", r.Site.Head), ("position", r.Site.Position),
+            ("value", r.Value), ("raw", r.Raw));
+    await context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
+        "metric with one activation patched from the clean into the corrupted run: value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; " +
+        "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
+
+    context.ReportProgress("figures", 0.9);
+    var value = results.ToDictionary(r => r.Site, r => r.Value);
+    var scores = HeadDetection.Score(model, clean, half, ct);
+    int fromLayer = Math.Min(1, cfg.NLayers - 1);
+    var ind = Enumerable.Range(fromLayer, cfg.NLayers - fromLayer).Select(l => scores.Best(HeadScoreKind.Induction, l)).MaxBy(b => b.Score);
+    Summarise(context, cfg, patching, value, ind, positions, prefix, half, settings.Batch);
+    DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
+    context.ReportProgress("done", 1.0);
+});
+
+// The corrupted twin of repeated tokens [prefix] + r + r: [prefix] + c + r, where each c_i is drawn uniformly
+// from the same id range without r_i, so that no position of the first copy keeps its token.
+static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
+{
+    var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
+    long range = high - low;
+    if (range < 2) throw new InterpException($"corrupting the first copy needs at least 2 token ids to draw from, got [{low}, {high})");
+    var generator = new Generator((ulong)seed);
+    var first = tokens.narrow(1, prefix, half);                                               // [batch, half]
+    var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64); // never 0: c_i ≠ r_i
+    var corrupted = tokens.clone();
+    using Scalar lowest = low.ToScalar(), ids = range.ToScalar();
+    corrupted.narrow(1, prefix, half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One)); // (r − low + shift) mod range + low
+    return corrupted;
+}
+
+// The study's metric: the mean log-probability of the correct next token over the repeated half (the predicted
+// tokens at positions prefix + half + 1 … pos − 1, whose targets are the same in the clean and corrupted runs),
+// per sequence. Higher is better; the clean run is near 0, the corrupted one near −ln(#ids).
+static Metric RepeatedHalfLogProb(int prefix, int half)
+{
+    var loss = Metrics.Loss(prefix + half + 1);
+    return (logits, tokens) =>
+    {
+        using var scope = NewDisposeScope();
+        return (-loss(logits, tokens)).MoveToOuterDisposeScope();
+    };
+}
+
+static void Summarise(ExperimentContext context, ModelConfig cfg, ActivationPatching patching, Dictionary<PatchSite, double> value,
+    (int Layer, int Head, double Score) ind, int positions, int prefix, int half, int batch)
+{
+    double inductionOut = value[PatchSite.HeadOut(ind.Layer, ind.Head)];
+    double inductionPattern = value[PatchSite.HeadPattern(ind.Layer, ind.Head)];
+    var heads = value.Where(kv => kv.Key.Kind == PatchKind.HeadOut && kv.Key.Position < 0).OrderByDescending(kv => kv.Value).ToArray();
+    context.AddNumber("induction_head_layer", ind.Layer, "layer of the strongest induction head (by its attention on the clean run)", "0");
+    context.AddNumber("induction_head", ind.Head, "index of the strongest induction head", "0");
+    context.AddNumber("induction_head_out_recovery", inductionOut, $"normalised metric with head {ind.Layer}.{ind.Head}'s output (hook_z, all positions) patched from clean into corrupted");
+    context.AddNumber("induction_head_pattern_recovery", inductionPattern, $"the same with head {ind.Layer}.{ind.Head}'s attention pattern patched");
+    context.AddNumber("resid_pre_layer_0_all_positions", value[PatchSite.ResidPre(0)], "patching the whole input of layer 0 (a check: must be 1)");
+    context.AddText($"**Set-up.** {batch} clean sequences [BOS] + r + r of {half} random tokens repeated once, and corrupted twins whose first " +
+                    $"copy is replaced by other random tokens (each differs at every position), so that the second copy has nothing to copy from. " +
+                    $"Metric: mean log-probability of the correct next token over the repeated half (predicted positions {prefix + half + 1}–{positions - 1}), " +
+                    $"**{patching.CleanMetric:0.000}** clean and **{patching.CorruptedMetric:0.000}** corrupted. Each value is " +
+                    "(m_patched − m_corrupted) / (m_clean − m_corrupted): 0 = the patch restores nothing, 1 = it restores the clean behaviour, below 0 = it makes things worse.");
+    if (patching.CleanMetric - patching.CorruptedMetric < 0.5)
+        context.AddText($"**Caution.** Corrupting the first copy changes the metric by only {patching.CleanMetric - patching.CorruptedMetric:0.000} nats: " +
+                        "this model barely uses the earlier copy on these tokens (no induction on random tokens), so the normalised values below are " +
+                        "ratios of small differences and say little; the raw column is the measurement.");
+    string layerHeads = string.Join(", ", heads.Select(kv => $"{kv.Key.Layer}.{kv.Key.Head}: {kv.Value:0.000}"));
+    context.AddText($"**Heads.** Patching a whole head's output (all positions): {layerHeads}. The induction head by behaviour is " +
+                    $"**{ind.Layer}.{ind.Head}** (induction score {ind.Score:0.00}); patching its output restores **{inductionOut:0.000}** of the metric, " +
+                    $"its attention pattern alone {inductionPattern:0.000}.");
+    var outputs = value.Where(kv => kv.Key.Kind is PatchKind.AttnOut or PatchKind.MlpOut && kv.Key.Position < 0)
+        .Select(kv => $"{PatchSite.Name(kv.Key.Kind)} of layer {kv.Key.Layer}: {kv.Value:0.000}");
+    context.AddText($"**Whole outputs** (all positions): {string.Join("; ", outputs)}.");
+    if (value.ContainsKey(PatchSite.ResidPre(0, 0)))
+    {
+        // One position can fix at most one predicted token of the repeated half: 1 / (half − 1) of the metric.
+        var lines = Enumerable.Range(0, cfg.NLayers).Select(l =>
         {
-            Input = RepeatedSequenceSettings.FromOptions(context),
-            PerPosition = context.Option("per_position", "true") != "false",
-            SequencesPerPass = context.IntOption("sequences_per_pass", 1024),
-        }, cancellationToken);
+            var first = Enumerable.Range(prefix, half).Select(p => (p, v: value[PatchSite.ResidPre(l, p)])).ToArray();
+            var best = first.MaxBy(x => x.v);
+            return $"entering layer {l}, {first.Average(x => x.v):0.000} on average over the first copy's positions (best: position {best.p}, {best.v:0.000})";
+        });
+        context.AddText($"**Residual stream, one position at a time** (one position can repair at most one of the {half - 1} predicted tokens, " +
+                        $"{1.0 / (half - 1):0.000} of the metric): {string.Join("; ", lines)}.");
+    }
+}
+
+static void DrawFigures(ExperimentContext context, LoadedModel loaded, Dictionary<PatchSite, double> value, Tensor clean, Tensor corrupted, bool perPosition)
+{
+    var cfg = loaded.Model.Config;
+    int positions = (int)clean.shape[1];
+    var labels = Labels(loaded, clean[0], corrupted[0]);
+    // Each map on its own scale (one position restores little), always including 0.
+    static (double Min, double Max) Scale(double[,] m) =>
+        (Math.Min(0, m.Cast<double>().Min()), Math.Max(m.Cast<double>().Max(), m.Cast<double>().Min() + 1e-6));
+    int wide = Math.Max(900, 24 * positions + 250);
+    string[] layers = Enumerable.Range(0, cfg.NLayers).Select(l => l.ToString(CultureInfo.InvariantCulture)).ToArray();
+    string[] heads = Enumerable.Range(0, cfg.NLayers).SelectMany(l => Enumerable.Range(0, cfg.NHeads).Select(h => $"{l}.{h}")).ToArray();
+    const string Meaning = "0 = corrupted, 1 = clean";
+
+    if (perPosition)
+    {
+        var kinds = new List<PatchKind> { PatchKind.ResidPre, PatchKind.AttnOut };
+        if (cfg.Mlp != MlpKind.None) kinds.Add(PatchKind.MlpOut);
+        foreach (var kind in kinds)
+        {
+            var m = new double[cfg.NLayers, positions];
+            for (int l = 0; l < cfg.NLayers; l++)
+                for (int p = 0; p < positions; p++) m[l, p] = value[new PatchSite(kind, l, -1, p)];
+            string name = PatchSite.Name(kind);
+            context.SaveFigure($"patch_{name}.png",
+                Figures.Matrix(m, $"Patching {name} per layer and position ({Meaning})", "position: clean token / corrupted token", "layer", layers, labels, "restored", min: Scale(m).Min, max: Scale(m).Max),
+                $"Normalised metric with blocks.{{layer}}.hook_{name} at one position patched from the clean into the corrupted run; token labels of the first sequence (clean/corrupted where they differ).",
+                wide, Math.Max(400, 60 * cfg.NLayers + 300));
+        }
+        var hp = new double[heads.Length, positions];
+        for (int i = 0; i < heads.Length; i++)
+            for (int p = 0; p < positions; p++) hp[i, p] = value[PatchSite.HeadOut(i / cfg.NHeads, i % cfg.NHeads, p)];
+        context.SaveFigure("patch_head_out_by_position.png",
+            Figures.Matrix(hp, $"Patching one head's output at one position ({Meaning})", "position: clean token / corrupted token", "head (layer.head)", heads, labels, "restored", min: Scale(hp).Min, max: Scale(hp).Max),
+            "Normalised metric with one head's hook_z at one position patched from the clean into the corrupted run.",
+            wide, Math.Max(400, 22 * heads.Length + 300));
+    }
+    foreach (var (kind, title) in new[] { (PatchKind.HeadOut, "output (hook_z)"), (PatchKind.HeadPattern, "attention pattern") })
+    {
+        var m = new double[cfg.NLayers, cfg.NHeads];
+        for (int l = 0; l < cfg.NLayers; l++)
+            for (int h = 0; h < cfg.NHeads; h++) m[l, h] = value[new PatchSite(kind, l, h)];
+        context.SaveFigure($"patch_{PatchSite.Name(kind)}.png",
+            Figures.LayerHead(m, $"Patching each head's {title}, all positions", "restored"),
+            $"Normalised metric with one head's {title} patched from the clean into the corrupted run at every position ({Meaning}; below 0 = worse than corrupted).",
+            Math.Max(700, 90 * cfg.NHeads + 200), Math.Max(350, 70 * cfg.NLayers + 150));
+    }
+}
+
+// "position:token" labels, "position:clean/corrupted" where the two runs differ.
+static string[] Labels(LoadedModel loaded, Tensor clean, Tensor corrupted)
+{
+    string[] Text(Tensor t)
+    {
+        var ids = t.data<long>().Select(i => (int)i).ToArray();
+        return (loaded.Tokenizer?.ToStrTokens(ids) ?? ids.Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray())
+            .Select(s => s.Replace("\n", "\\n")).ToArray();
+    }
+    var a = Text(clean.cpu());
+    var b = Text(corrupted.cpu());
+    return a.Select((s, p) => s == b[p] ? $"{p}:{s}" : $"{p}:{s}/{b[p]}").ToArray();
+}
+
+/// <summary>Settings of activation_patching (--set key=value).</summary>
+sealed record ActivationPatchingSettings : RepeatedInputSettings
+{
+    [Description("Also patch each position on its own (resid_pre, attn_out, mlp_out, head_out).")]
+    public bool PerPosition { get; init; } = true;
+    [Description("The most sequences in one forward pass (patches run as batches of copies).")]
+    public int SequencesPerPass { get; init; } = 1024;
 }

@@ -1,27 +1,147 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // Direct logit attribution: the next-token logit on repeated random sequences split into what each embedding, head,
 // MLP and bias writes directly, per position — for the correct token and for the difference correct − current token.
 // The components sum to the model's logit; on the built-in model the induction head carries the repeated half.
 // Run: dotnet run experiments/head_attribution.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set process_weights=false]
 
+using System.ComponentModel;
+using Interp;
 using Interp.Analysis;
 using Interp.Experiments;
+using Interp.Loading;
+using Interp.Models;
+using Interp.Plots;
+using Interp.Results;
+using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new HeadAttributionExperiment(), args);
-#endif
-
-/// <summary>Direct logit attribution of every head of the built-in model, or of any model given with --model.</summary>
-sealed class HeadAttributionExperiment : IExperiment
+return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attribution", "Direct logit attribution: the next-token logit split into embeddings, every head, every MLP and the biases, per position"), async (context, settings, ct) =>
 {
-    public string Name => "head_attribution";
-    public string Description => "Direct logit attribution: the next-token logit split into embeddings, every head, every MLP and the biases, per position";
-    public bool UsesModel => true;
+    var loaded = context.Model;
+    var model = loaded.Model;
+    var cfg = model.Config;
+    using var scope = NewDisposeScope();
+    using var _ = no_grad();
+    if (settings.ProcessWeights)
+        context.ProcessWeights(model, "the attributed logits are centred over the vocabulary.");
 
-    public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
-        HeadAttributionStudy.RunAsync(context, context.Model, new HeadAttributionStudy.Settings
+    context.ReportProgress("scoring heads", 0.1);
+    var input = settings.Input(cfg).Draw(loaded, context.Seed);
+    var tokens = input.Tokens;
+    var halves = RepeatedHalves.Of(input);
+    var scores = HeadDetection.Score(model, tokens, input.Half, ct);
+    ct.ThrowIfCancellationRequested();
+
+    context.ReportProgress("attributing logits", 0.3);
+    var (logits, cache) = model.RunWithCache(tokens, HeadAttribution.CacheFilter);
+    LogitAttribution correct, diff;
+    using (cache)
+    {
+        correct = HeadAttribution.NextToken(model, cache, logits, tokens);
+        diff = HeadAttribution.NextToken(model, cache, logits, tokens, wrong: tokens[.., ..^1]);
+    }
+    double maxError = new[] { correct, diff }.Max(a => (a.Total() - a.Logit).abs().max().item<double>());
+
+    var rows = new ParquetColumns();
+    foreach (var (target, attribution) in new[] { ("correct_token", correct), ("logit_diff", diff) })
+    {
+        var mean = TensorData.ToMatrix(attribution.Values.mean([1]));                   // [component, position]
+        var logit = TensorData.ToVector(attribution.Logit.mean([0]));                   // [position]
+        for (int p = 0; p < logit.Length; p++)
         {
-            Input = RepeatedSequenceSettings.FromOptions(context),
-            ProcessWeights = context.Option("process_weights", "true") != "false",
-        }, cancellationToken);
+            for (int c = 0; c < attribution.Components.Count; c++)
+            {
+                var component = attribution.Components[c];
+                rows.Row(("position", p), ("component", component.Name), ("layer", component.Layer), ("head", component.Head),
+                    ("target", target), ("value", mean[c, p]));
+            }
+            rows.Row(("position", p), ("component", "logit"), ("layer", -1), ("head", -1), ("target", target), ("value", logit[p]));
+        }
+    }
+    await context.WriteTableAsync("head_attribution.parquet", rows.ToTable(),
+        "direct logit attribution per residual position (which predicts the token at position + 1) and component, mean over the batch; " +
+        "component 'logit' is the model's own logit (correct_token) or logit difference correct − current token (logit_diff), the sum of the others", ct);
+
+    context.ReportProgress("figures", 0.8);
+    Summarise(context, cfg, scores, correct, diff, halves, maxError, settings.Batch, input.Half);
+    DrawFigures(context, cfg, correct, diff, halves, input);
+    context.ReportProgress("done", 1.0);
+});
+
+
+
+static void Summarise(ExperimentContext context, ModelConfig cfg, HeadScores scores, LogitAttribution correct, LogitAttribution diff,
+    RepeatedHalves halves, double maxError, int batch, int half)
+{
+    var induction = scores.Best(HeadScoreKind.Induction);
+    var map = correct.HeadMap(cfg, halves.Repeated);
+    var ranked = Enumerable.Range(0, cfg.NLayers).SelectMany(l => Enumerable.Range(0, cfg.NHeads).Select(h => (l, h, v: map[l, h])))
+        .OrderByDescending(x => x.v).ToArray();
+    var top = ranked[0];
+    int inductionRank = Array.FindIndex(ranked, x => x.l == induction.Layer && x.h == induction.Head) + 1;
+    var meanRepeated = correct.Mean(halves.Repeated);
+    double logitRepeated = Mean(correct.Logit, halves.Repeated), logitFirst = Mean(correct.Logit, halves.First);
+
+    context.AddNumber("top_head_layer", top.l, "layer of the head with the largest mean direct attribution to the correct token on the repeated half", "0");
+    context.AddNumber("top_head", top.h, "index of that head", "0");
+    context.AddNumber("top_head_attribution", top.v, $"mean direct logit attribution of head {top.l}.{top.h} to the correct token on the repeated half");
+    context.AddNumber("induction_head_layer", induction.Layer, "layer of the head with the highest induction score (found by behaviour)", "0");
+    context.AddNumber("induction_head", induction.Head, "index of that head", "0");
+    context.AddNumber("induction_score", induction.Score, $"induction score of head {induction.Layer}.{induction.Head}");
+    context.AddNumber("induction_head_attribution", map[induction.Layer, induction.Head], $"mean direct attribution of head {induction.Layer}.{induction.Head} on the repeated half");
+    context.AddNumber("induction_head_attribution_rank", inductionRank, "rank of the induction head among all heads by that attribution (1 = largest)", "0");
+    context.AddNumber("logit_repeated_half", logitRepeated, "mean logit of the correct token on the repeated half");
+    context.AddNumber("logit_first_half", logitFirst, "mean logit of the correct token on the first (random) half");
+    context.AddNumber("logit_diff_repeated_half", Mean(diff.Logit, halves.Repeated), "mean logit difference correct − current token on the repeated half");
+    context.AddNumber("max_sum_error", maxError, "largest |sum of components − model logit| over every sequence, position and target (the identity)", "0.0e+0");
+
+    var strongest = Enumerable.Range(0, correct.Components.Count).OrderByDescending(c => Math.Abs(meanRepeated[c])).Take(5)
+        .Select(c => $"{correct.Components[c].Label} {meanRepeated[c]:+0.00;−0.00}");
+    context.AddText($"**Direct logit attribution** on {batch} sequences of {half} random tokens repeated once. On the repeated half the correct " +
+                    $"token's logit averages {logitRepeated:0.00} (first half: {logitFirst:0.00}); the head that writes most of it directly is " +
+                    $"**{top.l}.{top.h}** ({top.v:0.00}). The induction head found by behaviour, {induction.Layer}.{induction.Head} (induction score " +
+                    $"{induction.Score:0.00}), ranks **{inductionRank}** of {cfg.NLayers * cfg.NHeads} heads. Largest components: {string.Join(", ", strongest)}. " +
+                    $"The components sum to the model's logit within {maxError:0.0e+0}.");
+}
+
+static void DrawFigures(ExperimentContext context, ModelConfig cfg, LogitAttribution correct, LogitAttribution diff, RepeatedHalves halves, RepeatedTokens input)
+{
+    int width = Math.Max(600, 90 * cfg.NHeads + 200), height = Math.Max(300, 70 * cfg.NLayers + 150);
+    context.SaveFigure("head_attribution_repeated.png",
+        Figures.LayerHead(correct.HeadMap(cfg, halves.Repeated), "Direct attribution, correct token (repeated half)", "logit"),
+        "Mean direct contribution of each head (layer × head) to the correct next token's logit on the repeated half, where an induction head can predict it.",
+        width, height);
+    context.SaveFigure("head_attribution_first_half.png",
+        Figures.LayerHead(correct.HeadMap(cfg, halves.First), "Direct attribution, correct token (first half)", "logit"),
+        "The same on the first (random, unpredictable) half, for contrast.", width, height);
+    context.SaveFigure("head_attribution_logit_diff.png",
+        Figures.LayerHead(diff.HeadMap(cfg, halves.Repeated), "Direct attribution, correct − current (repeated half)", "logit difference"),
+        "Mean direct contribution of each head to the logit difference between the correct next token and the current token on the repeated half.",
+        width, height);
+
+    // Components along the positions: the eight largest on average, and the model's logit (their sum with the rest).
+    var mean = TensorData.ToMatrix(correct.Values.mean([1]));                           // [component, position]
+    int positions = mean.GetLength(1);
+    var strongest = Enumerable.Range(0, correct.Components.Count)
+        .OrderByDescending(c => Enumerable.Range(0, positions).Average(p => Math.Abs(mean[c, p]))).Take(8).OrderBy(c => c).ToArray();
+    var xs = Enumerable.Range(0, positions).Select(p => (double)p).ToArray();
+    var series = strongest.Select(c => (correct.Components[c].Label, Enumerable.Range(0, positions).Select(p => mean[c, p]).ToArray()))
+        .Append(("logit (sum of all)", TensorData.ToVector(correct.Logit.mean([0])))).ToArray();
+    var plot = Figures.Lines("Direct attribution to the correct next token by position", "position (predicts the token at position + 1)", "mean logit contribution", xs, series);
+    plot.Add.VerticalLine(input.Prefix + input.Half - 0.5, 1, ScottPlot.Colors.Gray, ScottPlot.LinePattern.Dashed);
+    context.SaveFigure("components_by_position.png", plot,
+        $"Mean direct contribution of the {strongest.Length} largest components at each position (dashed: the second copy starts).",
+        1100, 600);
+}
+
+static double Mean(Tensor values, int[] positions)
+{
+    using var scope = NewDisposeScope();
+    return values.index_select(1, tensor(positions.Select(p => (long)p).ToArray(), device: values.device)).mean().item<double>();
+}
+
+/// <summary>Settings of head_attribution (--set key=value).</summary>
+sealed record HeadAttributionSettings : RepeatedInputSettings
+{
+    [Description("Process the weights first (fold LN, centre writing weights and unembedding, fold value biases), as TransformerLens's from_pretrained does: the attributed logit is then the centred one.")]
+    public bool ProcessWeights { get; init; } = true;
 }

@@ -1,8 +1,10 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // The classic teaching example of self-attention: with Q = K = V = the input embeddings (no learned weights),
 // the same word "mouse" comes out different in two sentences, because it averages in its context.
 // Run: dotnet run experiments/mouse_context.cs [-- --out DIR]
 
+using System.ComponentModel;
+using Interp;
 using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
@@ -10,17 +12,12 @@ using ScottPlot;
 using TorchSharp;
 using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new MouseContextExperiment(), args);
-#endif
+return await Experiment.RunAsync<MouseContextSettings>(args, new("mouse_context", "Self-attention with Q = K = V = embeddings moves 'mouse' toward animal or tech by context", UsesModel: false),
+    (context, settings, ct) => new MouseContextExperiment().RunAsync(context, ct));
 
 /// <summary>Self-attention with Q = K = V = X on two sentences that share the word "mouse".</summary>
-sealed class MouseContextExperiment : IExperiment
+sealed class MouseContextExperiment
 {
-    public string Name => "mouse_context";
-    public string Description => "Self-attention with Q = K = V = embeddings moves 'mouse' toward animal or tech by context";
-    public bool UsesModel => false;
-
     // Hand-built embeddings: dimension 0 = animal, 1 = tech, 2 = everything else (function words).
     private static readonly Dictionary<string, float[]> Embeddings = new()
     {
@@ -90,4 +87,10 @@ sealed class MouseContextExperiment : IExperiment
                         "all words, weighted by the softmax of their dot products with it. 'mouse' is as much animal as tech on input; " +
                         "its neighbours decide which way its output leans.");
     }
+}
+
+/// <summary>Settings of mouse_context (--set key=value).</summary>
+sealed record MouseContextSettings
+{
+
 }

@@ -1,8 +1,10 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // The original Transformer's sinusoidal position table, PE(pos, 2i) = sin(pos/10000^(2i/D)),
 // PE(pos, 2i+1) = cos(pos/10000^(2i/D)), and how similar positions are to each other under it.
 // Run: dotnet run experiments/positional_encoding.cs [-- --set positions=64 --set d_model=128]
 
+using System.ComponentModel;
+using Interp;
 using Interp.Experiments;
 using Interp.Models;
 using Interp.Plots;
@@ -10,20 +12,15 @@ using Interp.Results;
 using TorchSharp;
 using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new PositionalEncodingExperiment(), args);
-#endif
+return await Experiment.RunAsync<PositionalEncodingSettings>(args, new("positional_encoding", "The sinusoidal position table and the similarity between positions", UsesModel: false),
+    (context, settings, ct) => new PositionalEncodingExperiment(settings).RunAsync(context, ct));
 
 /// <summary>The sinusoidal position table as a heatmap, and the dot-product similarity between positions.</summary>
-sealed class PositionalEncodingExperiment : IExperiment
+sealed class PositionalEncodingExperiment(PositionalEncodingSettings settings)
 {
-    public string Name => "positional_encoding";
-    public string Description => "The sinusoidal position table and the similarity between positions";
-    public bool UsesModel => false;
-
     public async Task RunAsync(ExperimentContext context, CancellationToken cancellationToken)
     {
-        int positions = context.IntOption("positions", 64), dModel = context.IntOption("d_model", 128);
+        int positions = settings.Positions, dModel = settings.DModel;
         if (positions < 2 || dModel < 2 || dModel % 2 != 0 || positions * dModel > 1 << 24)
             throw new Interp.InterpException($"positions ({positions}) must be ≥ 2 and d_model ({dModel}) even and ≥ 2, at most 16 M entries in all");
         using var scope = NewDisposeScope();
@@ -58,4 +55,13 @@ sealed class PositionalEncodingExperiment : IExperiment
         double spread = Enumerable.Range(0, positions - 1).Max(p => Math.Abs(sim[p, p + 1] - byDistance[1]));
         context.AddNumber("shift_invariance_error", spread, "largest deviation of sim(p, p+1) from its mean over p (0 = depends only on distance)", "0.0e0");
     }
+}
+
+/// <summary>Settings of positional_encoding (--set key=value).</summary>
+sealed record PositionalEncodingSettings
+{
+    [Description("positions in the table")]
+    public int Positions { get; init; } = 64;
+    [Description("dimensions of the table (even)")]
+    public int DModel { get; init; } = 128;
 }

@@ -1,4 +1,4 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // Attention step by step on "The car is red": learn small W_Q, W_K, W_V (AdamW, ~100 steps) so that
 // "is" and "red" look at "car" and read its embedding, then print and plot every stage: Q, K, V, scores, scaled scores, softmax weights,
 // and the weighted values.
@@ -6,6 +6,7 @@
 
 using System.Globalization;
 using System.Text;
+using System.ComponentModel;
 using Interp.Experiments;
 using Interp.Plots;
 using Interp.Results;
@@ -14,17 +15,12 @@ using Interp;
 using TorchSharp;
 using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new QkvWalkthroughExperiment(), args);
-#endif
+return await Experiment.RunAsync<QkvWalkthroughSettings>(args, new("qkv_walkthrough", "\"The car is red\": learned W_Q, W_K, W_V and every stage of attention, step by step", UsesModel: false),
+    (context, settings, ct) => new QkvWalkthroughExperiment(settings).RunAsync(context, ct));
 
 /// <summary>One causal attention head on "The car is red", learned and then taken apart stage by stage.</summary>
-sealed class QkvWalkthroughExperiment : IExperiment
+sealed class QkvWalkthroughExperiment(QkvWalkthroughSettings settings)
 {
-    public string Name => "qkv_walkthrough";
-    public string Description => "\"The car is red\": learned W_Q, W_K, W_V and every stage of attention, step by step";
-    public bool UsesModel => false;
-
     private static readonly string[] Words = ["The", "car", "is", "red"];
     // Which earlier word each word should read (a causal head can only look back): the noun, once there is one.
     private static readonly int[] Target = [0, 0, 1, 1];
@@ -32,7 +28,7 @@ sealed class QkvWalkthroughExperiment : IExperiment
 
     public async Task RunAsync(ExperimentContext context, CancellationToken cancellationToken)
     {
-        int steps = context.IntOption("steps", 100);
+        int steps = settings.Steps;
         using var scope = NewDisposeScope();
         var generator = new Generator((ulong)context.Seed);
         // Hand-picked embeddings: determiner, noun, verb, adjective; a little overlap so the task is not trivial.
@@ -124,4 +120,11 @@ static class StageLog
             string.Join("  ", Enumerable.Range(0, m.GetLength(1)).Select(c => double.IsFinite(m[r, c]) ? m[r, c].ToString("+0.000;-0.000", CultureInfo.InvariantCulture) : "  -inf")));
         Microsoft.Extensions.Logging.LoggerExtensions.LogInformation(logger, "{Stage}:\n  {Rows}", name, string.Join("\n  ", lines));
     }
+}
+
+/// <summary>Settings of qkv_walkthrough (--set key=value).</summary>
+sealed record QkvWalkthroughSettings
+{
+    [Description("training steps of the one-head model")]
+    public int Steps { get; init; } = 100;
 }

@@ -1,27 +1,186 @@
-#:project ../src/Interp.Cli/Interp.Cli.csproj
+#:project ../src/Interp.Run/Interp.Run.csproj
 // What every component writes into the residual stream (norm, cosine with the stream it joins, projection on the
 // correct next token's unembedding), and the logit lens: the stream after each layer decoded through the final norm
 // and unembedding — probability and rank of the correct next token per layer and position.
 // Run: dotnet run experiments/residual_writes.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set process_weights=false]
 
+using System.ComponentModel;
+using Interp;
 using Interp.Analysis;
 using Interp.Experiments;
+using Interp.Hooks;
+using Interp.Loading;
+using Interp.Models;
+using Interp.Plots;
+using Interp.Results;
+using static TorchSharp.torch;
 
-#if !INTERP_CLI
-return await Interp.Cli.CliApp.RunScriptAsync(new ResidualWritesExperiment(), args);
-#endif
-
-/// <summary>Residual writes and the logit lens on the built-in model, or on any model given with --model.</summary>
-sealed class ResidualWritesExperiment : IExperiment
+return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_writes", "Residual-stream writes per layer and component (norm, cosine, projection) and the logit lens per layer"), async (context, settings, ct) =>
 {
-    public string Name => "residual_writes";
-    public string Description => "Residual-stream writes per layer and component (norm, cosine, projection) and the logit lens per layer";
-    public bool UsesModel => true;
+    var loaded = context.Model;
+    var model = loaded.Model;
+    var cfg = model.Config;
+    using var scope = NewDisposeScope();
+    using var _ = no_grad();
+    if (settings.ProcessWeights)
+        context.ProcessWeights(model, "the final norm's gain is folded into W_U and the unembedding is centred, so W_U[:, t] " +
+                                               "is the direction that raises token t's logit relative to the others.");
 
-    public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) =>
-        ResidualWritesStudy.RunAsync(context, context.Model, new ResidualWritesStudy.Settings
+    context.ReportProgress("running the model", 0.1);
+    var input = settings.Input(cfg).Draw(loaded, context.Seed);
+    var tokens = input.Tokens;
+    var halves = RepeatedHalves.Of(input);
+    var scores = HeadDetection.Score(model, tokens, input.Half, ct);
+    var (logits, cache) = model.RunWithCache(tokens, n => ResidualWrites.CacheFilter(n) || LogitLens.CacheFilter(n));
+    IReadOnlyList<ResidualWrite> writes;
+    LogitLensResult lens;
+    using (cache)
+    {
+        writes = ResidualWrites.Measure(model, cache, ResidualWrites.UnembedDirections(model, tokens[.., 1..]));
+        lens = LogitLens.NextToken(model, cache, tokens);
+    }
+    ct.ThrowIfCancellationRequested();
+
+    context.ReportProgress("tables", 0.5);
+    var writeRows = new ParquetColumns();
+    foreach (var w in writes)
+        foreach (var (metric, values) in new[] { ("norm", w.Norm), ("cosine", w.Cosine), ("projection", w.Projection) })
         {
-            Input = RepeatedSequenceSettings.FromOptions(context),
-            ProcessWeights = context.Option("process_weights", "true") != "false",
-        }, cancellationToken);
+            if (values is null) continue;
+            var mean = TensorData.ToVector(values.mean([0]));
+            for (int p = 0; p < mean.Length; p++)
+                writeRows.Row(("layer", w.Component.Layer), ("component", w.Component.Name), ("head", w.Component.Head),
+                    ("position", p), ("metric", metric), ("value", mean[p]));
+        }
+    await context.WriteTableAsync("residual_writes.parquet", writeRows.ToTable(),
+        "each component's write into the residual stream per position, mean over the batch: norm, cosine with the stream it is added to, " +
+        "projection on the unit unembedding direction of the next token", ct);
+
+    var lensRows = new ParquetColumns();
+    foreach (var (metric, values) in new[] { ("probability", lens.Probability), ("rank", lens.Rank), ("logit", lens.Logit) })
+    {
+        var mean = TensorData.ToMatrix(values.mean([1]));                                  // [layer, position]
+        for (int l = 0; l < mean.GetLength(0); l++)
+            for (int p = 0; p < mean.GetLength(1); p++)
+                lensRows.Row(("layer", lens.Layers[l].Layer), ("position", p), ("metric", metric), ("value", mean[l, p]));
+    }
+    await context.WriteTableAsync("logit_lens.parquet", lensRows.ToTable(),
+        "logit lens: the stream entering block 'layer' (layer n_layers = the final stream) through the final norm and unembedding; " +
+        "probability, rank (1 = top) and logit of the next token per position, mean over the batch", ct);
+
+    // The identity: at the final stream the lens is the model.
+    double lensError;
+    using (NewDisposeScope())
+    {
+        var own = logits[.., ..^1].softmax(-1).gather(-1, tokens[.., 1..].unsqueeze(-1)).squeeze(-1).to(ScalarType.Float64);
+        lensError = (lens.Probability[^1] - own).abs().max().item<double>();
+    }
+
+    context.ReportProgress("figures", 0.8);
+    Summarise(context, cfg, scores, writes, lens, halves, lensError);
+    DrawFigures(context, cfg, writes, lens, halves);
+    context.ReportProgress("done", 1.0);
+});
+
+static double Mean(Tensor values, int[] positions)
+{
+    using var scope = NewDisposeScope();
+    return values.index_select(-1, tensor(positions.Select(p => (long)p).ToArray(), device: values.device)).mean().item<double>();
+}
+
+static void Summarise(ExperimentContext context, ModelConfig cfg, HeadScores scores, IReadOnlyList<ResidualWrite> writes,
+    LogitLensResult lens, RepeatedHalves halves, double lensError)
+{
+    int last = lens.Layers.Count - 1;
+    double finalRepeated = Mean(lens.Probability[last], halves.Repeated);
+    double beforeRepeated = Mean(lens.Probability[last - 1], halves.Repeated);
+    double finalFirst = Mean(lens.Probability[last], halves.First);
+    double rankFinal = Mean(lens.Rank[last], halves.Repeated), rankBefore = Mean(lens.Rank[last - 1], halves.Repeated);
+    var heads = writes.Where(w => w.Component.Kind == ComponentKind.Head).ToArray();
+    var topProjection = heads.MaxBy(w => Mean(w.Projection!, halves.Repeated))!;
+    var induction = scores.Best(HeadScoreKind.Induction);
+    var inductionWrite = heads.Single(w => w.Component.Layer == induction.Layer && w.Component.Head == induction.Head);
+
+    context.AddNumber("lens_probability_final_repeated", finalRepeated, "logit lens at the final stream: mean probability of the correct token on the repeated half (= the model's)");
+    context.AddNumber("lens_probability_before_last_layer_repeated", beforeRepeated, $"the same read from the stream entering the last block ({lens.Layers[last - 1].Label})");
+    context.AddNumber("lens_probability_final_first_half", finalFirst, "final probability of the correct token on the first (random) half");
+    context.AddNumber("lens_rank_final_repeated", rankFinal, "mean rank (1 = top) of the correct token at the final stream, repeated half");
+    context.AddNumber("lens_rank_before_last_layer_repeated", rankBefore, $"the same from {lens.Layers[last - 1].Label}");
+    context.AddNumber("lens_final_max_abs_difference", lensError, "largest |lens probability at the final stream − model probability| (the identity; 0 = exact)", "0.0e+0");
+    context.AddNumber("top_projection_head_layer", topProjection.Component.Layer, "layer of the head whose write projects most on the correct token's unembedding (repeated half)", "0");
+    context.AddNumber("top_projection_head", topProjection.Component.Head, "index of that head", "0");
+    context.AddNumber("top_projection", Mean(topProjection.Projection!, halves.Repeated), $"mean projection of head {topProjection.Component.Label}'s write on the unit unembedding direction of the correct token (repeated half)");
+    context.AddNumber("induction_head_projection", Mean(inductionWrite.Projection!, halves.Repeated), $"the same for the induction head {induction.Layer}.{induction.Head} (found by behaviour)");
+    context.AddText($"**Logit lens.** Read through the final norm and unembedding, the stream entering the last block ({lens.Layers[last - 1].Label}) gives the " +
+                    $"correct token of the repeated half a mean probability of {beforeRepeated:0.000} (mean rank {rankBefore:0.0}); the final stream gives " +
+                    $"{finalRepeated:0.000} (rank {rankFinal:0.0}), against {finalFirst:0.000} on the random first half. At the final stream the lens equals the " +
+                    $"model (largest difference {lensError:0.0e+0}). **Writes.** Head {topProjection.Component.Layer}.{topProjection.Component.Head} writes most along the " +
+                    $"correct token's unembedding direction on the repeated half ({Mean(topProjection.Projection!, halves.Repeated):0.00}); the induction head " +
+                    $"{induction.Layer}.{induction.Head} (by behaviour) writes {Mean(inductionWrite.Projection!, halves.Repeated):0.00}.");
+}
+
+static void DrawFigures(ExperimentContext context, ModelConfig cfg, IReadOnlyList<ResidualWrite> writes, LogitLensResult lens, RepeatedHalves halves)
+{
+    // Stacked write norms: one bar for the embeddings, one per layer, split into heads and the MLP (repeated half).
+    var categories = new[] { "embed" }.Concat(Enumerable.Range(0, cfg.NLayers).Select(l => $"L{l}")).ToArray();
+    double NormOf(Func<ResidualComponent, bool> which, int category)
+    {
+        var w = writes.Where(x => which(x.Component) && (category == 0 ? x.Component.Layer == -1 : x.Component.Layer == category - 1)).ToArray();
+        return w.Length == 0 ? 0 : w.Sum(x => Mean(x.Norm, halves.Repeated));
+    }
+    var series = new List<(string, double[])>
+    {
+        ("token embedding", categories.Select((_, c) => NormOf(k => k.Kind == ComponentKind.Embed, c)).ToArray()),
+        ("position embedding", categories.Select((_, c) => NormOf(k => k.Kind == ComponentKind.PosEmbed, c)).ToArray()),
+    };
+    for (int h = 0; h < cfg.NHeads; h++)
+    {
+        int head = h;
+        series.Add(($"head {h}", categories.Select((_, c) => NormOf(k => k.Kind == ComponentKind.Head && k.Head == head, c)).ToArray()));
+    }
+    series.Add(("MLP", categories.Select((_, c) => NormOf(k => k.Kind == ComponentKind.MlpOut, c)).ToArray()));
+    context.SaveFigure("write_norms.png",
+        Figures.StackedBars("Norm of each component's write (repeated half)", "layer", "mean ‖write‖", categories, series),
+        "Mean norm of what each component adds to the residual stream on the repeated half, stacked per layer (heads without b_O; norms of parts, not of their sum).",
+        Math.Max(700, 90 * categories.Length + 300), 550);
+
+    // The lens per layer.
+    var xs = Enumerable.Range(0, lens.Layers.Count).Select(l => (double)l).ToArray();
+    double[] PerLayer(Tensor values, int[] positions) => Enumerable.Range(0, lens.Layers.Count).Select(l => Mean(values[l], positions)).ToArray();
+    var labels = lens.Layers.Select(l => l.Label).ToArray();
+    foreach (var (name, values, axis) in new[] { ("probability", lens.Probability, "mean probability of the correct token"), ("rank", lens.Rank, "mean rank of the correct token (1 = top)") })
+    {
+        var plot = Figures.Lines($"Logit lens: {name} of the correct next token per layer", "stream read (after that many blocks)", axis, xs,
+            ("repeated half", PerLayer(values, halves.Repeated)), ("first half (random)", PerLayer(values, halves.First)));
+        plot.Axes.Bottom.SetTicks(xs, labels);
+        context.SaveFigure($"logit_lens_{name}.png", plot,
+            $"The correct next token's {name} when the stream after each layer is decoded through the final norm and unembedding (final_post = the model's own).",
+            900, 550);
+    }
+    var heat = TensorData.ToMatrix(lens.Probability.mean([1]));                            // [layer, position]
+    context.SaveFigure("logit_lens_heatmap.png",
+        Figures.Matrix(heat, "Logit lens: probability of the correct next token", "position (predicts position + 1)", "stream", labels, null, "probability", min: 0, max: 1),
+        "Mean probability of the correct next token per stream (rows) and position (columns): the second copy lights up once the induction layer has written.",
+        1100, Math.Max(350, 60 * labels.Length + 200));
+
+    // Projections of each head's and MLP's write on the correct token's direction, first vs repeated half.
+    var parts = writes.Where(w => w.Component.Kind is ComponentKind.Head or ComponentKind.MlpOut or ComponentKind.Embed or ComponentKind.PosEmbed).ToArray();
+    var matrix = new double[parts.Length, 2];
+    for (int i = 0; i < parts.Length; i++)
+    {
+        matrix[i, 0] = Mean(parts[i].Projection!, halves.First);
+        matrix[i, 1] = Mean(parts[i].Projection!, halves.Repeated);
+    }
+    context.SaveFigure("write_projection.png",
+        Figures.Matrix(matrix, "Projection of each write on the correct token's unembedding", "half", "component",
+            parts.Select(p => p.Component.Label).ToArray(), ["first", "repeated"], "mean projection", annotate: true),
+        "Mean scalar projection of each component's write on the unit unembedding direction of the correct next token, on the first and repeated halves.",
+        600, Math.Max(400, 28 * parts.Length + 200));
+}
+
+/// <summary>Settings of residual_writes (--set key=value).</summary>
+sealed record ResidualWritesSettings : RepeatedInputSettings
+{
+    [Description("Process the weights first (as TransformerLens's from_pretrained), so that the unembedding direction includes the final norm's gain and is centred.")]
+    public bool ProcessWeights { get; init; } = true;
 }

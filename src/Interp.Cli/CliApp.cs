@@ -22,6 +22,9 @@ public static class CliApp
         NativeEnvironment.Apply();   // before anything loads libtorch
         using var host = BuildHost(output, error);
         var services = host.Services;
+        // `interp run NAME …`: everything after the name, --help included, belongs to the script.
+        if (args.Length >= 2 && args[0] == "run" && !args[1].StartsWith('-'))
+            return await services.GetRequiredService<RunCommand>().RunScriptAsync(args[1], args[2..], cancellationToken);
         var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")
         {
             services.GetRequiredService<InfoCommand>().Build(),
@@ -34,18 +37,6 @@ public static class CliApp
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
-    }
-
-    /// <summary>
-    /// Entry point of the scripts in <c>experiments/</c>: runs one experiment with <c>interp run</c>'s options
-    /// (<c>--model</c>, <c>--out</c>, <c>--seed</c>, <c>--set</c>) through the same host.
-    /// </summary>
-    public static async Task<int> RunScriptAsync(IExperiment experiment, string[] args)
-    {
-        NativeEnvironment.Apply();   // before anything loads libtorch
-        using var host = BuildHost(Console.Out, Console.Error);
-        var command = host.Services.GetRequiredService<RunCommand>().BuildForScript(experiment);
-        return await command.Parse(args).InvokeAsync(Invocation(Console.Out, Console.Error));
     }
 
     /// <summary>

@@ -1,21 +1,55 @@
-using System.Reflection;
-using Interp.Experiments;
+using System.Text.RegularExpressions;
 using Interp.Hooks;
 
 namespace Interp.Cli;
 
-/// <summary>The experiments <c>interp</c> knows: every <see cref="IExperiment"/> compiled into it (the scripts in <c>experiments/</c>).</summary>
+/// <summary>One experiment script: its name (the file name), where it is, and its one-line description.</summary>
+public sealed record ExperimentScript(string Name, string Path, string Description);
+
+/// <summary>
+/// The experiments <c>interp</c> knows: the scripts in the repository's <c>experiments/</c> folder (found from the current
+/// folder, then from the program's own folder upwards), each run as its own program. A path ending in <c>.cs</c> names
+/// any script, anywhere.
+/// </summary>
 public static class ExperimentCatalog
 {
-    /// <summary>All experiments, by name.</summary>
-    public static IReadOnlyList<IExperiment> All { get; } = typeof(ExperimentCatalog).Assembly.GetTypes()
-        .Where(t => typeof(IExperiment).IsAssignableFrom(t) && !t.IsAbstract && t.GetConstructor(Type.EmptyTypes) is not null)
-        .Select(t => (IExperiment)Activator.CreateInstance(t)!)
-        .OrderBy(e => e.Name, StringComparer.Ordinal)
-        .ToArray();
+    /// <summary>The <c>experiments/</c> folder, or null when neither the current folder nor the program's lies in a checkout.</summary>
+    public static string? Folder()
+    {
+        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                if (File.Exists(System.IO.Path.Combine(d.FullName, "Interp.sln")) && Directory.Exists(System.IO.Path.Combine(d.FullName, "experiments")))
+                    return System.IO.Path.Combine(d.FullName, "experiments");
+        return null;
+    }
 
-    /// <summary>The experiment called <paramref name="name"/>; an unknown name lists the closest.</summary>
-    public static IExperiment Find(string name) =>
-        All.FirstOrDefault(e => e.Name == name)
-        ?? throw new InterpException($"no experiment '{name}'. Did you mean: {string.Join(", ", NameSuggestions.Closest(name, All.Select(e => e.Name)))}? (`interp list` shows them all)");
+    /// <summary>Every script of <see cref="Folder"/>, by name.</summary>
+    public static IReadOnlyList<ExperimentScript> All() => Folder() is { } folder
+        ? Directory.GetFiles(folder, "*.cs").Order(StringComparer.Ordinal).Select(Describe).ToArray()
+        : [];
+
+    /// <summary>The script called <paramref name="nameOrPath"/>; an unknown name lists the closest.</summary>
+    /// <exception cref="InterpException">No such script.</exception>
+    public static ExperimentScript Find(string nameOrPath)
+    {
+        if (nameOrPath.EndsWith(".cs", StringComparison.Ordinal))
+            return File.Exists(nameOrPath) ? Describe(System.IO.Path.GetFullPath(nameOrPath)) : throw new InterpException($"no script {nameOrPath}");
+        var all = All();
+        if (all.Count == 0)
+            throw new InterpException($"no experiments folder found (looked for Interp.sln + experiments/ above {Environment.CurrentDirectory} and {AppContext.BaseDirectory}); run a script by path: interp run path/to/script.cs");
+        return all.FirstOrDefault(e => e.Name == nameOrPath)
+            ?? throw new InterpException($"no experiment '{nameOrPath}'. Did you mean: {string.Join(", ", NameSuggestions.Closest(nameOrPath, all.Select(e => e.Name)))}? (`interp list` shows them all)");
+    }
+
+    /// <summary>The description is the one the script gives <c>Experiment.RunAsync</c>, else its first comment line.</summary>
+    private static ExperimentScript Describe(string path)
+    {
+        string text = File.ReadAllText(path);
+        var declared = Declaration.Match(text);
+        string description = declared.Success ? Regex.Unescape(declared.Groups[1].Value)
+            : text.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("// ", StringComparison.Ordinal))?[3..] ?? "";
+        return new ExperimentScript(System.IO.Path.GetFileNameWithoutExtension(path), path, description);
+    }
+
+    private static readonly Regex Declaration = new(@"Experiment\.RunAsync<\w+>\(args, new\(""[^""]*"", ""((?:[^""\\]|\\.)*)""", RegexOptions.Singleline);
 }

@@ -1,6 +1,4 @@
-using Interp.Experiments;
 using Interp.Loading;
-using Interp.Training;
 
 namespace Interp.Analysis;
 
@@ -24,18 +22,4 @@ public sealed record RepeatedSequenceSettings
     /// <summary>The sequences for <paramref name="loaded"/>, seeded (<see cref="HeadDetection.RepeatedRandomTokens(LoadedModel, int, int, long, int?, int?, int?)"/>).</summary>
     public RepeatedTokens Draw(LoadedModel loaded, long seed) =>
         HeadDetection.RepeatedRandomTokens(loaded, Batch, Half, seed, FirstToken, Low, High);
-
-    /// <summary>
-    /// The settings an experiment was run with: options <c>batch</c> (default <paramref name="batch"/>), <c>half</c>
-    /// (24), <c>low</c> and <c>high</c>; the first token is the built-in model's BOS for the built-in model, otherwise
-    /// the tokenizer's.
-    /// </summary>
-    public static RepeatedSequenceSettings FromOptions(ExperimentContext context, int batch = 32) => new()
-    {
-        Batch = context.IntOption("batch", batch),
-        Half = context.IntOption("half", 24),
-        Low = context.Options.ContainsKey("low") ? context.IntOption("low", 0) : null,
-        High = context.Options.ContainsKey("high") ? context.IntOption("high", 0) : null,
-        FirstToken = InductionRecipe.FirstTokenFor(context.Model.Model.Config),
-    };
 }

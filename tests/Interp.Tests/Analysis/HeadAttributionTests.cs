@@ -89,7 +89,7 @@ public sealed class HeadAttributionTests
         var input = HeadDetection.RepeatedRandomTokens(loaded, 32, 24, seed: 11, InductionRecipe.FirstTokenFor(model.Config));
         var induction = HeadDetection.Score(model, input.Tokens, input.Half).Best(HeadScoreKind.Induction);
         var a = HeadAttribution.Run(model, input.Tokens);
-        var map = HeadAttributionStudy.HeadMap(a, model.Config, HeadAttributionStudy.Halves.Of(input).Repeated);
+        var map = a.HeadMap(model.Config, RepeatedHalves.Of(input).Repeated);
         var ranked = Enumerable.Range(0, 2).SelectMany(l => Enumerable.Range(0, 2).Select(h => (l, h))).OrderByDescending(x => map[x.l, x.h]).ToArray();
         Assert.Equal((induction.Layer, induction.Head), ranked[0]);
         Assert.True(map[induction.Layer, induction.Head] > 1.0, $"induction head attribution {map[induction.Layer, induction.Head]}");

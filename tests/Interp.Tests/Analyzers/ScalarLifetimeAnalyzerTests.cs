@@ -79,18 +79,23 @@ public sealed class ScalarLifetimeAnalyzerTests
     public void Source_of_src_and_experiments_has_no_unowned_scalar()
     {
         string root = ExperimentScriptTests.RepoRoot();
-        var references = PlatformReferences().Concat(AppReferences(except: ["Interp.dll", "Interp.Cli.dll", "Interp.Tests.dll"])).ToArray();
+        var references = PlatformReferences().Concat(AppReferences(except: ["Interp.dll", "Interp.Run.dll", "Interp.Cli.dll", "Interp.Tests.dll"])).ToArray();
         var core = Compile("Interp", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp")), references, []);
-        var cli = Compile("Interp.Cli", OutputKind.ConsoleApplication, SourceFiles(Path.Combine(root, "src", "Interp.Cli")).Concat(SourceFiles(Path.Combine(root, "experiments"))),
-            [.. references, core.ToMetadataReference()], ["INTERP_CLI"]);
-        foreach (var compilation in new[] { core, cli })
+        var run = Compile("Interp.Run", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp.Run")), [.. references, core.ToMetadataReference()], []);
+        var cli = Compile("Interp.Cli", OutputKind.ConsoleApplication, SourceFiles(Path.Combine(root, "src", "Interp.Cli")),
+            [.. references, core.ToMetadataReference(), run.ToMetadataReference()], []);
+        // Each script is its own program.
+        var scripts = Directory.GetFiles(Path.Combine(root, "experiments"), "*.cs").Select(f => Compile(Path.GetFileNameWithoutExtension(f), OutputKind.ConsoleApplication, [f],
+            [.. references, core.ToMetadataReference(), run.ToMetadataReference()], [])).ToArray();
+        foreach (var compilation in new[] { core, run, cli }.Concat(scripts))
         {
             var errors = compilation.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error).Take(5).ToArray();
             Assert.True(errors.Length == 0, $"{compilation.AssemblyName} does not compile in the test: {string.Join("; ", errors.Select(e => e.ToString()))}");
             var findings = Run(compilation);
             Assert.True(findings.Length == 0, $"{compilation.AssemblyName}: {findings.Length} unowned scalars, e.g. {string.Join("; ", findings.Take(5).Select(d => d.ToString()))}");
         }
-        Assert.True(core.SyntaxTrees.Count() > 50 && cli.SyntaxTrees.Count() > 20, "the source folders were not found");
+        Assert.True(scripts.Length >= 10 && run.SyntaxTrees.Count() > 20, "the script and run-layer folders were not found");
+        Assert.True(core.SyntaxTrees.Count() > 50, "the source folders were not found");
     }
 
     private static ImmutableArray<Diagnostic> Analyze(string statement)

@@ -15,6 +15,14 @@ public sealed class ExperimentScriptTests
         return (code, output.ToString(), error.ToString(), RunManifest.Load(dir));
     }
 
+    internal static async Task<(int Code, string Out, string Err)> RunRaw(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = await CliApp.RunAsync(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
     /// <summary>Every table the manifest lists is read back by ParquetSharp with the recorded row count and run_id.</summary>
     internal static void AssertArtifactsComplete(string dir, RunManifest manifest)
     {
@@ -108,18 +116,50 @@ public sealed class ExperimentScriptTests
     [Fact]
     public async Task Unknown_experiment_and_bad_options_are_clear_errors()
     {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        Assert.Equal(1, await CliApp.RunAsync(["run", "mouse_contex"], output, error));
-        Assert.Contains("no experiment 'mouse_contex'. Did you mean: mouse_context", error.ToString());
+        var (code, _, err) = await RunRaw("run", "mouse_contex");
+        Assert.Equal(1, code);
+        Assert.Contains("no experiment 'mouse_contex'. Did you mean: mouse_context", err);
 
         using var tmp = new TempDir();
-        var (code, _, err, manifest) = await Run(tmp.Path, "run", "positional_encoding", "--set", "positions=many");
+        (code, _, err) = await RunRaw("run", "positional_encoding", "--out", tmp.Path, "--set", "positions=many");
         Assert.Equal(1, code);
-        Assert.Equal(RunStatus.Failed, manifest.Status);
-        Assert.Contains("option 'positions' must be an integer, got 'many'", manifest.Error);
-        Assert.Contains("option 'positions' must be an integer", err);
-        Assert.True(File.Exists(Path.Combine(tmp.Path, "report.md")));
+        Assert.Contains("positional_encoding: setting 'positions' = 'many': 'many' is not an integer (expected integer; default 64)", err);
+        Assert.False(File.Exists(Path.Combine(tmp.Path, "manifest.json")), "a run whose settings do not bind never starts");
+    }
+
+    [Fact]
+    public async Task An_unknown_setting_names_itself_and_lists_the_valid_ones_with_their_defaults()
+    {
+        using var tmp = new TempDir();
+        var (code, _, err) = await RunRaw("run", "ablation", "--out", tmp.Path, "--set", "bogus=1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("ablation: unknown setting 'bogus'", err);
+        foreach (var valid in new[] { "batch (32)", "half (24)", "low (none)", "high (none)", "metric (repeated_loss)", "positions (all)", "ablations_per_forward (none)", "prompts (none)" })
+            Assert.Contains(valid, err);
+        Assert.False(File.Exists(Path.Combine(tmp.Path, "manifest.json")));
+
+        // A near miss is suggested.
+        (code, _, err) = await RunRaw("run", "ablation", "--out", tmp.Path, "--set", "batchh=8");
+        Assert.NotEqual(0, code);
+        Assert.Contains("unknown setting 'batchh' (did you mean batch", err);
+    }
+
+    [Fact]
+    public async Task Help_of_an_experiment_lists_its_settings_with_defaults_and_the_manifest_records_them_bound()
+    {
+        var (code, output, err) = await RunRaw("run", "positional_encoding", "--help");
+        Assert.True(code == 0, err);
+        Assert.Contains("positions (64)", output);
+        Assert.Contains("d_model (128)", output);
+        Assert.Contains("dimensions of the table (even)", output);
+
+        using var tmp = new TempDir();
+        var (runCode, _, runErr, manifest) = await Run(tmp.Path, "run", "positional_encoding", "--set", "positions=16", "--set", "d_model=8");
+        Assert.True(runCode == 0, runErr);
+        // Typed values, defaults included: numbers as JSON numbers, not the strings given.
+        Assert.Equal(16, (int)manifest.Settings["positions"]!);
+        Assert.Equal(8, (int)manifest.Settings["d_model"]!);
+        Assert.Equal(System.Text.Json.JsonValueKind.Number, manifest.Settings["positions"]!.GetValueKind());
     }
 
     [Fact]

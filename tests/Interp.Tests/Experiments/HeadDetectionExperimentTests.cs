@@ -30,8 +30,9 @@ public sealed class HeadDetectionExperimentTests
     public async Task Bad_offsets_are_a_clear_error()
     {
         using var tmp = new TempDir();
-        var (code, _, _, manifest) = await ExperimentScriptTests.Run(tmp.Path, "run", "head_detection", "--set", "offsets=2,two");
+        var (code, _, err) = await ExperimentScriptTests.RunRaw("run", "head_detection", "--out", tmp.Path, "--set", "offsets=2,two");
         Assert.Equal(1, code);
-        Assert.Contains("option 'offsets' must be a comma-separated list of integers ≥ 0, got '2,two' ('two')", manifest.Error);
+        Assert.Contains("head_detection: setting 'offsets' = '2,two': 'two' is not an integer", err);
+        Assert.False(File.Exists(Path.Combine(tmp.Path, "manifest.json")), "a run whose settings do not bind never starts");
     }
 }

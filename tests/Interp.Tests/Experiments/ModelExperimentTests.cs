@@ -7,10 +7,10 @@ namespace Interp.Tests.Experiments;
 public sealed class ModelExperimentTests
 {
     [Fact]
-    public async Task Stories_model_scores_every_head_and_names_the_best_ones()
+    public async Task Induction_heads_on_stories260K_scores_every_head_and_names_the_best_ones()
     {
         using var tmp = new TempDir();
-        var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Path, "run", "stories_model", "--model", TestModels.StoriesBin, "--set", "batch=4", "--set", "half=8");
+        var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Path, "run", "induction_heads", "--model", TestModels.StoriesBin, "--set", "batch=4", "--set", "half=8");
         Assert.True(code == 0, err);
         ExperimentScriptTests.AssertArtifactsComplete(tmp.Path, manifest);
         Assert.Equal(TestModels.StoriesBin, manifest.Model!.Source);

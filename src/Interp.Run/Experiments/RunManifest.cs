@@ -46,8 +46,10 @@ public sealed class RunManifest
     public string? Error { get; set; }
     /// <summary>The model, when the experiment uses one.</summary>
     public ModelInfo? Model { get; set; }
-    /// <summary>Options the run was given.</summary>
+    /// <summary>How the run was started: the model path (or the built-in model) and the device.</summary>
     public Dictionary<string, string> Options { get; init; } = new();
+    /// <summary>The experiment's settings as bound (every setting, given or default, with its JSON type).</summary>
+    public System.Text.Json.Nodes.JsonObject Settings { get; init; } = new();
     /// <summary>Seed of every random draw in the run.</summary>
     public int Seed { get; init; }
     /// <summary>Versions of the toolkit and its engines.</summary>

@@ -1,6 +1,6 @@
-using Interp.Experiments;
 
-namespace Interp.Cli;
+
+namespace Interp.Experiments;
 
 /// <summary>
 /// Shows progress on stderr: a redrawn bar on a terminal, a line per 10 % otherwise (logs, CI), so long work is

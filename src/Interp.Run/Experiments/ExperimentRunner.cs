@@ -23,8 +23,8 @@ public sealed record ExperimentRunOptions
     public int Seed { get; init; }
     /// <summary>Device for the model.</summary>
     public string Device { get; init; } = "cpu";
-    /// <summary>Free-form options for the experiment (<c>--set key=value</c>).</summary>
-    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    /// <summary>The experiment's bound settings, recorded in the manifest (<see cref="ExperimentSettings.ToJson{T}"/>).</summary>
+    public System.Text.Json.Nodes.JsonObject? Settings { get; init; }
     /// <summary>Receives progress reports.</summary>
     public IProgress<ExperimentProgress>? Progress { get; init; }
 }
@@ -52,7 +52,8 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             Experiment = experiment.Name,
             Seed = options.Seed,
             Started = started,
-            Options = new Dictionary<string, string>(options.Options) { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
+            Settings = options.Settings?.DeepClone().AsObject() ?? new(),
+            Options = new Dictionary<string, string> { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
             Versions = Versions(),
             Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe(), ["torchsharp_library"] = NativeLoader.Outcome ?? "not loaded" },
         };

@@ -1,4 +1,5 @@
 using Interp.Loading;
+using Interp.Models;
 using Interp.Plots;
 using Interp.Results;
 using Microsoft.Extensions.Logging;
@@ -37,7 +38,7 @@ public sealed class ExperimentContext
     public string RunId => _manifest.RunId;
     /// <summary>The seed for every random draw.</summary>
     public int Seed => _manifest.Seed;
-    /// <summary>Options given to the run (from the command line or the script).</summary>
+    /// <summary>The model path (or "(built-in default)") and the device the run was started with.</summary>
     public IReadOnlyDictionary<string, string> Options => _manifest.Options;
     /// <summary>Logger.</summary>
     public ILogger Logger { get; }
@@ -61,15 +62,6 @@ public sealed class ExperimentContext
     }
 
     internal LoadedModel? LoadedModelOrNull => _model;
-
-    /// <summary>An option's value, or <paramref name="fallback"/>.</summary>
-    public string Option(string name, string fallback) => Options.TryGetValue(name, out var v) ? v : fallback;
-
-    /// <summary>An integer option, or <paramref name="fallback"/>; a malformed value is a clear error.</summary>
-    public int IntOption(string name, int fallback) =>
-        !Options.TryGetValue(name, out var v) ? fallback
-        : int.TryParse(v, out int i) ? i
-        : throw new InterpException($"option '{name}' must be an integer, got '{v}'");
 
     /// <summary>Writes a table (a <c>run_id</c> column is appended) and records it.</summary>
     public async Task WriteTableAsync(string fileName, ParquetTable table, string description, CancellationToken cancellationToken = default)
@@ -101,6 +93,17 @@ public sealed class ExperimentContext
 
     /// <summary>Adds a paragraph (Markdown) to the report.</summary>
     public void AddText(string markdown) => Report.Add(new ReportItem.Text(markdown));
+
+    /// <summary>
+    /// Processes <paramref name="model"/>'s weights as TransformerLens's <c>from_pretrained</c> does
+    /// (<see cref="WeightProcessingOptions.Default"/>) and adds a report line naming the steps actually applied (centring
+    /// the writing weights is skipped for RMSNorm models) and <paramref name="consequence"/>.
+    /// </summary>
+    public void ProcessWeights(HookedTransformer model, string consequence)
+    {
+        var applied = model.ProcessWeights(WeightProcessingOptions.Default);
+        AddText($"Weights processed as TransformerLens's `from_pretrained` does ({applied.Describe()}): {consequence}");
+    }
 
     /// <summary>Reports progress to whoever runs the experiment (a progress bar in the CLI).</summary>
     public void ReportProgress(string stage, double? fraction = null) => _progress?.Report(new ExperimentProgress(stage, fraction));
