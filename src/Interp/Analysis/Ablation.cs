@@ -161,7 +161,7 @@ public sealed record AblationResult(double MetricClean, double MetricAblated)
 
 /// <summary>
 /// Zero, mean and resample ablation of heads (their <c>hook_z</c> slice), attention layers (<c>hook_attn_out</c>) and
-/// MLP layers (<c>hook_mlp_out</c>), as hooks for <see cref="HookedTransformer.RunWithHooks"/> or
+/// MLP layers (<c>hook_mlp_out</c>), as hooks for <see cref="HookedTransformer.RunWithHooks(Tensor, ValueTuple{string, HookFunction}[])"/> or
 /// <see cref="HookedTransformer.Hooks"/>, and <see cref="Run(HookedTransformer, Tensor, IReadOnlyList{AblationTarget}, AblationKind, Metric, AblationReference?)"/>
 /// to measure a metric with and without. <see cref="AblationSweep"/> ablates many sites, one at a time, efficiently.
 /// Mean and resample ablation read an <see cref="AblationReference"/> (a reference batch and a seed).

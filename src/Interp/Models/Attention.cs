@@ -66,7 +66,15 @@ public sealed class Attention : Component
     }
 
     /// <summary>x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model].</summary>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, null);
+
+    /// <summary>
+    /// x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model], where no query attends to a key
+    /// that <paramref name="keyPadding"/> (bool [batch, pos], true at padding; null: none) marks. With right padding
+    /// and the causal mask a real query sees only real keys anyway, so real positions are unchanged; the padding mask
+    /// keeps padded queries (and any non-causal use) off the padding too.
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor? keyPadding)
     {
         long pos = x.shape[1];
         var q = _q.Run(Project(x, W_Q, b_Q));
@@ -86,7 +94,9 @@ public sealed class Attention : Component
         var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_sqrtHeadDim);
         // Built per call rather than stored: an n_ctx² table is prohibitive for long-context checkpoints.
         var mask = ones(pos, pos, dtype: ScalarType.Bool, device: x.device).triu(1); // true above the diagonal
-        scores = _scores.Run(scores.masked_fill_(mask, Scalars.NegativeInfinity));
+        scores = scores.masked_fill_(mask, Scalars.NegativeInfinity);
+        if (keyPadding is not null) scores = scores.masked_fill_(keyPadding.view(keyPadding.shape[0], 1, 1, pos), Scalars.NegativeInfinity);
+        scores = _scores.Run(scores);
         var pattern = _pattern.Run(scores.softmax(-1));
         var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
 

@@ -61,10 +61,16 @@ public sealed class TransformerBlock : Component
     }
 
     /// <summary>resid_pre [batch, pos, d_model] → resid_post [batch, pos, d_model].</summary>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, null);
+
+    /// <summary>
+    /// resid_pre [batch, pos, d_model] → resid_post [batch, pos, d_model], attention kept off the keys that
+    /// <paramref name="keyPadding"/> (bool [batch, pos], true at padding; null: none) marks.
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor? keyPadding)
     {
         var residPre = _residPre.Run(x);
-        var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre)));
+        var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), keyPadding));
         var residMid = residPre.add(attnOut, Scalars.One);
         return Mlp is null ? _residPost.Run(residMid) : ForwardFromMid(residMid);
     }
