@@ -12,7 +12,7 @@ namespace Interp.Models;
 /// [batch, pos, d_vocab], causal, float32 by default. Weights are registered under TransformerLens's names
 /// (<c>embed.W_E</c>, <c>blocks.0.attn.W_Q</c>, …); loading lives in <c>Interp.Loading</c>.
 /// </summary>
-public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
+public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
 {
     private readonly Dictionary<string, HookPoint> _hooks;
 
