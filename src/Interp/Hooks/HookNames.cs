@@ -58,6 +58,24 @@ public static class HookNames
     /// <summary>MLP post-activation, [batch, pos, d_mlp].</summary>
     public static string MlpPost(int layer) => $"blocks.{layer}.mlp.hook_post";
 
+    /// <summary>The layer of a per-layer hook name <c>blocks.{layer}.…</c>, or null for any other name.</summary>
+    public static int? LayerOf(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        const string blocks = "blocks.";
+        if (!name.StartsWith(blocks, StringComparison.Ordinal)) return null;
+        int dot = name.IndexOf('.', blocks.Length);
+        return dot > blocks.Length && int.TryParse(name.AsSpan(blocks.Length, dot - blocks.Length), System.Globalization.NumberStyles.None, null, out int layer)
+            ? layer : null;
+    }
+
+    /// <summary>
+    /// True when <paramref name="name"/> is the hook that <paramref name="perLayer"/> names for the name's own layer,
+    /// e.g. <c>HookNames.Is(name, HookNames.Pattern)</c> for every layer's <c>hook_pattern</c>: the way to filter hooks
+    /// by kind without spelling their names.
+    /// </summary>
+    public static bool Is(string name, Func<int, string> perLayer) => LayerOf(name) is int layer && name == perLayer(layer);
+
     /// <summary>The short names <see cref="ActName"/> expands.</summary>
     public static IReadOnlyList<string> ShortNames { get; } =
     [
