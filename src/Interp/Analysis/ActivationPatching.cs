@@ -283,9 +283,8 @@ public sealed class ActivationPatching : IDisposable
 
     /// <summary>The hooks a patch can read from the clean run.</summary>
     private static bool IsPatchable(string name) =>
-        name.EndsWith(".hook_resid_pre", StringComparison.Ordinal) || name.EndsWith(".hook_attn_out", StringComparison.Ordinal) ||
-        name.EndsWith(".hook_mlp_out", StringComparison.Ordinal) || name.EndsWith(".attn.hook_z", StringComparison.Ordinal) ||
-        name.EndsWith(".attn.hook_pattern", StringComparison.Ordinal);
+        HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.AttnOut) || HookNames.Is(name, HookNames.MlpOut) ||
+        HookNames.Is(name, HookNames.Z) || HookNames.Is(name, HookNames.Pattern);
 
     private static string Shape(Tensor t) => $"[{string.Join(", ", t.shape)}]";
 

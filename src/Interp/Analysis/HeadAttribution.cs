@@ -53,8 +53,8 @@ public static class HeadAttribution
     /// <summary>The hooks an attribution reads: embeddings, every head's result, MLP outputs, the final norm's scale.</summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed or HookNames.LnFinalScale
-        || name.EndsWith(".attn.hook_result", StringComparison.Ordinal)
-        || name.EndsWith(".hook_mlp_out", StringComparison.Ordinal);
+        || HookNames.Is(name, HookNames.Result)
+        || HookNames.Is(name, HookNames.MlpOut);
 
     /// <summary>
     /// The direct components of the final residual stream, [component, batch, pos, d_model]: <c>embed</c>,

@@ -34,11 +34,11 @@ public static class ResidualWrites
     /// <summary>The hooks <see cref="Measure"/> reads.</summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed
-        || name.EndsWith(".hook_resid_pre", StringComparison.Ordinal)
-        || name.EndsWith(".hook_resid_mid", StringComparison.Ordinal)
-        || name.EndsWith(".attn.hook_result", StringComparison.Ordinal)
-        || name.EndsWith(".hook_attn_out", StringComparison.Ordinal)
-        || name.EndsWith(".hook_mlp_out", StringComparison.Ordinal);
+        || HookNames.Is(name, HookNames.ResidPre)
+        || HookNames.Is(name, HookNames.ResidMid)
+        || HookNames.Is(name, HookNames.Result)
+        || HookNames.Is(name, HookNames.AttnOut)
+        || HookNames.Is(name, HookNames.MlpOut);
 
     /// <summary>
     /// The unembedding columns of <paramref name="tokens"/> [batch, n]: W_U[:, t] for each, [batch, n, d_model]

@@ -23,7 +23,7 @@ public static class FiniteCheck
     public static HookScope GuardFinite(this HookedTransformer model, Func<string, bool>? namesFilter = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        namesFilter ??= name => !name.EndsWith(".hook_result", StringComparison.Ordinal);
+        namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
         var hooks = model.HookPoints.Where(h => namesFilter(h.Name))
             .Select(h => (h.Name, (HookFunction)((activation, point) =>
             {
@@ -68,7 +68,7 @@ public static class FiniteCheck
         var finite = activation.isfinite();
         // Attention scores carry the causal mask as −Inf above the diagonal (key after query), and the padding mask as
         // −Inf in a padded key's whole column: neither is an error.
-        if (location.EndsWith(".hook_attn_scores", StringComparison.Ordinal) && activation.dim() >= 2)
+        if (HookNames.Is(location, HookNames.AttnScores) && activation.dim() >= 2)
         {
             long q = activation.shape[^2], k = activation.shape[^1];
             var masked = ones(q, k, dtype: ScalarType.Bool, device: activation.device).triu(1);

@@ -13,9 +13,16 @@ public static class HookNames
     /// <summary>Positional embedding added to the residual stream, [batch, pos, d_model].</summary>
     public const string PosEmbed = "hook_pos_embed";
     /// <summary>The final norm's scale, [batch, pos, one].</summary>
-    public const string LnFinalScale = "ln_final.hook_scale";
+    public const string LnFinalScale = "ln_final." + ScaleLeaf;
     /// <summary>The final norm's output, [batch, pos, d_model].</summary>
-    public const string LnFinalNormalized = "ln_final.hook_normalized";
+    public const string LnFinalNormalized = "ln_final." + NormalizedLeaf;
+
+    private const string ScaleLeaf = "hook_scale", NormalizedLeaf = "hook_normalized";
+
+    /// <summary>The scale hook of the norm at module path <paramref name="normPath"/> (<c>ln_final</c>, <c>blocks.0.ln1</c>), [batch, pos, one].</summary>
+    public static string ScaleOf(string normPath) => $"{normPath}.{ScaleLeaf}";
+    /// <summary>The output hook of the norm at module path <paramref name="normPath"/>, [batch, pos, d_model].</summary>
+    public static string NormalizedOf(string normPath) => $"{normPath}.{NormalizedLeaf}";
 
     /// <summary>Prefix of block <paramref name="layer"/>'s hooks: <c>blocks.{layer}.</c></summary>
     public static string Block(int layer) => $"blocks.{layer}.";
@@ -30,9 +37,9 @@ public static class HookNames
     /// <summary>MLP output written to the residual stream, [batch, pos, d_model].</summary>
     public static string MlpOut(int layer) => $"blocks.{layer}.hook_mlp_out";
     /// <summary>A norm's scale: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
-    public static string Scale(int layer, string norm) => $"blocks.{layer}.{norm}.hook_scale";
+    public static string Scale(int layer, string norm) => ScaleOf($"blocks.{layer}.{norm}");
     /// <summary>A norm's output: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
-    public static string Normalized(int layer, string norm) => $"blocks.{layer}.{norm}.hook_normalized";
+    public static string Normalized(int layer, string norm) => NormalizedOf($"blocks.{layer}.{norm}");
     /// <summary>Queries, [batch, pos, head_index, d_head].</summary>
     public static string Q(int layer) => Attn(layer, "hook_q");
     /// <summary>Keys, [batch, pos, kv_head_index, d_head].</summary>

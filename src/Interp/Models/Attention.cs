@@ -35,7 +35,7 @@ public sealed class Attention : Component
     public Tensor b_O { get; }
 
     /// <summary>Creates the attention layer of block <paramref name="layer"/>.</summary>
-    public Attention(ModelConfig cfg, int layer) : base("attn", $"blocks.{layer}.attn.")
+    public Attention(ModelConfig cfg, int layer) : base("attn", HookNames.Block(layer) + "attn.")
     {
         _cfg = cfg;
         _sqrtHeadDim = Math.Sqrt(cfg.HeadDim).ToScalar();
@@ -49,20 +49,20 @@ public sealed class Attention : Component
         b_V = Bias("b_V", cfg.UseBias, kv, e);
         b_O = Bias("b_O", cfg.UseBias, d);
 
-        _q = Hook("hook_q", "batch", "pos", "head_index", "d_head");
-        _k = Hook("hook_k", "batch", "pos", "kv_head_index", "d_head");
-        _v = Hook("hook_v", "batch", "pos", "kv_head_index", "d_head");
+        _q = Declare(HookNames.Q(layer), "batch", "pos", "head_index", "d_head");
+        _k = Declare(HookNames.K(layer), "batch", "pos", "kv_head_index", "d_head");
+        _v = Declare(HookNames.V(layer), "batch", "pos", "kv_head_index", "d_head");
         if (cfg.Positional == PositionalKind.Rotary)
         {
             _rotary = new Rotary(cfg);
             register_module("rotary", _rotary);
         }
-        _rotQ = _rotary is null ? null! : Hook("hook_rot_q", "batch", "pos", "head_index", "d_head");
-        _rotK = _rotary is null ? null! : Hook("hook_rot_k", "batch", "pos", "kv_head_index", "d_head");
-        _scores = Hook("hook_attn_scores", "batch", "head_index", "query_pos", "key_pos");
-        _pattern = Hook("hook_pattern", "batch", "head_index", "query_pos", "key_pos");
-        _z = Hook("hook_z", "batch", "pos", "head_index", "d_head");
-        _result = Hook("hook_result", "batch", "pos", "head_index", "d_model");
+        _rotQ = _rotary is null ? null! : Declare(HookNames.RotQ(layer), "batch", "pos", "head_index", "d_head");
+        _rotK = _rotary is null ? null! : Declare(HookNames.RotK(layer), "batch", "pos", "kv_head_index", "d_head");
+        _scores = Declare(HookNames.AttnScores(layer), "batch", "head_index", "query_pos", "key_pos");
+        _pattern = Declare(HookNames.Pattern(layer), "batch", "head_index", "query_pos", "key_pos");
+        _z = Declare(HookNames.Z(layer), "batch", "pos", "head_index", "d_head");
+        _result = Declare(HookNames.Result(layer), "batch", "pos", "head_index", "d_model");
     }
 
     /// <summary>x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model].</summary>

@@ -247,7 +247,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         var cache = new ActivationCache();
         try
         {
-            namesFilter ??= name => !name.EndsWith(".hook_result", StringComparison.Ordinal);
+            namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
             var hooks = HookPoints.Where(h => namesFilter(h.Name))
                 .Select(h => (h.Name, (HookFunction)((act, _) =>
                 {
