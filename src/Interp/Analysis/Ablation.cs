@@ -161,8 +161,8 @@ public sealed record AblationResult(double MetricClean, double MetricAblated)
 
 /// <summary>
 /// Zero, mean and resample ablation of heads (their <c>hook_z</c> slice), attention layers (<c>hook_attn_out</c>) and
-/// MLP layers (<c>hook_mlp_out</c>), as hooks for <see cref="HookedTransformer.RunWithHooks"/> or
-/// <see cref="HookedTransformer.Hooks"/>, and <see cref="Run(HookedTransformer, Tensor, IReadOnlyList{AblationTarget}, AblationKind, Metric, AblationReference?)"/>
+/// MLP layers (<c>hook_mlp_out</c>), as hooks for <see cref="HookedTransformer.RunWithHooks(Tensor, ValueTuple{string, HookFunction}[])"/> or
+/// <see cref="HookedTransformer.Hooks"/>, and <see cref="Run(HookedTransformer, Tensor, IReadOnlyList{AblationTarget}, AblationKind, Metric, AblationReference?, Tensor?)"/>
 /// to measure a metric with and without. <see cref="AblationSweep"/> ablates many sites, one at a time, efficiently.
 /// Mean and resample ablation read an <see cref="AblationReference"/> (a reference batch and a seed).
 /// </summary>
@@ -216,24 +216,32 @@ public static class Ablation
     /// <paramref name="metric"/> of both (means over the batch). Without a reference, mean and resample ablation use
     /// <paramref name="tokens"/> themselves as the reference batch (seed 0).
     /// </summary>
-    /// <exception cref="InterpException">A target does not exist in the model, or the reference does not fit.</exception>
-    public static AblationResult Run(HookedTransformer model, Tensor tokens, IReadOnlyList<AblationTarget> targets, AblationKind kind, Metric metric, AblationReference? reference = null)
+    /// <remarks>
+    /// A right-padded batch (prompts of different lengths) runs with its <paramref name="attentionMask"/> [batch, pos]
+    /// (1 at real tokens; see <see cref="HookedTransformer.forward(Tensor, Tensor?)"/>), and its own reference, when none
+    /// is given, uses real positions only. The metric then reads each sequence where it is real, e.g.
+    /// <see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/> at each prompt's last real token.
+    /// </remarks>
+    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, or the mask is invalid.</exception>
+    public static AblationResult Run(HookedTransformer model, Tensor tokens, IReadOnlyList<AblationTarget> targets, AblationKind kind, Metric metric, AblationReference? reference = null,
+        Tensor? attentionMask = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
-        using var own = reference is null && kind != AblationKind.Zero ? new AblationReference(model, tokens) : null;
+        using var own = reference is null && kind != AblationKind.Zero ? new AblationReference(model, tokens, attentionMask: attentionMask) : null;
         var hooks = Hooks(model, kind, reference ?? own, [.. targets]);
-        double clean = Metrics.Evaluate(metric, model.forward(tokens), tokens);
-        double ablated = Metrics.Evaluate(metric, model.RunWithHooks(tokens, hooks), tokens);
+        double clean = Metrics.Evaluate(metric, model.forward(tokens, attentionMask), tokens);
+        double ablated = Metrics.Evaluate(metric, model.RunWithHooks(tokens, attentionMask, hooks), tokens);
         return new AblationResult(clean, ablated);
     }
 
     /// <summary>
-    /// <see cref="Run(HookedTransformer, Tensor, IReadOnlyList{AblationTarget}, AblationKind, Metric, AblationReference?)"/> for one target.
+    /// <see cref="Run(HookedTransformer, Tensor, IReadOnlyList{AblationTarget}, AblationKind, Metric, AblationReference?, Tensor?)"/> for one target.
     /// </summary>
-    public static AblationResult Run(HookedTransformer model, Tensor tokens, AblationTarget target, AblationKind kind, Metric metric, AblationReference? reference = null) =>
-        Run(model, tokens, [target], kind, metric, reference);
+    public static AblationResult Run(HookedTransformer model, Tensor tokens, AblationTarget target, AblationKind kind, Metric metric, AblationReference? reference = null,
+        Tensor? attentionMask = null) =>
+        Run(model, tokens, [target], kind, metric, reference, attentionMask);
 
     /// <summary>Checks that mean/resample ablation have a reference of this model, and caches its activations at the targets' hooks.</summary>
     internal static void PrepareReference(HookedTransformer model, AblationKind kind, AblationReference? reference, IEnumerable<AblationTarget> targets)

@@ -15,20 +15,34 @@ namespace Interp.Analysis;
 /// site and every call with the same batch size, and, when the reference is the input batch itself, never a
 /// sequence's own activations (a single-sequence reference gives every sequence that one).</item>
 /// </list>
+/// A right-padded reference batch (given with its attention mask) uses real positions only: the mean at position p is
+/// over the sequences that have a real token there (0 where none has), and a resampled sequence that is padding at p
+/// gives the mean at p instead.
 /// </summary>
 public sealed class AblationReference : IDisposable
 {
     private readonly Dictionary<string, Tensor> _activations = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _means = new(StringComparer.Ordinal);
 
-    /// <summary>A reference batch of <paramref name="tokens"/> [R, pos] (or [pos]) for <paramref name="model"/>.</summary>
-    /// <exception cref="InterpException">The tokens are not valid for the model.</exception>
-    public AblationReference(HookedTransformer model, Tensor tokens, long seed = 0)
+    /// <summary>
+    /// A reference batch of <paramref name="tokens"/> [R, pos] (or [pos]) for <paramref name="model"/>, right-padded with
+    /// <paramref name="attentionMask"/> [R, pos] (1 at real tokens; null: no padding).
+    /// </summary>
+    /// <exception cref="InterpException">The tokens or the mask are not valid for the model.</exception>
+    public AblationReference(HookedTransformer model, Tensor tokens, long seed = 0, Tensor? attentionMask = null)
     {
         Model = model;
-        Tokens = model.ValidateTokens(tokens).clone().DetachFromDisposeScope();
+        using (NewDisposeScope())
+        {
+            var valid = model.ValidateTokens(tokens);
+            Padding = model.PaddingMask(attentionMask, valid.shape[0], valid.shape[1])?.clone().DetachFromDisposeScope();
+            Tokens = valid.clone().DetachFromDisposeScope();
+        }
         Seed = seed;
     }
+
+    /// <summary>Where the reference batch is padding, bool [R, pos_ref] (true at padding), or null when it has none.</summary>
+    public Tensor? Padding { get; }
 
     /// <summary>The model whose activations these are.</summary>
     public HookedTransformer Model { get; }
@@ -71,7 +85,18 @@ public sealed class AblationReference : IDisposable
         Prepare([hookName]);
         if (!_means.TryGetValue(hookName, out var mean))
         {
-            using (no_grad()) mean = _activations[hookName].mean([0], keepdim: true).DetachFromDisposeScope();
+            using (no_grad())
+            using (NewDisposeScope())
+            {
+                var activations = _activations[hookName];
+                if (Padding is null) mean = activations.mean([0], keepdim: true);
+                else
+                {
+                    var real = Broadcast(Padding.logical_not(), activations).to(activations.dtype);    // [R, pos_ref, 1, …]
+                    mean = (activations * real).sum([0], keepdim: true) / real.sum([0], keepdim: true).clamp_min(Scalars.One);
+                }
+                mean = mean.DetachFromDisposeScope();
+            }
             _means[hookName] = mean;
         }
         return mean.narrow(1, 0, pos);
@@ -88,8 +113,15 @@ public sealed class AblationReference : IDisposable
         Prepare([hookName]);
         var activations = _activations[hookName];
         var index = tensor(ResampleIndices(batch), device: activations.device);
-        return activations.index_select(0, index).narrow(1, 0, pos);
+        var resampled = activations.index_select(0, index);
+        if (Padding is not null)
+            resampled = where(Broadcast(Padding.index_select(0, index), resampled), Mean(hookName, Length), resampled);
+        return resampled.narrow(1, 0, pos);
     }
+
+    /// <summary>A [R, pos] mask viewed as [R, pos, 1, …] to broadcast against <paramref name="activations"/> [R, pos, …].</summary>
+    private static Tensor Broadcast(Tensor mask, Tensor activations) =>
+        mask.to(activations.device).view([.. mask.shape, .. Enumerable.Repeat(1L, (int)activations.dim() - 2)]);
 
     /// <summary>Computes, in one forward pass, the reference activations at every hook in <paramref name="hookNames"/> not cached yet.</summary>
     internal void Prepare(IEnumerable<string> hookNames)
@@ -100,7 +132,7 @@ public sealed class AblationReference : IDisposable
         foreach (var name in missing) Model.GetHookPoint(name);   // unknown names fail with suggestions
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var (logits, cache) = Model.RunWithCache(Tokens, missing.Contains);
+        var (logits, cache) = Model.RunWithCache(Tokens, Padding?.logical_not(), missing.Contains);
         using (cache)
             foreach (var name in missing) _activations[name] = cache[name].clone().DetachFromDisposeScope();
     }
@@ -122,5 +154,6 @@ public sealed class AblationReference : IDisposable
         _activations.Clear();
         _means.Clear();
         Tokens.Dispose();
+        Padding?.Dispose();
     }
 }

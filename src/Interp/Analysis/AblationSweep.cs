@@ -48,9 +48,16 @@ public static class AblationSweep
     /// <c>blocks.{l}.hook_resid_pre</c> of an ablated layer l acts twice (in the clean run whose resid_pre is cached, and
     /// again when the sweep resumes from it), so attach such interventions through the metric's run instead.
     /// </summary>
-    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, or the metric is not per sequence.</exception>
+    /// <remarks>
+    /// A right-padded batch runs with its <paramref name="attentionMask"/> [batch, pos] (1 at real tokens), in the clean
+    /// run and in every resumed pass; its own reference, when none is given, uses real positions only. The k ablations
+    /// of one pass call the metric once on the batch tiled k times (<c>tokens.repeat(k, 1)</c>: sequence r is sequence
+    /// r mod batch), which metrics that read per-sequence positions must allow, as
+    /// <see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/> does.
+    /// </remarks>
+    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, the mask is invalid, or the metric is not per sequence.</exception>
     public static IReadOnlyList<AblationRow> Run(HookedTransformer model, Tensor tokens, IReadOnlyList<AblationTarget> targets, AblationKind kind, Metric metric,
-        AblationReference? reference = null, AblationSweepOptions? options = null, CancellationToken cancellationToken = default)
+        AblationReference? reference = null, AblationSweepOptions? options = null, CancellationToken cancellationToken = default, Tensor? attentionMask = null)
     {
         options ??= new AblationSweepOptions();
         if (options.AblationsPerForward is < 1)
@@ -61,13 +68,14 @@ public static class AblationSweep
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
         long batch = tokens.shape[0], pos = tokens.shape[1];
-        using var own = reference is null && kind != AblationKind.Zero ? new AblationReference(model, tokens) : null;
+        var mask = model.PaddingMask(attentionMask, batch, pos)?.logical_not();     // null without padding: the unpadded passes exactly
+        using var own = reference is null && kind != AblationKind.Zero ? new AblationReference(model, tokens, attentionMask: mask) : null;
         reference ??= own;
         Ablation.PrepareReference(model, kind, reference, targets);
 
         var resumes = targets.Select(t => ResumeAfter(model, t)).ToArray();
         var cached = targets.Zip(resumes, (t, r) => r is null ? [HookNames.ResidPre(t.Layer)] : new[] { t.HookName, r }).SelectMany(n => n).ToHashSet();
-        var (logits, cache) = model.RunWithCache(tokens, cached.Contains);
+        var (logits, cache) = model.RunWithCache(tokens, mask, cached.Contains);
         using (cache)
         {
             double clean = Metrics.Evaluate(metric, logits, tokens);
@@ -80,8 +88,8 @@ public static class AblationSweep
                     cancellationToken.ThrowIfCancellationRequested();
                     var chunkTargets = chunk.Select(x => x.t).ToArray();
                     var values = group.Key.Resume is { } resume
-                        ? RunChunkAfter(model, cache, resume, tokens, chunkTargets, kind, metric, reference)
-                        : RunChunk(model, cache[HookNames.ResidPre(group.Key.Layer)], tokens, chunkTargets, kind, metric, reference);
+                        ? RunChunkAfter(model, cache, resume, tokens, mask, chunkTargets, kind, metric, reference)
+                        : RunChunk(model, cache[HookNames.ResidPre(group.Key.Layer)], tokens, mask, chunkTargets, kind, metric, reference);
                     for (int j = 0; j < chunk.Length; j++) ablated[chunk[j].i] = values[j];
                 }
             return targets.Select((t, i) => new AblationRow(t.Layer, t.Head, t.ComponentName, kind, t.PositionsName, clean, ablated[i])).ToArray();
@@ -106,7 +114,7 @@ public static class AblationSweep
     /// (attn_out = z·W_O + b_O, mlp_out), so copy i's residual after it is the clean one minus what ablation i removes,
     /// (activation − replacement)·mask_i (through W_O for heads); the rest of the model then runs on the k copies.
     /// </summary>
-    private static double[] RunChunkAfter(HookedTransformer model, ActivationCache cache, string resume, Tensor tokens, AblationTarget[] targets, AblationKind kind, Metric metric, AblationReference? reference)
+    private static double[] RunChunkAfter(HookedTransformer model, ActivationCache cache, string resume, Tensor tokens, Tensor? mask, AblationTarget[] targets, AblationKind kind, Metric metric, AblationReference? reference)
     {
         using var scope = NewDisposeScope();
         int k = targets.Length, layer = targets[0].Layer;
@@ -121,20 +129,22 @@ public static class AblationSweep
             ? Gemm.MatMul(removed.reshape(k * batch, pos, cfg.NHeads * cfg.HeadDim), model.Blocks[layer].Attn.W_O.reshape(-1, cfg.DModel))
             : removed.reshape(k * batch, pos, cfg.DModel);
         var residual = cache[resume].repeat(k, 1, 1) - delta;
-        var logits = resume == HookNames.ResidMid(layer) ? model.ForwardFromMid(layer, residual) : model.ForwardFrom(layer + 1, residual);
+        var copiesMask = mask?.repeat(k, 1);
+        var logits = resume == HookNames.ResidMid(layer) ? model.ForwardFromMid(layer, residual, copiesMask) : model.ForwardFrom(layer + 1, residual, copiesMask);
         return SplitMeans(metric, logits, tokens, k);
     }
 
     /// <summary>Every head of the model ablated alone (at <paramref name="positions"/>; null: all).</summary>
     public static IReadOnlyList<AblationRow> Heads(HookedTransformer model, Tensor tokens, AblationKind kind, Metric metric,
-        AblationReference? reference = null, IReadOnlyList<int>? positions = null, AblationSweepOptions? options = null, CancellationToken cancellationToken = default) =>
-        Run(model, tokens, AblationTarget.AllHeads(model.Config, positions), kind, metric, reference, options, cancellationToken);
+        AblationReference? reference = null, IReadOnlyList<int>? positions = null, AblationSweepOptions? options = null, CancellationToken cancellationToken = default,
+        Tensor? attentionMask = null) =>
+        Run(model, tokens, AblationTarget.AllHeads(model.Config, positions), kind, metric, reference, options, cancellationToken, attentionMask);
 
     /// <summary>
     /// k ablations of one layer in one pass: resid_pre [B, pos, d_model] replicated k times, copy i ablated at
     /// <paramref name="targets"/>[i], blocks layer… run, the metric's per-sequence values averaged per copy.
     /// </summary>
-    private static double[] RunChunk(HookedTransformer model, Tensor residPre, Tensor tokens, AblationTarget[] targets, AblationKind kind, Metric metric, AblationReference? reference)
+    private static double[] RunChunk(HookedTransformer model, Tensor residPre, Tensor tokens, Tensor? mask, AblationTarget[] targets, AblationKind kind, Metric metric, AblationReference? reference)
     {
         using var scope = NewDisposeScope();
         int k = targets.Length, layer = targets[0].Layer;
@@ -154,7 +164,7 @@ public static class AblationSweep
             }));
         }).ToArray();
         Tensor logits;
-        using (model.Hooks(hooks)) logits = model.ForwardFrom(layer, residPre.repeat(k, 1, 1));      // [k·B, pos, d_vocab]
+        using (model.Hooks(hooks)) logits = model.ForwardFrom(layer, residPre.repeat(k, 1, 1), mask?.repeat(k, 1));      // [k·B, pos, d_vocab]
         return SplitMeans(metric, logits, tokens, k);
     }
 

@@ -111,7 +111,9 @@ public sealed record PatchResult(PatchSite Site, double Raw, double Value);
 /// <remarks>
 /// The metric is evaluated on the patched run's logits with the patched (target) run's tokens, and must return one
 /// value per sequence (<see cref="Metric"/>): a sweep runs many patches as one batch of copies of the target and
-/// splits the per-sequence values. The clean activations stay cached (only the patchable hooks) until disposal.
+/// splits the per-sequence values (the target tiled: sequence r is sequence r mod batch). Right-padded prompts of
+/// different lengths run with their attention mask. The clean activations stay cached (only the patchable hooks) until
+/// disposal.
 /// </remarks>
 public sealed class ActivationPatching : IDisposable
 {
@@ -134,8 +136,17 @@ public sealed class ActivationPatching : IDisposable
     public int SequencesPerPass { get; init; } = 1024;
 
     /// <summary>Runs the clean input (caching its activations) and the corrupted input.</summary>
-    /// <exception cref="InterpException">The two inputs differ in shape, or are not valid tokens for the model.</exception>
-    public ActivationPatching(HookedTransformer model, Tensor clean, Tensor corrupted, Metric metric)
+    /// <param name="model">The model.</param>
+    /// <param name="clean">The clean tokens [batch, pos].</param>
+    /// <param name="corrupted">The corrupted tokens, of the same shape.</param>
+    /// <param name="metric">The per-sequence metric.</param>
+    /// <param name="attentionMask">
+    /// For right-padded batches (prompts of different lengths), their attention mask [batch, pos] (1 at real tokens),
+    /// shared by both: each corrupted prompt has its clean prompt's length, so a position is real in both or in neither.
+    /// Every run (clean, corrupted, patched) uses it; null: no padding.
+    /// </param>
+    /// <exception cref="InterpException">The two inputs differ in shape, are not valid tokens for the model, or the mask is invalid.</exception>
+    public ActivationPatching(HookedTransformer model, Tensor clean, Tensor corrupted, Metric metric, Tensor? attentionMask = null)
     {
         if (!clean.shape.SequenceEqual(corrupted.shape))
             throw new InterpException($"activation patching needs clean and corrupted tokens of the same shape [batch, pos]: clean tokens have shape {Shape(clean)}, corrupted tokens {Shape(corrupted)}");
@@ -145,12 +156,13 @@ public sealed class ActivationPatching : IDisposable
         using var _ = no_grad();
         var c = model.ValidateTokens(clean);
         var k = model.ValidateTokens(corrupted);
-        var (logits, cache) = model.RunWithCache(c, IsPatchable);
+        var mask = model.PaddingMask(attentionMask, c.shape[0], c.shape[1])?.logical_not();
+        var (logits, cache) = model.RunWithCache(c, mask, IsPatchable);
         _cache = cache;
         try
         {
             CleanMetric = Metrics.Evaluate(metric, logits, c);
-            CorruptedMetric = Metrics.Evaluate(metric, model.forward(k), k);
+            CorruptedMetric = Metrics.Evaluate(metric, model.forward(k, mask), k);
         }
         catch
         {
@@ -159,7 +171,11 @@ public sealed class ActivationPatching : IDisposable
         }
         Clean = c.clone().DetachFromDisposeScope();
         Corrupted = k.clone().DetachFromDisposeScope();
+        AttentionMask = mask?.clone().DetachFromDisposeScope();
     }
+
+    /// <summary>The attention mask of padded inputs, bool [batch, pos] (true at real tokens), or null without padding.</summary>
+    public Tensor? AttentionMask { get; }
 
     /// <summary>
     /// Tokenises two prompts for patching, as [1, pos] tensors.
@@ -256,7 +272,7 @@ public sealed class ActivationPatching : IDisposable
                     return patched;
                 })))
                 .ToArray();
-            var logits = Model.RunWithHooks(copies, hooks);
+            var logits = Model.RunWithHooks(copies, AttentionMask?.repeat(count, 1), hooks);
             var values = Metrics.PerSequence(Metric, logits, copies).to(ScalarType.Float64).view(count, batch).mean([1]);
             var means = values.cpu().data<double>().ToArray();
             Array.Copy(means, 0, result, start, count);
@@ -267,9 +283,8 @@ public sealed class ActivationPatching : IDisposable
 
     /// <summary>The hooks a patch can read from the clean run.</summary>
     private static bool IsPatchable(string name) =>
-        name.EndsWith(".hook_resid_pre", StringComparison.Ordinal) || name.EndsWith(".hook_attn_out", StringComparison.Ordinal) ||
-        name.EndsWith(".hook_mlp_out", StringComparison.Ordinal) || name.EndsWith(".attn.hook_z", StringComparison.Ordinal) ||
-        name.EndsWith(".attn.hook_pattern", StringComparison.Ordinal);
+        HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.AttnOut) || HookNames.Is(name, HookNames.MlpOut) ||
+        HookNames.Is(name, HookNames.Z) || HookNames.Is(name, HookNames.Pattern);
 
     private static string Shape(Tensor t) => $"[{string.Join(", ", t.shape)}]";
 
@@ -281,5 +296,6 @@ public sealed class ActivationPatching : IDisposable
         _cache.Dispose();
         Clean.Dispose();
         Corrupted.Dispose();
+        AttentionMask?.Dispose();
     }
 }

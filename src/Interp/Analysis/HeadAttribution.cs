@@ -53,8 +53,8 @@ public static class HeadAttribution
     /// <summary>The hooks an attribution reads: embeddings, every head's result, MLP outputs, the final norm's scale.</summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed or HookNames.LnFinalScale
-        || name.EndsWith(".attn.hook_result", StringComparison.Ordinal)
-        || name.EndsWith(".hook_mlp_out", StringComparison.Ordinal);
+        || HookNames.Is(name, HookNames.Result)
+        || HookNames.Is(name, HookNames.MlpOut);
 
     /// <summary>
     /// The direct components of the final residual stream, [component, batch, pos, d_model]: <c>embed</c>,
@@ -180,6 +180,53 @@ public static class HeadAttribution
         tokens = model.ValidateTokens(tokens);
         var (logits, cache) = model.RunWithCache(tokens, CacheFilter);
         using (cache) return Keep(NextToken(model, cache, logits, tokens, wrong));
+    }
+
+    /// <summary>
+    /// Attributes, at one position per sequence — <paramref name="positions"/>[b] of sequence b, e.g. each prompt's last
+    /// real token in a right-padded batch — the logit of <paramref name="correct"/>[b] (or, with
+    /// <paramref name="wrong"/>, the difference along W_U[:, correct[b]] − W_U[:, wrong[b]]). The result has one
+    /// position: <see cref="LogitAttribution.Values"/> [component, batch, 1], <see cref="LogitAttribution.Logit"/> [batch, 1].
+    /// </summary>
+    /// <exception cref="InterpException">The lists do not have one entry per sequence, a position is outside the sequence, or a token id is outside the vocabulary.</exception>
+    public static LogitAttribution AtPositions(HookedTransformer model, ActivationCache cache, Tensor logits, IReadOnlyList<int> positions, IReadOnlyList<int> correct, IReadOnlyList<int>? wrong = null)
+    {
+        var embed = cache[HookNames.Embed];
+        long batch = embed.shape[0], pos = embed.shape[1];
+        if (positions.Count != batch || correct.Count != batch || (wrong is not null && wrong.Count != batch))
+            throw new InterpException($"logit attribution at one position per sequence: need {batch} positions, correct and wrong tokens (one per sequence), got {positions.Count}, {correct.Count} and {wrong?.Count ?? 0}");
+        for (int b = 0; b < batch; b++)
+            if (positions[b] < 0 || positions[b] >= pos)
+                throw new InterpException($"logit attribution: sequence {b}'s position {positions[b]} is outside the cached run's positions [0, {pos})");
+        int n = positions.Max() + 1;
+        using var scope = NewDisposeScope();
+        Tensor Ids(IReadOnlyList<int> ids) => tensor(ids.Select(i => (long)i).ToArray()).view(batch, 1).expand(batch, n).contiguous();
+        var all = Attribute(model, cache, logits, Ids(correct), wrong is null ? null : Ids(wrong));
+        var at = tensor(positions.Select(p => (long)p).ToArray(), device: all.Values.device);
+        var values = all.Values.gather(2, at.view(1, batch, 1).expand(all.Values.shape[0], batch, 1));      // [component, batch, 1]
+        var logit = all.Logit.gather(1, at.view(batch, 1));                                             // [batch, 1]
+        return new LogitAttribution(values.MoveToOuterDisposeScope(), all.Components, logit.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Runs a right-padded batch of prompts (<paramref name="tokens"/> [batch, pos] with <paramref name="attentionMask"/>,
+    /// 1 at real tokens; null: none padded) and attributes, at each prompt's last real token, logit(answers[b]) −
+    /// logit(wrongs[b]) (or logit(answers[b]) alone) to every direct component (<see cref="AtPositions"/>). With a
+    /// prompt set: <c>AtLastTokens(model, set.Clean.Tokens, set.Clean.AttentionMask, set.AnswerIds, set.WrongIds)</c>.
+    /// </summary>
+    /// <exception cref="InterpException">The tokens or mask are invalid, or the lists do not have one entry per prompt.</exception>
+    public static LogitAttribution AtLastTokens(HookedTransformer model, Tensor tokens, Tensor? attentionMask, IReadOnlyList<int> answers, IReadOnlyList<int>? wrongs = null)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        tokens = model.ValidateTokens(tokens);
+        long batch = tokens.shape[0], pos = tokens.shape[1];
+        var padding = model.PaddingMask(attentionMask, batch, pos);
+        int[] last = padding is null
+            ? Enumerable.Repeat((int)pos - 1, (int)batch).ToArray()
+            : padding.logical_not().sum([1]).cpu().data<long>().Select(n => (int)n - 1).ToArray();
+        var (logits, cache) = model.RunWithCache(tokens, padding?.logical_not(), CacheFilter);
+        using (cache) return Keep(AtPositions(model, cache, logits, last, answers, wrongs));
     }
 
     private static LogitAttribution Keep(LogitAttribution a)

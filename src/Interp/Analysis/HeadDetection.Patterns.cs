@@ -97,10 +97,22 @@ public static partial class HeadDetection
     /// </summary>
     /// <exception cref="InterpException">The detection pattern's shape does not fit the tokens, it looks ahead of the query, or it is all zero.</exception>
     public static double[,] Detect(HookedTransformer model, Tensor tokens, Tensor detectionPattern, DetectionOptions? options = null, CancellationToken cancellationToken = default) =>
-        Detect(model, tokens, [detectionPattern], options, cancellationToken)[0];
+        Detect(model, tokens, [detectionPattern], null, options, cancellationToken)[0];
+
+    /// <summary>
+    /// <see cref="Detect(HookedTransformer, Tensor, Tensor, DetectionOptions?, CancellationToken)"/> on a right-padded
+    /// batch: the run uses its <paramref name="attentionMask"/> [batch, pos] (1 at real tokens; null: no padding), and
+    /// padded query rows are not scored.
+    /// </summary>
+    public static double[,] Detect(HookedTransformer model, Tensor tokens, Tensor detectionPattern, Tensor? attentionMask, DetectionOptions? options = null, CancellationToken cancellationToken = default) =>
+        Detect(model, tokens, [detectionPattern], attentionMask, options, cancellationToken)[0];
 
     /// <summary>Several detection patterns scored on one forward pass: one [layer, head] array per pattern.</summary>
-    public static double[][,] Detect(HookedTransformer model, Tensor tokens, IReadOnlyList<Tensor> detectionPatterns, DetectionOptions? options = null, CancellationToken cancellationToken = default)
+    public static double[][,] Detect(HookedTransformer model, Tensor tokens, IReadOnlyList<Tensor> detectionPatterns, DetectionOptions? options = null, CancellationToken cancellationToken = default) =>
+        Detect(model, tokens, detectionPatterns, null, options, cancellationToken);
+
+    /// <summary>Several detection patterns scored on one forward pass of a right-padded batch (padding as in the single-pattern overload).</summary>
+    public static double[][,] Detect(HookedTransformer model, Tensor tokens, IReadOnlyList<Tensor> detectionPatterns, Tensor? attentionMask, DetectionOptions? options = null, CancellationToken cancellationToken = default)
     {
         var cfg = model.Config;
         using var scope = NewDisposeScope();
@@ -108,7 +120,8 @@ public static partial class HeadDetection
         tokens = model.ValidateTokens(tokens);
         foreach (var d in detectionPatterns) ValidateDetectionPattern(d, tokens.shape[0], tokens.shape[1]);
         var result = detectionPatterns.Select(_ => new double[cfg.NLayers, cfg.NHeads]).ToArray();
-        var (logits, cache) = model.RunWithCache(tokens, name => name.EndsWith(".hook_pattern", StringComparison.Ordinal));
+        var real = model.PaddingMask(attentionMask, tokens.shape[0], tokens.shape[1])?.logical_not();
+        var (logits, cache) = model.RunWithCache(tokens, real, name => HookNames.Is(name, HookNames.Pattern));
         using (cache)
         {
             for (int l = 0; l < cfg.NLayers; l++)
@@ -116,7 +129,7 @@ public static partial class HeadDetection
                 cancellationToken.ThrowIfCancellationRequested();
                 for (int i = 0; i < detectionPatterns.Count; i++)
                 {
-                    var scores = DetectionScores(cache[HookNames.Pattern(l)], detectionPatterns[i], options).data<double>().ToArray();
+                    var scores = DetectionScores(cache[HookNames.Pattern(l)], detectionPatterns[i], options, real).data<double>().ToArray();
                     for (int h = 0; h < cfg.NHeads; h++) result[i][l, h] = scores[h];
                 }
             }
@@ -127,9 +140,10 @@ public static partial class HeadDetection
     /// <summary>
     /// The detection score of every head of one layer: <paramref name="pattern"/> [batch, head_index, query_pos, key_pos]
     /// (a <c>hook_pattern</c>) against <paramref name="detectionPattern"/> → [head_index], float64 on the CPU. A sequence
-    /// whose scored rows hold no attention (after the exclusions) is left out of the batch mean.
+    /// whose scored rows hold no attention (after the exclusions) is left out of the batch mean. With
+    /// <paramref name="attentionMask"/> [batch, pos] (1 at real tokens) padded query rows are not scored.
     /// </summary>
-    public static Tensor DetectionScores(Tensor pattern, Tensor detectionPattern, DetectionOptions? options = null)
+    public static Tensor DetectionScores(Tensor pattern, Tensor detectionPattern, DetectionOptions? options = null, Tensor? attentionMask = null)
     {
         options ??= new DetectionOptions();
         if (pattern.dim() != 4 || pattern.shape[2] != pattern.shape[3])
@@ -146,6 +160,12 @@ public static partial class HeadDetection
         if (d.dim() == 2) d = d.unsqueeze(0);
         d = d.unsqueeze(1);                                                                      // [batch or 1, 1, q, k]
         var rows = options.TargetRowsOnly ? d.ne(Scalars.Zero).any(-1, keepdim: true).to(ScalarType.Float64) : ones_like(d[.., .., .., ..1]);   // [·, 1, q, 1]
+        if (attentionMask is not null)
+        {
+            if (attentionMask.dim() != 2 || attentionMask.shape[0] != pattern.shape[0] || attentionMask.shape[1] != pos)
+                throw new InterpException($"detection scores: the attention mask must be [batch {pattern.shape[0]}, pos {pos}], got [{string.Join(", ", attentionMask.shape)}]");
+            rows = rows * attentionMask.detach().to(ScalarType.Float64).cpu().view(-1, 1, pos, 1);      // [batch, 1, q, 1]: real queries only
+        }
         var matched = (p * d * rows).sum([2, 3]);                                                // [batch, head]
         var total = (p * rows).sum([2, 3]);                                                      // [batch, head]
         var counted = total.gt(Scalars.Zero).to(ScalarType.Float64);

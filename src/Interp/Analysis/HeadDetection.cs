@@ -120,7 +120,7 @@ public static partial class HeadDetection
         var values = Enum.GetValues<HeadScoreKind>().ToDictionary(k => k, _ => new double[cfg.NLayers, cfg.NHeads]);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var (logits, cache) = model.RunWithCache(tokens, name => name.EndsWith(".hook_pattern", StringComparison.Ordinal));
+        var (logits, cache) = model.RunWithCache(tokens, name => HookNames.Is(name, HookNames.Pattern));
         using (cache)
         {
             logits.Dispose();

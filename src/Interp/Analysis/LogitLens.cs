@@ -27,7 +27,7 @@ public static class LogitLens
 {
     /// <summary>The hooks the lens reads: each block's <c>hook_resid_pre</c> and <c>hook_resid_post</c>.</summary>
     public static bool CacheFilter(string name) =>
-        name.EndsWith(".hook_resid_pre", StringComparison.Ordinal) || name.EndsWith(".hook_resid_post", StringComparison.Ordinal);
+        HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.ResidPost);
 
     /// <summary>
     /// The lens's logits after every layer, [n_layers + 1, batch, pos, d_vocab] (float32, the model's dtype), with

@@ -59,6 +59,54 @@ public static class Metrics
         return (at[.., correct] - at[.., wrong]).MoveToOuterDisposeScope();
     };
 
+    /// <summary>
+    /// logit(answers[i]) − logit(wrongs[i]) at position lastPositions[i] of sequence i, per sequence: the logit
+    /// difference of a prompt set whose prompts have different lengths (right-padded, each read at its last real token).
+    /// A batch of k·n sequences (n = the number of prompts) is read as the n prompts tiled k times — sequence r is
+    /// prompt r mod n — which is how <see cref="AblationSweep"/> and <see cref="ActivationPatching"/> batch several
+    /// ablations or patches into one forward pass (<c>tokens.repeat(k, 1)</c>); any other batch size is an error.
+    /// </summary>
+    /// <exception cref="InterpException">The lists are empty or of different lengths (now); a token id outside the vocabulary, a position outside the sequence, or a batch that is not a multiple of the prompts (when the metric runs).</exception>
+    public static Metric LogitDiff(IReadOnlyList<int> answers, IReadOnlyList<int> wrongs, IReadOnlyList<int> lastPositions)
+    {
+        ArgumentNullException.ThrowIfNull(answers);
+        ArgumentNullException.ThrowIfNull(wrongs);
+        ArgumentNullException.ThrowIfNull(lastPositions);
+        if (answers.Count == 0 || answers.Count != wrongs.Count || answers.Count != lastPositions.Count)
+            throw new InterpException($"logit difference: need one answer, one wrong token and one position per prompt, got {answers.Count} answers, {wrongs.Count} wrong tokens and {lastPositions.Count} positions");
+        var a = answers.ToArray();
+        var w = wrongs.ToArray();
+        var at = lastPositions.ToArray();
+        int n = a.Length;
+        return (logits, tokens) =>
+        {
+            long batch = logits.shape[0], pos = logits.shape[^2], vocab = logits.shape[^1];
+            if (logits.dim() != 3 || batch % n != 0)
+                throw new InterpException($"logit difference over {n} prompts: logits must be [k·{n}, pos, d_vocab] (the prompts, tiled k times), got [{string.Join(", ", logits.shape)}]");
+            for (int i = 0; i < n; i++)
+            {
+                if (a[i] < 0 || a[i] >= vocab) throw new InterpException($"logit difference: prompt {i}'s answer id {a[i]} is outside the vocabulary [0, {vocab})");
+                if (w[i] < 0 || w[i] >= vocab) throw new InterpException($"logit difference: prompt {i}'s wrong id {w[i]} is outside the vocabulary [0, {vocab})");
+                if (at[i] < 0 || at[i] >= pos) throw new InterpException($"logit difference: prompt {i}'s position {at[i]} is outside a sequence of {pos} tokens");
+            }
+            using var scope = NewDisposeScope();
+            var rows = new long[batch];
+            var answer = new long[batch];
+            var wrong = new long[batch];
+            for (long r = 0; r < batch; r++)
+            {
+                int i = (int)(r % n);
+                rows[r] = r * pos + at[i];
+                answer[r] = a[i];
+                wrong[r] = w[i];
+            }
+            var read = logits.reshape(batch * pos, vocab).index_select(0, tensor(rows, device: logits.device));   // [batch, vocab]
+            var good = read.gather(1, tensor(answer, device: logits.device).unsqueeze(1)).squeeze(1);
+            var bad = read.gather(1, tensor(wrong, device: logits.device).unsqueeze(1)).squeeze(1);
+            return (good - bad).MoveToOuterDisposeScope();
+        };
+    }
+
     /// <summary>The metric of a run: the mean of <paramref name="metric"/>'s per-sequence values.</summary>
     /// <exception cref="InterpException">The metric did not return one value per sequence.</exception>
     public static double Evaluate(Metric metric, Tensor logits, Tensor tokens)

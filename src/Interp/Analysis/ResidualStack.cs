@@ -210,7 +210,7 @@ public static class ResidualStacks
         if (cache.Contains(HookNames.Result(layer))) return cache[HookNames.Result(layer)];
         if (!cache.Contains(HookNames.Z(layer)))
             throw new HookException(HookNames.Result(layer),
-                $"not in the cache, and neither is {HookNames.Z(layer)} to compute it from: cache it with a names filter that accepts '.hook_result' (RunWithCache's default leaves it out)");
+                $"not in the cache, and neither is {HookNames.Z(layer)} to compute it from: cache it with a names filter that accepts it (RunWithCache's default leaves the per-head results out)");
         using var _ = no_grad();
         return einsum("bphe,hed->bphd", cache[HookNames.Z(layer)], model.Blocks[layer].Attn.W_O.detach());
     }

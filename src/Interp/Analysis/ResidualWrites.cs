@@ -34,11 +34,11 @@ public static class ResidualWrites
     /// <summary>The hooks <see cref="Measure"/> reads.</summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed
-        || name.EndsWith(".hook_resid_pre", StringComparison.Ordinal)
-        || name.EndsWith(".hook_resid_mid", StringComparison.Ordinal)
-        || name.EndsWith(".attn.hook_result", StringComparison.Ordinal)
-        || name.EndsWith(".hook_attn_out", StringComparison.Ordinal)
-        || name.EndsWith(".hook_mlp_out", StringComparison.Ordinal);
+        || HookNames.Is(name, HookNames.ResidPre)
+        || HookNames.Is(name, HookNames.ResidMid)
+        || HookNames.Is(name, HookNames.Result)
+        || HookNames.Is(name, HookNames.AttnOut)
+        || HookNames.Is(name, HookNames.MlpOut);
 
     /// <summary>
     /// The unembedding columns of <paramref name="tokens"/> [batch, n]: W_U[:, t] for each, [batch, n, d_model]
@@ -59,8 +59,12 @@ public static class ResidualWrites
     /// or every position when no direction is given (then <see cref="ResidualWrite.Projection"/> is null). The cache
     /// must hold <see cref="CacheFilter"/>'s hooks (hook_result, or hook_z to compute it from).
     /// </summary>
-    /// <exception cref="InterpException">The directions' shape does not fit the cached run, or a hook is missing.</exception>
-    public static IReadOnlyList<ResidualWrite> Measure(HookedTransformer model, ActivationCache cache, Tensor? directions = null)
+    /// <remarks>
+    /// For a right-padded batch give the run's <paramref name="attentionMask"/> [batch, pos] (1 at real tokens): every
+    /// measure is NaN at padded positions, so that a NaN-aware mean over positions reads real tokens only.
+    /// </remarks>
+    /// <exception cref="InterpException">The directions' shape does not fit the cached run, a hook is missing, or the mask is invalid.</exception>
+    public static IReadOnlyList<ResidualWrite> Measure(HookedTransformer model, ActivationCache cache, Tensor? directions = null, Tensor? attentionMask = null)
     {
         var cfg = model.Config;
         var embed = cache[HookNames.Embed];
@@ -78,6 +82,8 @@ public static class ResidualWrites
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var unit = directions is null ? null : Unit(directions.to(ScalarType.Float64, embed.device));
+        var padding = model.PaddingMask(attentionMask, batch, pos)?.narrow(1, 0, n).to(embed.device);    // [batch, n], true at padding
+        Tensor Real(Tensor t) => padding is null ? t : t.masked_fill(padding, Scalars.NaN);
         Tensor At(Tensor x) => x.narrow(1, 0, n).to(ScalarType.Float64);                   // [batch, n, d_model]
         var result = new List<ResidualWrite>();
         void Add(ResidualComponent component, Tensor write, Tensor? stream)
@@ -88,10 +94,10 @@ public static class ResidualWrites
             if (stream is not null)
             {
                 var s = At(stream);
-                cosine = ((w * s).sum(-1) / (norm * s.norm(-1)).clamp_min(Tiny)).MoveToOuterDisposeScope();
+                cosine = Real((w * s).sum(-1) / (norm * s.norm(-1)).clamp_min(Tiny)).MoveToOuterDisposeScope();
             }
-            var projection = unit is null ? null : (w * unit).sum(-1).MoveToOuterDisposeScope();
-            result.Add(new ResidualWrite(component, norm.MoveToOuterDisposeScope(), cosine, projection));
+            var projection = unit is null ? null : Real((w * unit).sum(-1)).MoveToOuterDisposeScope();
+            result.Add(new ResidualWrite(component, Real(norm).MoveToOuterDisposeScope(), cosine, projection));
         }
 
         Add(new(ComponentKind.Embed), embed, null);

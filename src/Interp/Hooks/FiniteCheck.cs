@@ -17,12 +17,13 @@ public static class FiniteCheck
     /// Attaches the check to every hook point that <paramref name="namesFilter"/> accepts; by default all of them except
     /// the per-head <c>hook_result</c> (computed only when hooked; its input <c>hook_z</c> is checked anyway). Dispose
     /// the returned scope to detach it. The check only reads: activations are left as they are. The −Inf that the causal
-    /// mask puts in <c>hook_attn_scores</c> above the diagonal is allowed; anywhere else it is an error.
+    /// mask puts in <c>hook_attn_scores</c> above the diagonal, and the padding mask in a padded key's column, is allowed;
+    /// anywhere else it is an error.
     /// </summary>
     public static HookScope GuardFinite(this HookedTransformer model, Func<string, bool>? namesFilter = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        namesFilter ??= name => !name.EndsWith(".hook_result", StringComparison.Ordinal);
+        namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
         var hooks = model.HookPoints.Where(h => namesFilter(h.Name))
             .Select(h => (h.Name, (HookFunction)((activation, point) =>
             {
@@ -65,12 +66,15 @@ public static class FiniteCheck
         if (!is_floating_point(activation)) return;
         using var scope = NewDisposeScope();
         var finite = activation.isfinite();
-        // Attention scores carry the causal mask as −Inf above the diagonal (key after query): that is not an error.
-        if (location.EndsWith(".hook_attn_scores", StringComparison.Ordinal) && activation.dim() >= 2)
+        // Attention scores carry the causal mask as −Inf above the diagonal (key after query), and the padding mask as
+        // −Inf in a padded key's whole column: neither is an error.
+        if (HookNames.Is(location, HookNames.AttnScores) && activation.dim() >= 2)
         {
             long q = activation.shape[^2], k = activation.shape[^1];
             var masked = ones(q, k, dtype: ScalarType.Bool, device: activation.device).triu(1);
-            finite = finite.logical_or(masked.logical_and(activation.isneginf()));
+            var negInf = activation.isneginf();
+            var padded = negInf.all(-2, keepdim: true);                                    // [..., 1, key]: −Inf for every query
+            finite = finite.logical_or(masked.logical_or(padded).logical_and(negInf));
         }
         if (finite.all().item<bool>()) return;
         long nan = activation.isnan().sum().item<long>();

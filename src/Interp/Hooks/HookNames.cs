@@ -13,9 +13,16 @@ public static class HookNames
     /// <summary>Positional embedding added to the residual stream, [batch, pos, d_model].</summary>
     public const string PosEmbed = "hook_pos_embed";
     /// <summary>The final norm's scale, [batch, pos, one].</summary>
-    public const string LnFinalScale = "ln_final.hook_scale";
+    public const string LnFinalScale = "ln_final." + ScaleLeaf;
     /// <summary>The final norm's output, [batch, pos, d_model].</summary>
-    public const string LnFinalNormalized = "ln_final.hook_normalized";
+    public const string LnFinalNormalized = "ln_final." + NormalizedLeaf;
+
+    private const string ScaleLeaf = "hook_scale", NormalizedLeaf = "hook_normalized";
+
+    /// <summary>The scale hook of the norm at module path <paramref name="normPath"/> (<c>ln_final</c>, <c>blocks.0.ln1</c>), [batch, pos, one].</summary>
+    public static string ScaleOf(string normPath) => $"{normPath}.{ScaleLeaf}";
+    /// <summary>The output hook of the norm at module path <paramref name="normPath"/>, [batch, pos, d_model].</summary>
+    public static string NormalizedOf(string normPath) => $"{normPath}.{NormalizedLeaf}";
 
     /// <summary>Prefix of block <paramref name="layer"/>'s hooks: <c>blocks.{layer}.</c></summary>
     public static string Block(int layer) => $"blocks.{layer}.";
@@ -30,9 +37,9 @@ public static class HookNames
     /// <summary>MLP output written to the residual stream, [batch, pos, d_model].</summary>
     public static string MlpOut(int layer) => $"blocks.{layer}.hook_mlp_out";
     /// <summary>A norm's scale: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
-    public static string Scale(int layer, string norm) => $"blocks.{layer}.{norm}.hook_scale";
+    public static string Scale(int layer, string norm) => ScaleOf($"blocks.{layer}.{norm}");
     /// <summary>A norm's output: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
-    public static string Normalized(int layer, string norm) => $"blocks.{layer}.{norm}.hook_normalized";
+    public static string Normalized(int layer, string norm) => NormalizedOf($"blocks.{layer}.{norm}");
     /// <summary>Queries, [batch, pos, head_index, d_head].</summary>
     public static string Q(int layer) => Attn(layer, "hook_q");
     /// <summary>Keys, [batch, pos, kv_head_index, d_head].</summary>
@@ -57,6 +64,24 @@ public static class HookNames
     public static string MlpPreLinear(int layer) => $"blocks.{layer}.mlp.hook_pre_linear";
     /// <summary>MLP post-activation, [batch, pos, d_mlp].</summary>
     public static string MlpPost(int layer) => $"blocks.{layer}.mlp.hook_post";
+
+    /// <summary>The layer of a per-layer hook name <c>blocks.{layer}.…</c>, or null for any other name.</summary>
+    public static int? LayerOf(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        const string blocks = "blocks.";
+        if (!name.StartsWith(blocks, StringComparison.Ordinal)) return null;
+        int dot = name.IndexOf('.', blocks.Length);
+        return dot > blocks.Length && int.TryParse(name.AsSpan(blocks.Length, dot - blocks.Length), System.Globalization.NumberStyles.None, null, out int layer)
+            ? layer : null;
+    }
+
+    /// <summary>
+    /// True when <paramref name="name"/> is the hook that <paramref name="perLayer"/> names for the name's own layer,
+    /// e.g. <c>HookNames.Is(name, HookNames.Pattern)</c> for every layer's <c>hook_pattern</c>: the way to filter hooks
+    /// by kind without spelling their names.
+    /// </summary>
+    public static bool Is(string name, Func<int, string> perLayer) => LayerOf(name) is int layer && name == perLayer(layer);
 
     /// <summary>The short names <see cref="ActName"/> expands.</summary>
     public static IReadOnlyList<string> ShortNames { get; } =

@@ -27,6 +27,7 @@ public sealed class LoadedModel : IDisposable
     {
         Model = model;
         Tokenizer = tokenizer;
+        if (tokenizer is not null) model.Tokenizer = tokenizer;
         Source = source;
         Format = format;
         _noTokenizerReason = noTokenizerReason;
@@ -34,7 +35,7 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>The model.</summary>
     public HookedTransformer Model { get; }
-    /// <summary>The tokenizer, or null when none goes with the model.</summary>
+    /// <summary>The tokenizer, or null when none goes with the model; the loader also sets it as <see cref="HookedTransformer.Tokenizer"/>.</summary>
     public ITokenizer? Tokenizer { get; }
     /// <summary>The path the model was loaded from.</summary>
     public string Source { get; }

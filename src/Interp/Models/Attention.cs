@@ -35,7 +35,7 @@ public sealed class Attention : Component
     public Tensor b_O { get; }
 
     /// <summary>Creates the attention layer of block <paramref name="layer"/>.</summary>
-    public Attention(ModelConfig cfg, int layer) : base("attn", $"blocks.{layer}.attn.")
+    public Attention(ModelConfig cfg, int layer) : base("attn", HookNames.Block(layer) + "attn.")
     {
         _cfg = cfg;
         _sqrtHeadDim = Math.Sqrt(cfg.HeadDim).ToScalar();
@@ -49,24 +49,32 @@ public sealed class Attention : Component
         b_V = Bias("b_V", cfg.UseBias, kv, e);
         b_O = Bias("b_O", cfg.UseBias, d);
 
-        _q = Hook("hook_q", "batch", "pos", "head_index", "d_head");
-        _k = Hook("hook_k", "batch", "pos", "kv_head_index", "d_head");
-        _v = Hook("hook_v", "batch", "pos", "kv_head_index", "d_head");
+        _q = Declare(HookNames.Q(layer), "batch", "pos", "head_index", "d_head");
+        _k = Declare(HookNames.K(layer), "batch", "pos", "kv_head_index", "d_head");
+        _v = Declare(HookNames.V(layer), "batch", "pos", "kv_head_index", "d_head");
         if (cfg.Positional == PositionalKind.Rotary)
         {
             _rotary = new Rotary(cfg);
             register_module("rotary", _rotary);
         }
-        _rotQ = _rotary is null ? null! : Hook("hook_rot_q", "batch", "pos", "head_index", "d_head");
-        _rotK = _rotary is null ? null! : Hook("hook_rot_k", "batch", "pos", "kv_head_index", "d_head");
-        _scores = Hook("hook_attn_scores", "batch", "head_index", "query_pos", "key_pos");
-        _pattern = Hook("hook_pattern", "batch", "head_index", "query_pos", "key_pos");
-        _z = Hook("hook_z", "batch", "pos", "head_index", "d_head");
-        _result = Hook("hook_result", "batch", "pos", "head_index", "d_model");
+        _rotQ = _rotary is null ? null! : Declare(HookNames.RotQ(layer), "batch", "pos", "head_index", "d_head");
+        _rotK = _rotary is null ? null! : Declare(HookNames.RotK(layer), "batch", "pos", "kv_head_index", "d_head");
+        _scores = Declare(HookNames.AttnScores(layer), "batch", "head_index", "query_pos", "key_pos");
+        _pattern = Declare(HookNames.Pattern(layer), "batch", "head_index", "query_pos", "key_pos");
+        _z = Declare(HookNames.Z(layer), "batch", "pos", "head_index", "d_head");
+        _result = Declare(HookNames.Result(layer), "batch", "pos", "head_index", "d_model");
     }
 
     /// <summary>x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model].</summary>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, null);
+
+    /// <summary>
+    /// x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model], where no query attends to a key
+    /// that <paramref name="keyPadding"/> (bool [batch, pos], true at padding; null: none) marks. With right padding
+    /// and the causal mask a real query sees only real keys anyway, so real positions are unchanged; the padding mask
+    /// keeps padded queries (and any non-causal use) off the padding too.
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor? keyPadding)
     {
         long pos = x.shape[1];
         var q = _q.Run(Project(x, W_Q, b_Q));
@@ -86,7 +94,9 @@ public sealed class Attention : Component
         var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_sqrtHeadDim);
         // Built per call rather than stored: an n_ctx² table is prohibitive for long-context checkpoints.
         var mask = ones(pos, pos, dtype: ScalarType.Bool, device: x.device).triu(1); // true above the diagonal
-        scores = _scores.Run(scores.masked_fill_(mask, Scalars.NegativeInfinity));
+        scores = scores.masked_fill_(mask, Scalars.NegativeInfinity);
+        if (keyPadding is not null) scores = scores.masked_fill_(keyPadding.view(keyPadding.shape[0], 1, 1, pos), Scalars.NegativeInfinity);
+        scores = _scores.Run(scores);
         var pattern = _pattern.Run(scores.softmax(-1));
         var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
 

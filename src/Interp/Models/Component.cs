@@ -29,9 +29,15 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     public virtual IEnumerable<HookPoint> HookPoints => _hooks;
 
     /// <summary>Declares a hook point named <c>Prefix + name</c> with the given axes.</summary>
-    protected HookPoint Hook(string name, params string[] axes)
+    protected HookPoint Hook(string name, params string[] axes) => Declare(Prefix + name, axes);
+
+    /// <summary>
+    /// Declares a hook point with its full name, as <see cref="HookNames"/> spells it (the toolkit's components take
+    /// every hook name from there), and the given axes.
+    /// </summary>
+    protected HookPoint Declare(string fullName, params string[] axes)
     {
-        var hook = new HookPoint(Prefix + name, axes);
+        var hook = new HookPoint(fullName, axes);
         _hooks.Add(hook);
         return hook;
     }

@@ -15,7 +15,7 @@ public sealed class Embed : Component
     public Embed(ModelConfig cfg) : base("embed", "")
     {
         W_E = Weight("W_E", cfg.DVocab, cfg.DModel);
-        _hook = Hook(HookNames.Embed, "batch", "pos", "d_model");
+        _hook = Declare(HookNames.Embed, "batch", "pos", "d_model");
     }
 
     /// <summary>tokens [batch, pos] → [batch, pos, d_model].</summary>
@@ -40,7 +40,7 @@ public sealed class PosEmbed : Component
         W_pos = cfg.Positional == PositionalKind.Learned
             ? Weight("W_pos", cfg.NCtx, cfg.DModel)
             : Constant("W_pos", Sinusoids(cfg.NCtx, cfg.DModel));
-        _hook = Hook(HookNames.PosEmbed, "batch", "pos", "d_model");
+        _hook = Declare(HookNames.PosEmbed, "batch", "pos", "d_model");
     }
 
     /// <summary>tokens [batch, pos] → [batch, pos, d_model] (the same rows for every batch entry).</summary>

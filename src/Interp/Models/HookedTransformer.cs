@@ -12,7 +12,7 @@ namespace Interp.Models;
 /// [batch, pos, d_vocab], causal, float32 by default. Weights are registered under TransformerLens's names
 /// (<c>embed.W_E</c>, <c>blocks.0.attn.W_Q</c>, …); loading lives in <c>Interp.Loading</c>.
 /// </summary>
-public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
+public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
 {
     private readonly Dictionary<string, HookPoint> _hooks;
 
@@ -88,41 +88,104 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     }).ToArray();
 
     /// <summary>Plain forward pass: tokens [batch, pos] (or [pos]) → logits [batch, pos, d_vocab].</summary>
-    public override Tensor forward(Tensor tokens)
+    public override Tensor forward(Tensor tokens) => forward(tokens, null);
+
+    /// <summary>
+    /// Forward pass of a right-padded batch: tokens [batch, pos] with <paramref name="attentionMask"/> [batch, pos]
+    /// (1 or true at real tokens, 0 or false at padding; null: no padding) → logits [batch, pos, d_vocab]. Each row's
+    /// real tokens come first (right padding), so they keep the positions 0…len−1 they have alone, and no query attends
+    /// to a padded key: at every real position the logits and every activation equal those of the row run alone (up to
+    /// float rounding). Values at padded positions are meaningless.
+    /// </summary>
+    /// <exception cref="InvalidTokensException">The tokens or the mask are invalid (see <see cref="PaddingMask"/>).</exception>
+    public Tensor forward(Tensor tokens, Tensor? attentionMask)
     {
         using var scope = NewDisposeScope();
         tokens = ValidateTokens(tokens);
+        var padding = PaddingMask(attentionMask, tokens.shape[0], tokens.shape[1]);
         var resid = Embed.forward(tokens);
         if (PosEmbed is not null) resid = resid.add(PosEmbed.forward(tokens), Scalars.One);
-        return RunFrom(0, resid).MoveToOuterDisposeScope();
+        return RunFrom(0, resid, padding).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Checks an attention mask of a right-padded batch and returns where its padding is: bool [batch, pos] on the
+    /// model's device, true at padding, or null when <paramref name="attentionMask"/> is null or marks no padding.
+    /// The mask is [batch, pos] (or [pos] for one row) of bool, integer or float 0/1 values, 1 at real tokens; each row
+    /// holds at least one real token, and its real tokens come before its padding.
+    /// </summary>
+    /// <exception cref="InvalidTokensException">The mask has another shape, a value other than 0 and 1, a row without a real token, or a real token after padding.</exception>
+    public Tensor? PaddingMask(Tensor? attentionMask, long batch, long pos)
+    {
+        if (attentionMask is null) return null;
+        using var scope = NewDisposeScope();
+        var mask = attentionMask.dim() == 1 ? attentionMask.unsqueeze(0) : attentionMask;
+        if (mask.dim() != 2 || mask.shape[0] != batch || mask.shape[1] != pos)
+            throw new InvalidTokensException($"attention mask must have the tokens' shape [batch {batch}, pos {pos}], got [{string.Join(", ", attentionMask.shape)}]");
+        if (mask.dtype != ScalarType.Bool)
+        {
+            var values = mask.to(ScalarType.Float64, Device);
+            var bad = values.ne(Scalars.Zero).logical_and(values.ne(Scalars.One));
+            if (bad.any().item<bool>())
+            {
+                long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
+                throw new InvalidTokensException(
+                    $"attention mask value {values.reshape(-1)[flat].item<double>()} at [batch {flat / pos}, pos {flat % pos}] must be 1 (real token) or 0 (padding)");
+            }
+        }
+        var real = mask.to(ScalarType.Bool, Device);
+        var empty = real.select(1, 0).logical_not();
+        if (empty.any().item<bool>())
+            throw new InvalidTokensException($"attention mask row {empty.to(ScalarType.Int32).argmax().item<long>()} has no real token at position 0: every row needs at least one, and its real tokens must come first (right padding)");
+        if (pos > 1)
+        {
+            // A real token right after padding: the row is not right-padded.
+            var after = real.narrow(1, 1, pos - 1).logical_and(real.narrow(1, 0, pos - 1).logical_not());
+            if (after.any().item<bool>())
+            {
+                long flat = after.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
+                long row = flat / (pos - 1), p = flat % (pos - 1) + 1;
+                throw new InvalidTokensException(
+                    $"attention mask row {row}: position {p} is a real token after padding at position {p - 1}; the real tokens must come first (right padding)");
+            }
+        }
+        if (real.all().item<bool>()) return null;
+        return real.logical_not().MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// The forward pass from block <paramref name="layer"/> on: <paramref name="residPre"/> [batch, pos, d_model] enters
     /// as <c>blocks.{layer}.hook_resid_pre</c>, then blocks <paramref name="layer"/>…n_layers−1, the final norm and the
-    /// unembedding run as in <see cref="forward"/>, with every hook from <c>blocks.{layer}.hook_resid_pre</c> on firing
+    /// unembedding run as in <see cref="forward(Tensor)"/>, with every hook from <c>blocks.{layer}.hook_resid_pre</c> on firing
     /// as usual → logits [batch, pos, d_vocab]. Fed the resid_pre that a run on some tokens recorded, it returns that
     /// run's logits, so an intervention at layer l can reuse a cached prefix instead of recomputing layers 0…l−1.
     /// Positions need no input: learned and sinusoidal ones are already in the residual stream, rotary angles follow
     /// the sequence axis (0…pos−1). <paramref name="layer"/> = n_layers runs only the final norm and the unembedding.
     /// </summary>
-    /// <exception cref="InterpException">The layer is outside [0, n_layers] or residPre is not [batch, pos ≤ n_ctx, d_model].</exception>
-    public Tensor ForwardFrom(int layer, Tensor residPre)
+    /// <param name="layer">The block whose resid_pre <paramref name="residPre"/> is.</param>
+    /// <param name="residPre">The residual stream [batch, pos, d_model].</param>
+    /// <param name="attentionMask">The attention mask [batch, pos] of a right-padded batch, as in <see cref="forward(Tensor, Tensor?)"/> (null: no padding).</param>
+    /// <exception cref="InterpException">The layer is outside [0, n_layers], residPre is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
+    public Tensor ForwardFrom(int layer, Tensor residPre, Tensor? attentionMask = null)
     {
         if (layer < 0 || layer > Config.NLayers)
             throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
         if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
         using var scope = NewDisposeScope();
-        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device)).MoveToOuterDisposeScope();
+        var padding = PaddingMask(attentionMask, residPre.shape[0], residPre.shape[1]);
+        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device), padding).MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// <see cref="ForwardFrom"/> from the middle of block <paramref name="layer"/>: <paramref name="residMid"/> enters as
-    /// <c>blocks.{layer}.hook_resid_mid</c>, then that block's MLP and everything after it run as in <see cref="forward"/>.
+    /// <c>blocks.{layer}.hook_resid_mid</c>, then that block's MLP and everything after it run as in <see cref="forward(Tensor)"/>.
     /// </summary>
-    /// <exception cref="InterpException">The layer is outside the model, the model is attention-only (no resid_mid), or residMid is not [batch, pos ≤ n_ctx, d_model].</exception>
-    public Tensor ForwardFromMid(int layer, Tensor residMid)
+    /// <param name="layer">The block whose resid_mid <paramref name="residMid"/> is.</param>
+    /// <param name="residMid">The residual stream [batch, pos, d_model].</param>
+    /// <param name="attentionMask">The attention mask [batch, pos] of a right-padded batch, as in <see cref="forward(Tensor, Tensor?)"/> (null: no padding).</param>
+    /// <exception cref="InterpException">The layer is outside the model, the model is attention-only (no resid_mid), residMid is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
+    public Tensor ForwardFromMid(int layer, Tensor residMid, Tensor? attentionMask = null)
     {
         if (layer < 0 || layer >= Config.NLayers)
             throw new InterpException($"ForwardFromMid: layer {layer} is outside [0, {Config.NLayers - 1}]");
@@ -131,19 +194,23 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
         if (residMid.dim() != 3 || residMid.shape[2] != Config.DModel || residMid.shape[0] == 0 || residMid.shape[1] == 0 || residMid.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFromMid: {HookNames.ResidMid(layer)} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residMid.shape)}]");
         using var scope = NewDisposeScope();
+        var padding = PaddingMask(attentionMask, residMid.shape[0], residMid.shape[1]);
         var residPost = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
-        return RunFrom(layer + 1, residPost).MoveToOuterDisposeScope();
+        return RunFrom(layer + 1, residPost, padding).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits.</summary>
-    private Tensor RunFrom(int layer, Tensor resid)
+    /// <summary>
+    /// Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits;
+    /// <paramref name="padding"/> (bool [batch, pos], true at padding, or null) is kept out of every attention.
+    /// </summary>
+    private Tensor RunFrom(int layer, Tensor resid, Tensor? padding)
     {
         for (int l = layer; l < Blocks.Count; l++)
         {
             // Each block's intermediates are freed when it ends (a hook that keeps one detaches it, as HookPoint says),
             // not when the whole pass ends: the next block reuses their memory instead of faulting in fresh pages.
             using var scope = NewDisposeScope();
-            resid = Blocks[l].forward(resid);
+            resid = Blocks[l].forward(resid, padding);
             if (scope.Contains(resid)) resid = scope.MoveToOuter(resid);
         }
         if (LnFinal is not null) resid = LnFinal.forward(resid);
@@ -151,9 +218,15 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The forward pass with <paramref name="hooks"/> attached for its duration (removed even if it throws).</summary>
-    public Tensor RunWithHooks(Tensor tokens, params (string Name, HookFunction Hook)[] hooks)
+    public Tensor RunWithHooks(Tensor tokens, params (string Name, HookFunction Hook)[] hooks) => RunWithHooks(tokens, null, hooks);
+
+    /// <summary>
+    /// The forward pass of a right-padded batch (<see cref="forward(Tensor, Tensor?)"/>) with <paramref name="hooks"/>
+    /// attached for its duration (removed even if it throws).
+    /// </summary>
+    public Tensor RunWithHooks(Tensor tokens, Tensor? attentionMask, params (string Name, HookFunction Hook)[] hooks)
     {
-        using (Hooks(hooks)) return forward(tokens);
+        using (Hooks(hooks)) return forward(tokens, attentionMask);
     }
 
     /// <summary>
@@ -161,12 +234,20 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
     /// point is cached except the per-head <c>hook_result</c> (large, and computed only when asked for, as in
     /// TransformerLens); a filter caches exactly the names it accepts, <c>hook_result</c> included.
     /// </summary>
-    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Func<string, bool>? namesFilter = null)
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Func<string, bool>? namesFilter = null) =>
+        RunWithCache(tokens, null, namesFilter);
+
+    /// <summary>
+    /// <see cref="RunWithCache(Tensor, Func{string, bool}?)"/> for a right-padded batch with its
+    /// <paramref name="attentionMask"/> [batch, pos] (<see cref="forward(Tensor, Tensor?)"/>): the cached activations
+    /// at real positions equal each row's run alone; those at padded positions are meaningless.
+    /// </summary>
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Tensor? attentionMask, Func<string, bool>? namesFilter = null)
     {
         var cache = new ActivationCache();
         try
         {
-            namesFilter ??= name => !name.EndsWith(".hook_result", StringComparison.Ordinal);
+            namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
             var hooks = HookPoints.Where(h => namesFilter(h.Name))
                 .Select(h => (h.Name, (HookFunction)((act, _) =>
                 {
@@ -174,7 +255,7 @@ public sealed class HookedTransformer : nn.Module<Tensor, Tensor>
                     return null;
                 })))
                 .ToArray();
-            var logits = RunWithHooks(tokens, hooks);
+            var logits = RunWithHooks(tokens, attentionMask, hooks);
             return (logits, cache);
         }
         catch

@@ -27,7 +27,7 @@ public sealed class Mlp : Component
     public Tensor b_out { get; }
 
     /// <summary>Creates the MLP of block <paramref name="layer"/>.</summary>
-    public Mlp(ModelConfig cfg, int layer) : base("mlp", $"blocks.{layer}.mlp.")
+    public Mlp(ModelConfig cfg, int layer) : base("mlp", HookNames.Block(layer) + "mlp.")
     {
         _act = cfg.Act;
         W_in = Weight("W_in", cfg.DModel, cfg.DMlp);
@@ -35,9 +35,9 @@ public sealed class Mlp : Component
         W_out = Weight("W_out", cfg.DMlp, cfg.DModel);
         b_in = Bias("b_in", cfg.UseBias, cfg.DMlp);
         b_out = Bias("b_out", cfg.UseBias, cfg.DModel);
-        _pre = Hook("hook_pre", "batch", "pos", "d_mlp");
-        if (W_gate is not null) _preLinear = Hook("hook_pre_linear", "batch", "pos", "d_mlp");
-        _post = Hook("hook_post", "batch", "pos", "d_mlp");
+        _pre = Declare(HookNames.MlpPre(layer), "batch", "pos", "d_mlp");
+        if (W_gate is not null) _preLinear = Declare(HookNames.MlpPreLinear(layer), "batch", "pos", "d_mlp");
+        _post = Declare(HookNames.MlpPost(layer), "batch", "pos", "d_mlp");
     }
 
     /// <summary>x [batch, pos, d_model] (already normalised) → mlp_out [batch, pos, d_model].</summary>

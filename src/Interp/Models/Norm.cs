@@ -29,8 +29,8 @@ public sealed class Norm : Component
         W = Weight("w", cfg.DModel);
         using (no_grad()) W.fill_(Scalars.One);
         B = Bias("b", _kind == NormKind.LayerNorm, cfg.DModel);
-        _scale = Hook("hook_scale", "batch", "pos", "one");
-        _normalized = Hook("hook_normalized", "batch", "pos", "d_model");
+        _scale = Declare(HookNames.ScaleOf(prefix.TrimEnd('.')), "batch", "pos", "one");
+        _normalized = Declare(HookNames.NormalizedOf(prefix.TrimEnd('.')), "batch", "pos", "d_model");
     }
 
     /// <inheritdoc />

@@ -32,14 +32,14 @@ public sealed class TransformerBlock : Component
             if (norm) register_module("ln2", Ln2 = new Norm(cfg, Prefix + "ln2."));
             register_module("mlp", Mlp = new Mlp(cfg, layer));
         }
-        _residPre = Hook("hook_resid_pre", "batch", "pos", "d_model");
-        _attnOut = Hook("hook_attn_out", "batch", "pos", "d_model");
+        _residPre = Declare(HookNames.ResidPre(layer), "batch", "pos", "d_model");
+        _attnOut = Declare(HookNames.AttnOut(layer), "batch", "pos", "d_model");
         if (Mlp is not null)
         {
-            _residMid = Hook("hook_resid_mid", "batch", "pos", "d_model");
-            _mlpOut = Hook("hook_mlp_out", "batch", "pos", "d_model");
+            _residMid = Declare(HookNames.ResidMid(layer), "batch", "pos", "d_model");
+            _mlpOut = Declare(HookNames.MlpOut(layer), "batch", "pos", "d_model");
         }
-        _residPost = Hook("hook_resid_post", "batch", "pos", "d_model");
+        _residPost = Declare(HookNames.ResidPost(layer), "batch", "pos", "d_model");
     }
 
     /// <inheritdoc />
@@ -61,10 +61,16 @@ public sealed class TransformerBlock : Component
     }
 
     /// <summary>resid_pre [batch, pos, d_model] → resid_post [batch, pos, d_model].</summary>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, null);
+
+    /// <summary>
+    /// resid_pre [batch, pos, d_model] → resid_post [batch, pos, d_model], attention kept off the keys that
+    /// <paramref name="keyPadding"/> (bool [batch, pos], true at padding; null: none) marks.
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor? keyPadding)
     {
         var residPre = _residPre.Run(x);
-        var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre)));
+        var attnOut = _attnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), keyPadding));
         var residMid = residPre.add(attnOut, Scalars.One);
         return Mlp is null ? _residPost.Run(residMid) : ForwardFromMid(residMid);
     }

@@ -41,6 +41,10 @@ public sealed class Gpt2Tokenizer : ITokenizer
     }
 
     /// <inheritdoc />
+    /// <remarks>GPT-2 adds nothing before a text: the same ids as <see cref="Encode"/>.</remarks>
+    public int[] EncodeContinuation(string text) => Encode(text);
+
+    /// <inheritdoc />
     public string Decode(IReadOnlyList<int> ids)
     {
         TokenIds.Check(ids, VocabSize);

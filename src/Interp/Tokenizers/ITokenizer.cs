@@ -16,8 +16,19 @@ public interface ITokenizer
     /// <summary>The end-of-sequence id, or null if there is none.</summary>
     int? EosId { get; }
 
+    /// <summary>The padding id, or null if the vocabulary has none (then padding uses <see cref="EosId"/>, else 0).</summary>
+    int? PadId => null;
+
     /// <summary>Encodes <paramref name="text"/>; with <paramref name="prependBos"/> the BOS id comes first.</summary>
     int[] Encode(string text, bool prependBos = false);
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> as it reads when it continues a text: the tokens a model would predict after a
+    /// prompt, e.g. an answer " Mary". Tokenizers that add nothing before a text (GPT-2) encode it as <see cref="Encode"/>
+    /// does, the default; SentencePiece-style ones that put a dummy-prefix space before every text leave it out, so that
+    /// " Lily" is the one token "▁Lily" rather than "▁" + "Lily".
+    /// </summary>
+    int[] EncodeContinuation(string text) => Encode(text);
 
     /// <summary>Decodes a whole sequence to text; invalid UTF-8 becomes U+FFFD rather than an error.</summary>
     string Decode(IReadOnlyList<int> ids);

@@ -44,7 +44,16 @@ public sealed partial class Llama2CTokenizer : ITokenizer
     public int? EosId => Eos;
 
     /// <inheritdoc />
-    public int[] Encode(string text, bool prependBos = false)
+    public int[] Encode(string text, bool prependBos = false) => EncodePieces(text, prependBos, dummyPrefix: true);
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// run.c's encode without the dummy-prefix space: " Lily" is the single piece " Lily" (the token a model predicts
+    /// after "… named"), where <see cref="Encode"/> would give the dummy " " before it.
+    /// </remarks>
+    public int[] EncodeContinuation(string text) => EncodePieces(text, prependBos: false, dummyPrefix: false);
+
+    private int[] EncodePieces(string text, bool prependBos, bool dummyPrefix)
     {
         ArgumentNullException.ThrowIfNull(text);
         var tokens = new List<int>();
@@ -52,7 +61,7 @@ public sealed partial class Llama2CTokenizer : ITokenizer
         if (text.Length == 0) return tokens.ToArray();
 
         byte[] bytes = Encoding.UTF8.GetBytes(text);
-        AddPiece(" "u8, tokens); // the dummy prefix
+        if (dummyPrefix) AddPiece(" "u8, tokens);
         // Split into UTF-8 codepoints the way run.c does: a byte that is not a continuation byte starts
         // a codepoint, which takes at most 4 bytes; stray continuation bytes stand alone.
         for (int start = 0; start < bytes.Length;)
