@@ -1,9 +1,10 @@
 #:project ../src/Interp.Run/Interp.Run.csproj
 // Ablation: remove each head, attention layer and MLP layer of a model in turn (zero, mean or resample ablation) and
-// measure how much the loss on repeated random sequences rises. The sweep reuses the clean run up to the ablated layer
-// and runs several ablations in one batched forward pass.
-// Run: dotnet run experiments/ablation.cs [-- --model PATH] [--set metric=repeated_loss|loss] [--set positions=all|repeated|3,4]
-//      [--set batch=32] [--set half=24] [--set ablations_per_forward=N]
+// measure how much the metric changes: the loss on repeated random sequences, or — with --prompts FILE — the logit
+// difference logit(answer) − logit(wrong) at each prompt's last token, averaged over the prompts (which run as one
+// right-padded batch). The sweep reuses the clean run up to the ablated layer and runs several ablations per forward pass.
+// Run: dotnet run experiments/ablation.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
+//      [--set metric=repeated_loss|loss] [--set positions=all|repeated|3,4] [--set batch=32] [--set half=24] [--set ablations_per_forward=N]
 
 using System.ComponentModel;
 using Interp;
@@ -11,11 +12,12 @@ using Interp.Analysis;
 using Interp.Experiments;
 using Interp.Loading;
 using Interp.Plots;
+using Interp.Prompts;
 using static TorchSharp.torch;
 
 AblationKind[] Kinds = [AblationKind.Zero, AblationKind.Mean, AblationKind.Resample];
 
-return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences"), async (context, settings, ct) =>
+return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences or the logit difference on your prompts"), async (context, settings, ct) =>
 {
     var loaded = context.Model;
     var model = loaded.Model;
@@ -23,18 +25,41 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
     using var scope = NewDisposeScope();
     using var _ = no_grad();
 
-    var input = settings.Input(cfg).Draw(loaded, context.Seed);
-    var (tokens, half, prefix) = (input.Tokens, input.Half, input.Prefix);
-    int length = (int)tokens.shape[1];
-    using var reference = new AblationReference(model,
-        (settings.Input(cfg) with { Half = half }).Draw(loaded, context.Seed + 1L).Tokens, context.Seed);
-    var (metricName, metric) = settings.Metric switch
+    // The input: the researcher's prompts, or repeated random sequences [BOS] + r + r.
+    Tensor tokens;
+    Tensor? mask = null;
+    AblationReference reference;
+    string metricName, input;
+    Metric metric;
+    int[]? positions = null;
+    int half = 0, prefix = 0;
+    using var prompts = settings.Prompts is { } file ? PromptSet.Load(file, model) : null;
+    if (prompts is not null)
     {
-        "repeated_loss" => ("repeated_half_loss", Metrics.Loss(prefix + half + 1)),
-        "loss" => ("loss", Metrics.Loss()),
-        var m => throw new InterpException($"option metric: unknown metric '{m}', expected repeated_loss or loss"),
-    };
-    var positions = ParsePositions(settings.Positions, prefix, half, length);
+        if (settings.Positions != "all")
+            throw new InterpException($"setting 'positions' = '{settings.Positions}' applies to repeated random sequences; with --prompts every position of every prompt is ablated");
+        (tokens, mask) = (prompts.Clean.Tokens, prompts.Clean.AttentionMask);
+        reference = new AblationReference(model, tokens, context.Seed, mask);   // means and resamples over the same prompts' real tokens
+        (metricName, metric) = ("logit_diff", prompts.LogitDiff());
+        input = $"{prompts.Count} prompts of {Path.GetFileName(prompts.Source)} ({prompts.Clean.Lengths.Min()}–{prompts.Clean.MaxLength} tokens, one right-padded batch)";
+    }
+    else
+    {
+        var drawn = settings.Input(cfg).Draw(loaded, context.Seed);
+        (tokens, half, prefix) = (drawn.Tokens, drawn.Half, drawn.Prefix);
+        reference = new AblationReference(model, (settings.Input(cfg) with { Half = half }).Draw(loaded, context.Seed + 1L).Tokens, context.Seed);
+        (metricName, metric) = settings.Metric switch
+        {
+            "repeated_loss" => ("repeated_half_loss", Metrics.Loss(prefix + half + 1)),
+            "loss" => ("loss", Metrics.Loss()),
+            var m => throw new InterpException($"setting 'metric': unknown metric '{m}', expected repeated_loss or loss"),
+        };
+        positions = ParsePositions(settings.Positions, prefix, half, (int)tokens.shape[1]);
+        input = $"{settings.Batch} repeated random sequences ({half} random tokens repeated once)";
+    }
+    using var _reference = reference;
+    // A loss rises when a head that helps is removed; a logit difference falls.
+    double helps = prompts is null ? 1 : -1;
     var options = new AblationSweepOptions { AblationsPerForward = settings.AblationsPerForward };
 
     var targets = AblationTarget.AllHeads(cfg, positions).Concat(AblationTarget.AllLayers(cfg, positions)).ToArray();
@@ -42,17 +67,17 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
     for (int i = 0; i < Kinds.Length; i++)
     {
         context.ReportProgress($"{Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", (double)i / Kinds.Length);
-        rows.AddRange(AblationSweep.Run(model, tokens, targets, Kinds[i], metric, reference, options, ct));
+        rows.AddRange(AblationSweep.Run(model, tokens, targets, Kinds[i], metric, reference, options, ct, mask));
     }
     await context.WriteTableAsync("ablation.parquet", AblationSweep.ToTable(rows, metricName),
-        $"{metricName} on {settings.Batch} repeated random sequences, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
+        $"{metricName} on {input}, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
         "and MLP layer (hook_mlp_out) zero-, mean- or resample-ablated alone (mean and resample over a reference batch of as many sequences)", ct);
 
     context.ReportProgress("figures", 0.9);
     foreach (var kind in Kinds)
         context.SaveFigure($"ablation_heads_{Ablation.Name(kind)}.png",
             Figures.LayerHead(AblationSweep.HeadDeltas(rows.Where(r => r.Kind == kind), cfg), $"{Ablation.Name(kind)} ablation: change in {metricName}", $"Δ {metricName}"),
-            $"Change in {metricName} when each head is {Ablation.Name(kind)}-ablated alone (layer × head); positive = the head helps.",
+            $"Change in {metricName} when each head is {Ablation.Name(kind)}-ablated alone (layer × head); {(helps > 0 ? "positive" : "negative")} = the head helps.",
             Math.Max(500, 90 * cfg.NHeads + 200), Math.Max(300, 70 * cfg.NLayers + 150));
     var layerRows = rows.Where(r => r.Component != "head").ToArray();
     var layerLabels = layerRows.Select(r => $"{r.Component} {r.Layer}").Distinct().ToArray();
@@ -63,29 +88,33 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
         $"Change in {metricName} when a whole attention layer (hook_attn_out) or MLP layer (hook_mlp_out) is ablated.",
         700, Math.Max(350, 45 * layerLabels.Length + 200));
 
-    // The heads whose zero-ablation costs most, and the loss per position without the first.
-    var ranked = rows.Where(r => r.Kind == AblationKind.Zero && r.Component == "head").OrderByDescending(r => r.Delta).ToArray();
+    // The heads whose zero-ablation costs most, and (on repeated sequences) the loss per position without the first.
+    var ranked = rows.Where(r => r.Kind == AblationKind.Zero && r.Component == "head").OrderByDescending(r => helps * r.Delta).ToArray();
     var top = ranked[0];
     var topTarget = AblationTarget.OfHead(top.Layer, top.Head, positions);
     double clean = top.MetricClean;
     context.AddNumber("metric_clean", clean, $"{metricName} of the clean model");
-    context.AddNumber("top_head_layer", top.Layer, "layer of the head whose zero-ablation raises the metric most", "0");
+    context.AddNumber("top_head_layer", top.Layer, "layer of the head whose zero-ablation costs the most", "0");
     context.AddNumber("top_head", top.Head, "index of that head", "0");
-    context.AddNumber("top_head_delta", top.Delta, $"rise of {metricName} when head {top.Layer}.{top.Head} is zero-ablated");
+    context.AddNumber("top_head_delta", top.Delta, $"change of {metricName} when head {top.Layer}.{top.Head} is zero-ablated");
     string second = "";
     if (ranked.Length > 1)
     {
         var next = ranked[1];
-        context.AddNumber("second_head_layer", next.Layer, "layer of the head whose zero-ablation raises the metric second most", "0");
+        context.AddNumber("second_head_layer", next.Layer, "layer of the head whose zero-ablation costs the second most", "0");
         context.AddNumber("second_head", next.Head, "index of that head", "0");
-        context.AddNumber("second_head_delta", next.Delta, $"rise of {metricName} when head {next.Layer}.{next.Head} is zero-ablated");
+        context.AddNumber("second_head_delta", next.Delta, $"change of {metricName} when head {next.Layer}.{next.Head} is zero-ablated");
         second = $"; second comes head **{next.Layer}.{next.Head}** ({next.Delta:+0.000;-0.000})";
     }
     string Delta(AblationKind kind) => $"{rows.Single(r => r.Kind == kind && r.Component == "head" && r.Layer == top.Layer && r.Head == top.Head).Delta:+0.000;-0.000}";
-    context.AddText($"**Most important head.** Zero-ablating head **{top.Layer}.{top.Head}** raises {metricName} from {clean:0.000} to " +
+    context.AddText($"**Most important head.** Zero-ablating head **{top.Layer}.{top.Head}** changes {metricName} from {clean:0.000} to " +
                     $"{top.MetricAblated:0.000} ({top.Delta:+0.000;-0.000}){second}. Mean and resample ablation of the same head: " +
-                    $"{Delta(AblationKind.Mean)} and {Delta(AblationKind.Resample)}. {settings.Batch} sequences of {half} random tokens repeated once, " +
-                    $"ablated at positions {topTarget.PositionsName}.");
+                    $"{Delta(AblationKind.Mean)} and {Delta(AblationKind.Resample)}. Input: {input}; ablated at positions {topTarget.PositionsName}.");
+    if (prompts is not null)
+    {
+        context.ReportProgress("done", 1.0);
+        return;
+    }
     var cleanLoss = LossByPosition.Mean(model, tokens);
     var series = new List<(string, double[])> { ("clean", cleanLoss) };
     foreach (var kind in Kinds)
@@ -116,10 +145,12 @@ static int[]? ParsePositions(string text, int prefix, int half, int length)
 /// <summary>Settings of ablation (--set key=value).</summary>
 sealed record AblationSettings : RepeatedInputSettings
 {
-    [Description("repeated_loss (default): mean loss on the repeated half, the predicted positions prefix + half + 1 … (the tokens copying can predict); loss: mean loss over every predicted position.")]
+    [Description("(repeated sequences) repeated_loss: mean loss on the repeated half, the predicted positions prefix + half + 1 … (the tokens copying can predict); loss: mean loss over every predicted position.")]
     public string Metric { get; init; } = "repeated_loss";
-    [Description("all (default), repeated (the second copy's positions prefix + half …) or a comma list of positions.")]
+    [Description("(repeated sequences) all, repeated (the second copy's positions prefix + half …) or a comma list of positions.")]
     public string Positions { get; init; } = "all";
-    [Description("Ablations per forward pass (null: as many as a 256 MiB budget allows).")]
+    [Description("Ablations per forward pass (none: as many as a 256 MiB budget allows).")]
     public int? AblationsPerForward { get; init; }
+    [Description("a prompt set (JSON Lines: prompt, answer, wrong[, corrupted]) to run on instead of repeated random sequences; the metric is then logit(answer) − logit(wrong) at each prompt's last token")]
+    public string? Prompts { get; init; }
 }

@@ -2,8 +2,11 @@
 // Activation patching on repeated random tokens: clean = [BOS] + r + r, corrupted = [BOS] + c + r (the first copy
 // replaced, so that the second copy has nothing to copy from). Every residual stream entry, attention/MLP output, head
 // output and head pattern is patched from the clean run into the corrupted one in turn; the metric (mean log-probability
-// of the correct token over the repeated half) says how much of the clean behaviour each one restores.
-// Run: dotnet run experiments/activation_patching.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set per_position=false]
+// of the correct token over the repeated half) says how much of the clean behaviour each one restores. With --prompts
+// FILE the clean and corrupted runs are each line's prompt and corrupted prompt (one right-padded batch each) and the
+// metric is logit(answer) − logit(wrong) at each prompt's last token, averaged over the prompts.
+// Run: dotnet run experiments/activation_patching.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
+//      [--set batch=32] [--set half=24] [--set per_position=false]
 
 using System.ComponentModel;
 using System.Globalization;
@@ -13,6 +16,7 @@ using Interp.Experiments;
 using Interp.Models;
 using Interp.Loading;
 using Interp.Plots;
+using Interp.Prompts;
 using Interp.Results;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -24,6 +28,11 @@ return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activati
     var cfg = model.Config;
     using var scope = NewDisposeScope();
     using var _ = no_grad();
+    if (settings.Prompts is { } file)
+    {
+        await PatchPromptsAsync(context, loaded, settings, file, ct);
+        return;
+    }
 
     var input = settings.Input(cfg).Draw(loaded, context.Seed);
     var (clean, half, prefix) = (input.Tokens, input.Half, input.Prefix);
@@ -59,6 +68,44 @@ return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activati
     DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
     context.ReportProgress("done", 1.0);
 });
+
+// The researcher's prompts: patch from each prompt into its corrupted twin; the metric is the mean logit difference.
+static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loaded, ActivationPatchingSettings settings, string file, CancellationToken ct)
+{
+    var cfg = loaded.Model.Config;
+    using var prompts = PromptSet.Load(file, loaded.Model);
+    if (prompts.Corrupted is null)
+        throw new InterpException($"{file}: activation patching needs a corrupted prompt on every line (\"corrupted\": the prompt with the information the answer needs changed, tokenising to as many tokens)");
+    var (clean, corrupted, mask) = (prompts.Clean.Tokens, prompts.Corrupted.Tokens, prompts.Clean.AttentionMask);
+    int positions = (int)clean.shape[1];
+    context.ReportProgress("clean and corrupted runs", 0.05);
+    using var patching = new ActivationPatching(loaded.Model, clean, corrupted, prompts.LogitDiff(), mask) { SequencesPerPass = settings.SequencesPerPass };
+    context.AddNumber("metric_clean", patching.CleanMetric, "mean logit(answer) − logit(wrong) at each prompt's last token, clean prompts");
+    context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted prompts");
+    patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
+
+    var sites = new List<PatchSite>();
+    foreach (var kind in new[] { PatchKind.ResidPre, PatchKind.AttnOut, PatchKind.MlpOut, PatchKind.HeadOut })
+        sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, settings.PerPosition));
+    sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
+    var results = patching.Sweep(sites, new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f)), ct);
+    var rows = new ParquetColumns();
+    foreach (var r in results)
+        rows.Row(("patch", PatchSite.Name(r.Site.Kind)), ("layer", r.Site.Layer), ("head", r.Site.Head), ("position", r.Site.Position),
+            ("value", r.Value), ("raw", r.Raw));
+    await context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
+        $"mean logit difference over the {prompts.Count} prompts of {Path.GetFileName(file)} with one activation patched from the clean into the corrupted prompts: " +
+        "value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; head −1 = not a head patch, position −1 = every position", ct);
+
+    var value = results.ToDictionary(r => r.Site, r => r.Value);
+    var heads = value.Where(kv => kv.Key.Kind == PatchKind.HeadOut && kv.Key.Position < 0).OrderByDescending(kv => kv.Value).Take(5)
+        .Select(kv => $"{kv.Key.Layer}.{kv.Key.Head}: {kv.Value:0.000}");
+    context.AddText($"**Set-up.** {prompts.Count} prompts of {Path.GetFileName(file)} and their corrupted twins, right-padded to {positions} tokens. " +
+                    $"Metric: logit(answer) − logit(wrong) at each prompt's last token, mean **{patching.CleanMetric:0.000}** clean and **{patching.CorruptedMetric:0.000}** corrupted. " +
+                    $"Heads whose output (every position) restores most: {string.Join(", ", heads)}. Per-position figures label the first prompt's tokens.");
+    DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
+    context.ReportProgress("done", 1.0);
+}
 
 // The corrupted twin of repeated tokens [prefix] + r + r: [prefix] + c + r, where each c_i is drawn uniformly
 // from the same id range without r_i, so that no position of the first copy keeps its token.
@@ -199,4 +246,6 @@ sealed record ActivationPatchingSettings : RepeatedInputSettings
     public bool PerPosition { get; init; } = true;
     [Description("The most sequences in one forward pass (patches run as batches of copies).")]
     public int SequencesPerPass { get; init; } = 1024;
+    [Description("a prompt set (JSON Lines: prompt, answer, wrong, corrupted) to patch from prompt into corrupted prompt instead of repeated random sequences")]
+    public string? Prompts { get; init; }
 }

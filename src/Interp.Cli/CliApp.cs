@@ -34,6 +34,7 @@ public static class CliApp
             services.GetRequiredService<RunCommand>().Build(),
             services.GetRequiredService<TrainDefaultCommand>().Build(),
             services.GetRequiredService<BenchCommand>().Build(),
+            services.GetRequiredService<PromptsCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -68,6 +69,7 @@ public static class CliApp
         builder.Services.AddSingleton<RunCommand>();
         builder.Services.AddSingleton<TrainDefaultCommand>();
         builder.Services.AddSingleton<BenchCommand>();
+        builder.Services.AddSingleton<PromptsCommand>();
 
         return builder.Build();
     }

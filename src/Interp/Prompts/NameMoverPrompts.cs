@@ -16,6 +16,37 @@ public static class NameMoverPrompts
     /// <summary>The placeholder of the subject; its last occurrence is the one the corrupted prompt changes.</summary>
     public const string B = "[B]";
 
+    /// <summary>Templates in the style of the IOI paper's (Wang et al. 2022) BABA templates, for web-text models such as GPT-2.</summary>
+    public static IReadOnlyList<string> IoiTemplates { get; } =
+    [
+        "When [A] and [B] went to the store, [B] gave a drink to",
+        "When [A] and [B] went to the park, [B] gave a ball to",
+        "Then, [A] and [B] had a long argument. Afterwards [B] said to",
+        "After [A] and [B] went to the office, [B] gave a book to",
+        "While [A] and [B] were working at the hospital, [B] gave a snack to",
+        "Then, [A] and [B] went to the market. [B] bought a drink for",
+        "Friends [A] and [B] found a bone at the garden. [B] gave it to",
+        "The local big [A] and [B] went to the school. [B] gave a kiss to",
+    ];
+
+    /// <summary>Templates a children's-story model (TinyStories, stories260K) completes: <c>experiments/prompts/stories_names.jsonl</c> comes from these.</summary>
+    public static IReadOnlyList<string> StoryTemplates { get; } =
+    [
+        "[A] and [B] went to the park. [B] gave the ball to",
+        "[A] and [B] were playing with a toy. [B] gave the toy to",
+        "One day, [A] and [B] found a big apple. [B] gave the apple to",
+        "[A] and [B] went to the shop. [B] gave a flower to",
+        "[A] and [B] had a cake. [B] gave the cake to",
+    ];
+
+    /// <summary>Common first names; <see cref="Generate"/> keeps those that are one token of the tokenizer at hand.</summary>
+    public static IReadOnlyList<string> DefaultNames { get; } =
+    [
+        "Lily", "Tim", "Timmy", "Tom", "Ben", "Max", "Sue", "Anna", "Sam", "Mia", "Lucy", "Jack",
+        "Mary", "John", "James", "Michael", "David", "Sarah", "Emma", "Paul", "Mark", "Kate", "Laura", "Daniel",
+        "Alice", "Bob", "Peter", "Susan", "Robert", "Lisa", "Chris", "Jane",
+    ];
+
     /// <summary>The names of <paramref name="names"/> whose " name" is one continuation token of <paramref name="tokenizer"/>, in order.</summary>
     public static IReadOnlyList<string> SingleTokenNames(ITokenizer tokenizer, IEnumerable<string> names) =>
         names.Distinct(StringComparer.Ordinal).Where(n => SingleTokens.TryOf(tokenizer, " " + n, out _)).ToArray();

@@ -222,7 +222,7 @@ public class PaddedPassesTests
         using var _ = no_grad();
         using var loaded = ModelLoader.Load(TestModels.StoriesBin);
         var model = loaded.Model;
-        using var set = PromptSet.Load(RepoFiles.Path("artifacts/prompts/stories_names.jsonl"), model);
+        using var set = PromptSet.Load(RepoFiles.Path("experiments/prompts/stories_names.jsonl"), model);
         var targets = AblationTarget.AllHeads(model.Config).Take(10).Concat(AblationTarget.AllLayers(model.Config)).ToArray();
         var rows = AblationSweep.Run(model, set.Clean.Tokens, targets, AblationKind.Zero, set.LogitDiff(), attentionMask: set.Clean.AttentionMask);
 

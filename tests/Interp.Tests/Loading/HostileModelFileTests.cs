@@ -229,7 +229,7 @@ public sealed class HostileModelFileTests
         string root = Interp.Tests.Experiments.ExperimentScriptTests.RepoRoot();
         string[] forbidden = ["Process.Start", "ProcessStartInfo", "Assembly.Load", "Activator.CreateInstance", "Type.GetType(", "BinaryFormatter",
             "TypeNameHandling", "JsonDerivedType", "AppDomain", "DllImport", "LibraryImport", "NativeLibrary"];
-        var files = new[] { "src/Interp/Loading", "src/Interp/Tokenizers", "src/Interp/Experiments" }
+        var files = new[] { "src/Interp/Loading", "src/Interp/Tokenizers", "src/Interp/Prompts", "src/Interp.Run/Experiments" }
             .SelectMany(d => Directory.GetFiles(Path.Combine(root, d), "*.cs", SearchOption.AllDirectories)).ToArray();
         Assert.NotEmpty(files);
         foreach (var file in files)

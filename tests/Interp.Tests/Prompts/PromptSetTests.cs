@@ -9,15 +9,8 @@ public class PromptSetTests
     private static readonly Llama2CTokenizer Stories = Llama2CTokenizer.Load(TestModels.StoriesTokenizer, 512);
     private static readonly Gpt2Tokenizer Gpt2 = new();
 
-    /// <summary>The templates and names <c>artifacts/prompts/stories_names.jsonl</c> was generated from (24 lines, seed 0).</summary>
-    public static readonly string[] StoriesTemplates =
-    [
-        "[A] and [B] went to the park. [B] gave the ball to",
-        "[A] and [B] were playing with a toy. [B] gave the toy to",
-        "One day, [A] and [B] found a big apple. [B] gave the apple to",
-        "[A] and [B] went to the shop. [B] gave a flower to",
-        "[A] and [B] had a cake. [B] gave the cake to",
-    ];
+    /// <summary>The templates and names <c>experiments/prompts/stories_names.jsonl</c> was generated from (24 lines, seed 0).</summary>
+    public static readonly IReadOnlyList<string> StoriesTemplates = NameMoverPrompts.StoryTemplates;
     public static readonly string[] StoriesNames = ["Lily", "Tim", "Timmy", "Tom", "Ben", "Max", "Sue", "Anna", "Sam", "Mia", "Lucy", "Jack"];
     public const int StoriesCount = 24;
     public const long StoriesSeed = 0;
@@ -141,7 +134,7 @@ public class PromptSetTests
     [Fact]
     public void StoriesNamesFile_IsTheGeneratorsOutput_AndLoads()
     {
-        string path = RepoFiles.Path("artifacts/prompts/stories_names.jsonl");
+        string path = RepoFiles.Path("experiments/prompts/stories_names.jsonl");
         using var set = PromptSet.Load(path, Stories);
         Assert.Equal(NameMoverPrompts.Generate(Stories, StoriesTemplates, StoriesNames, StoriesCount, StoriesSeed), set.Lines);
         Assert.NotNull(set.Corrupted);

@@ -1,6 +1,6 @@
 namespace Interp.Tests.Support;
 
-/// <summary>Locates files committed in the repository (e.g. <c>artifacts/prompts/…</c>) by walking up from the test binaries.</summary>
+/// <summary>Locates files committed in the repository (e.g. <c>experiments/prompts/…</c>) by walking up from the test binaries.</summary>
 public static class RepoFiles
 {
     /// <summary>Full path of <paramref name="relative"/> under the repository root.</summary>
