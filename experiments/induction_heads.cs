@@ -64,7 +64,7 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
     var sample = tokens[..1, ..(prefix + shortHalf)];
     var shortTokens = prefix == 0 ? cat([sample, sample], 1) : cat([sample, sample[.., prefix..]], 1);
     var labels = Labels(shortTokens[0], tokenizer);
-    var (_, cache) = model.RunWithCache(shortTokens, n => n.EndsWith(".hook_pattern", StringComparison.Ordinal));
+    var (_, cache) = model.RunWithCache(shortTokens, n => HookNames.Is(n, HookNames.Pattern));
     using (cache)
     {
         foreach (var (role, l, h) in new[] { ("previous-token", prev.Layer, prev.Head), ("induction", ind.Layer, ind.Head) })

@@ -190,7 +190,7 @@ public static class BenchSuite
         int reps, int warm, CancellationToken ct, bool overheads, Action<BenchRow> add)
     {
         var tokens = Tokens(model.Config, batch, pos);
-        var noOps = model.HookPoints.Where(h => !h.Name.EndsWith(".hook_result", StringComparison.Ordinal))
+        var noOps = model.HookPoints.Where(h => !HookNames.Is(h.Name, HookNames.Result))
             .Select(h => (h.Name, (HookFunction)((_, _) => null))).ToArray();
         // Small models run in microseconds: each timed repetition repeats the call until it takes ≥ 0.1 s.
         int inner = Repeats(() => { using var s = NewDisposeScope(); model.forward(tokens); });

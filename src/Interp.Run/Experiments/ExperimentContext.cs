@@ -68,7 +68,7 @@ public sealed class ExperimentContext
     {
         cancellationToken.ThrowIfCancellationRequested();
         string path = ArtifactPath(fileName, ".parquet");
-        table.Add("run_id", Enumerable.Repeat(RunId, (int)table.RowCount).ToArray());
+        table.Add(Columns.RunId, Enumerable.Repeat(RunId, (int)table.RowCount).ToArray());
         await table.WriteAsync(path, cancellationToken);
         Record(new RunArtifact(fileName, "table", description, table.RowCount));
         Logger.LogInformation("Wrote {File} ({Rows:N0} rows)", fileName, table.RowCount);

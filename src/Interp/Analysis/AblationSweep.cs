@@ -202,7 +202,7 @@ public static class AblationSweep
     {
         var columns = new ParquetColumns();
         foreach (var r in rows)
-            columns.Row(("layer", r.Layer), ("head", r.Head), ("component", r.Component), ("ablation", Ablation.Name(r.Kind)),
+            columns.Row((Columns.Layer, r.Layer), (Columns.Head, r.Head), (Columns.Component, r.Component), ("ablation", Ablation.Name(r.Kind)),
                 ("positions", r.Positions), ("metric", metricName), ("metric_clean", r.MetricClean), ("metric_ablated", r.MetricAblated), ("delta", r.Delta));
         if (columns.RowCount == 0)
             throw new InterpException("an ablation table needs at least one row");

@@ -50,7 +50,7 @@ public sealed record HeadScores(IReadOnlyDictionary<HeadScoreKind, double[,]> Va
         foreach (var (name, values) in scores)
             for (int l = 0; l < values.GetLength(0); l++)
                 for (int h = 0; h < values.GetLength(1); h++)
-                    rows.Row(("layer", l), ("head", h), ("score", name), ("value", (float)values[l, h]));
+                    rows.Row((Columns.Layer, l), (Columns.Head, h), (Columns.Score, name), (Columns.Value, (float)values[l, h]));
         return rows.ToTable();
     }
 }

@@ -94,7 +94,7 @@ public sealed class HeadCircuitSummary
     {
         var rows = new ParquetColumns();
         foreach (var r in Rows)
-            rows.Row(("layer", r.Layer), ("head", r.Head), ("circuit", r.Circuit == Circuit.Pattern ? "pattern" : "message"), ("d_head", DHead),
+            rows.Row((Columns.Layer, r.Layer), (Columns.Head, r.Head), ("circuit", r.Circuit == Circuit.Pattern ? "pattern" : "message"), ("d_head", DHead),
                 ("norm", r.Spectrum.FrobeniusNorm), ("spectral_norm", r.Spectrum.SpectralNorm), ("effective_rank", r.Spectrum.EffectiveRank),
                 ("full_norm", r.FullSpectrum.FrobeniusNorm), ("full_effective_rank", r.FullSpectrum.EffectiveRank),
                 ("copying_score", r.EigenScore), ("singular_values", r.Spectrum.SingularValues));

@@ -16,6 +16,6 @@ public static class LogitsTable
         var ids = new int[values.Length];
         for (int p = 0, i = 0; p < pos; p++)
             for (int v = 0; v < vocab; v++, i++) { positions[i] = p; ids[i] = v; }
-        return new ParquetTable().Add("position", positions).Add("vocab", ids).Add("logit", values);
+        return new ParquetTable().Add(Columns.Position, positions).Add("vocab", ids).Add("logit", values);
     }
 }

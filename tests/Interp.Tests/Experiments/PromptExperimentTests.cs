@@ -80,4 +80,44 @@ public sealed class PromptExperimentTests
         Assert.Contains("needs a corrupted prompt", err);
         Assert.Contains("clean_only.jsonl", err);
     }
+
+    [Fact]
+    public async Task The_shipped_stories_prompt_set_is_what_interp_prompts_ioi_writes()
+    {
+        using var tmp = new TempDir();
+        var (code, output, err) = await ExperimentScriptTests.RunRaw("prompts", "ioi", "--model", TestModels.StoriesBin, "--templates", "stories",
+            "--names", "Lily,Tim,Timmy,Tom,Ben,Max,Sue,Anna,Sam,Mia,Lucy,Jack", "--n", "24", "--seed", "0", "--out", tmp.File("names.jsonl"));
+        Assert.True(code == 0, err);
+        Assert.Equal(File.ReadAllText(StoriesNames), File.ReadAllText(tmp.File("names.jsonl")));
+        Assert.Contains("names that are one token: Lily, Tim, Timmy", output);
+    }
+
+    [Fact]
+    public async Task Ioi_prompts_for_gpt2_keep_single_token_names_and_equal_lengths()
+    {
+        using var tmp = new TempDir();
+        // A small model with GPT-2's whole vocabulary and tokenizer (the shared random GPT-2 has a 1000-token vocabulary).
+        string dir = tmp.Sub("gpt2-vocab");
+        using (var model = TestModels.Random(TestModels.Gpt2Like with { DVocab = 50257, DModel = 8, NHeads = 2, DMlp = 16, NLayers = 1, NCtx = 64 }))
+            InterpModelFormat.Save(model, dir, tokenizer: "gpt2");
+        var (code, _, err) = await ExperimentScriptTests.RunRaw("prompts", "ioi", "--model", dir, "--n", "32", "--out", tmp.File("ioi.jsonl"));
+        Assert.True(code == 0, err);
+        var tokenizer = new Interp.Tokenizers.Gpt2Tokenizer();
+        var lines = File.ReadAllLines(tmp.File("ioi.jsonl"));
+        Assert.Equal(32, lines.Length);
+        foreach (var line in lines)
+        {
+            using var json = JsonDocument.Parse(line);
+            var r = json.RootElement;
+            string prompt = r.GetProperty("prompt").GetString()!, corrupted = r.GetProperty("corrupted").GetString()!;
+            string answer = r.GetProperty("answer").GetString()!, wrong = r.GetProperty("wrong").GetString()!;
+            Assert.Single(tokenizer.Encode(answer));
+            Assert.Single(tokenizer.Encode(wrong));
+            Assert.NotEqual(answer, wrong);
+            Assert.Contains(answer, prompt);
+            Assert.Equal(tokenizer.Encode(prompt).Length, tokenizer.Encode(corrupted).Length);
+            // The corrupted prompt differs from the clean one only in the subject's second mention.
+            Assert.EndsWith(prompt[prompt.LastIndexOf(wrong.Trim(), StringComparison.Ordinal)..].Replace(wrong.Trim(), "", StringComparison.Ordinal), corrupted);
+        }
+    }
 }

@@ -42,6 +42,37 @@ public sealed class ScriptsAnywhereTests
         for (int i = 0; i < 8; i++) Assert.Equal(expected[i], float.Parse(lines[1 + i], CultureInfo.InvariantCulture), 5);
     }
 
+    [Fact]
+    public async Task The_quick_start_of_the_README_runs_as_written_in_a_folder_outside_the_repository()
+    {
+        string repo = ExperimentScriptTests.RepoRoot();
+        var readme = File.ReadAllText(Path.Combine(repo, "README.md"));
+        var code = System.Text.RegularExpressions.Regex.Match(readme, @"## Quick start.*?```csharp\n(.*?)```", System.Text.RegularExpressions.RegexOptions.Singleline).Groups[1].Value;
+        Assert.Contains("#:project /path/to/interp/src/Interp/Interp.csproj", code);
+        code = code.Replace("/path/to/interp/src/Interp/Interp.csproj", Path.Combine(repo, "src", "Interp", "Interp.csproj"))
+            .Replace("../shared/models/stories260K/stories260K.bin", TestModels.StoriesBin);
+        Assert.True(code.Split('\n').Count(l => l.Trim().Length > 0 && !l.TrimStart().StartsWith("//", StringComparison.Ordinal)) <= 32, "the quick start stays about 30 lines");
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.File("quick_start.cs"), code);
+        var run = await DotnetScripts.Run(tmp.File("quick_start.cs"), [], workingDirectory: tmp.Path);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        double Printed(string label) => double.Parse(System.Text.RegularExpressions.Regex.Match(run.Output, System.Text.RegularExpressions.Regex.Escape(label) + @"\s*(-?[0-9.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
+
+        // The same numbers computed here, without the toolkit's tokens helpers or attribution.
+        using var loaded = Interp.Loading.ModelLoader.Load(TestModels.StoriesBin);
+        var tok = loaded.Tokenizer!;
+        var ids = tok.Encode("Lily and Tim went to the park. Tim gave the ball to", prependBos: true).Select(i => (long)i).ToArray();
+        int lily = tok.Encode("Lily and Tim went to the park. Tim gave the ball to Lily", prependBos: true)[^1];
+        int tim = tok.Encode("Lily and Tim went to the park. Tim gave the ball to Tim", prependBos: true)[^1];
+        using var scope = NewDisposeScope();
+        var logits = loaded.Model.forward(tensor(ids));
+        double diff = logits[0, -1, lily].item<float>() - (double)logits[0, -1, tim].item<float>();
+        Assert.Equal(diff, Printed("logit(Lily) − logit(Tim) ="), 3);
+        Assert.Equal(diff, Printed("the components sum to"), 3);
+        var ablated = loaded.Model.RunWithHooks(tensor(ids), (Interp.Hooks.HookNames.Z(2), (z, _) => { var c = z.clone(); c.select(2, 6).zero_(); return c; }));
+        Assert.Equal(ablated[0, -1, lily].item<float>() - (double)ablated[0, -1, tim].item<float>(), Printed("without head 2.6:"), 3);
+    }
+
     [LinuxFact]
     public void The_native_library_is_patched_only_where_the_system_libstdcxx_lacks_the_version()
     {
