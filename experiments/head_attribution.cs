@@ -2,7 +2,10 @@
 // Direct logit attribution: the next-token logit on repeated random sequences split into what each embedding, head,
 // MLP and bias writes directly, per position — for the correct token and for the difference correct − current token.
 // The components sum to the model's logit; on the built-in model the induction head carries the repeated half.
-// Run: dotnet run experiments/head_attribution.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set process_weights=false]
+// With --prompts FILE the direction is unembed(answer) − unembed(wrong) at each prompt's last real token (the prompts run
+// as one right-padded batch): the components sum to the logit difference logit(answer) − logit(wrong) of each prompt.
+// Run: dotnet run experiments/head_attribution.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
+//      [--set batch=32] [--set half=24] [--set process_weights=false]
 
 using System.ComponentModel;
 using Interp;
@@ -11,6 +14,7 @@ using Interp.Experiments;
 using Interp.Loading;
 using Interp.Models;
 using Interp.Plots;
+using Interp.Prompts;
 using Interp.Results;
 using static TorchSharp.torch;
 
@@ -23,6 +27,11 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
     using var _ = no_grad();
     if (settings.ProcessWeights)
         context.ProcessWeights(model, "the attributed logits are centred over the vocabulary.");
+    if (settings.Prompts is { } file)
+    {
+        await AttributePromptsAsync(context, model, file, ct);
+        return;
+    }
 
     context.ReportProgress("scoring heads", 0.1);
     var input = settings.Input(cfg).Draw(loaded, context.Seed);
@@ -67,7 +76,87 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
     context.ReportProgress("done", 1.0);
 });
 
+// The researcher's prompts: logit(answer) − logit(wrong) at each prompt's last real token, split into its direct components.
+// Centring the unembedding (process_weights) shifts every logit of a position by the same amount, so a logit difference
+// and its attribution are the same with raw or processed weights.
+static async Task AttributePromptsAsync(ExperimentContext context, HookedTransformer model, string file, CancellationToken ct)
+{
+    var cfg = model.Config;
+    using var prompts = PromptSet.Load(file, model);
+    context.ReportProgress("attributing logit differences", 0.2);
+    var attribution = HeadAttribution.AtLastTokens(model, prompts.Clean.Tokens, prompts.Clean.AttentionMask, prompts.AnswerIds, prompts.WrongIds);
+    ct.ThrowIfCancellationRequested();
+    var values = TensorData.ToMatrix(attribution.Values.squeeze(-1));                  // [component, prompt]
+    var logit = TensorData.ToVector(attribution.Logit.squeeze(-1));                     // [prompt]
+    var total = TensorData.ToVector(attribution.Total().squeeze(-1));                   // [prompt]
+    int n = prompts.Count;
+    var last = prompts.LastPositions;
 
+    var rows = new ParquetColumns();
+    for (int b = 0; b < n; b++)
+    {
+        for (int c = 0; c < attribution.Components.Count; c++)
+        {
+            var component = attribution.Components[c];
+            rows.Row(("prompt", b), ("position", last[b]), ("component", component.Name), ("layer", component.Layer), ("head", component.Head), ("value", values[c, b]));
+        }
+        rows.Row(("prompt", b), ("position", last[b]), ("component", "logit"), ("layer", -1), ("head", -1), ("value", logit[b]));
+    }
+    await context.WriteTableAsync("head_attribution.parquet", rows.ToTable(),
+        $"direct logit attribution of logit(answer) − logit(wrong) at each prompt's last real token (position) for the {n} prompts of {Path.GetFileName(file)} " +
+        "(prompt = line index among the file's prompts), one row per prompt and component along the direction unembed(answer) − unembed(wrong); " +
+        "component 'logit' is the model's own logit difference, the sum of the others; the mean over prompts is the mean of the rows of each component", ct);
+
+    double metric = logit.Average(), attributionTotal = total.Average();
+    double maxError = Enumerable.Range(0, n).Max(b => Math.Abs(total[b] - logit[b]));
+    var mean = new double[attribution.Components.Count];
+    for (int c = 0; c < mean.Length; c++) mean[c] = Enumerable.Range(0, n).Average(b => values[c, b]);
+    var map = new double[cfg.NLayers, cfg.NHeads];
+    var heads = new List<(int Layer, int Head, double Value)>();
+    for (int c = 0; c < mean.Length; c++)
+        if (attribution.Components[c] is { Kind: ComponentKind.Head } h)
+        {
+            map[h.Layer, h.Head] = mean[c];
+            heads.Add((h.Layer, h.Head, mean[c]));
+        }
+    var ranked = heads.OrderByDescending(x => x.Value).ToArray();
+    var top = ranked[0];
+    var against = ranked[^1];
+
+    context.AddNumber("metric_clean", metric, $"mean logit(answer) − logit(wrong) at each prompt's last token over the {n} prompts");
+    context.AddNumber("attribution_total", attributionTotal, "mean over the prompts of the sum of every direct component (= metric_clean)");
+    context.AddNumber("max_sum_error", maxError, "largest |sum of components − model logit difference| over the prompts (the identity)", "0.0e+0");
+    context.AddNumber("top_head_layer", top.Layer, "layer of the head with the largest mean direct attribution toward the answer", "0");
+    context.AddNumber("top_head", top.Head, "index of that head", "0");
+    context.AddNumber("top_head_attribution", top.Value, $"mean direct attribution of head {top.Layer}.{top.Head} to logit(answer) − logit(wrong)");
+    context.AddNumber("most_negative_head_attribution", against.Value, $"mean direct attribution of head {against.Layer}.{against.Head}, the one pushing most toward the wrong token");
+    context.AddNumber("prompts_toward_answer", logit.Count(v => v > 0), "prompts whose logit difference is positive (the answer is preferred)", "0");
+
+    var pushing = ranked.Take(Math.Min(3, ranked.Length)).Select(x => $"**{x.Layer}.{x.Head}** ({x.Value:+0.000;−0.000})");
+    var strongest = Enumerable.Range(0, mean.Length).Where(c => attribution.Components[c].Kind != ComponentKind.Head)
+        .OrderByDescending(c => Math.Abs(mean[c])).Take(3).Select(c => $"{attribution.Components[c].Label} {mean[c]:+0.000;−0.000}");
+    context.AddText($"**Direct logit attribution on your prompts.** {n} prompts of {Path.GetFileName(file)} ({prompts.Clean.Lengths.Min()}–{prompts.Clean.MaxLength} tokens, " +
+                    $"one right-padded batch). At each prompt's last token the model prefers the answer by a mean logit difference of **{metric:0.000}** " +
+                    $"({logit.Count(v => v > 0)} of {n} prompts positive). The heads that push most toward the answer directly: {string.Join(", ", pushing)}; " +
+                    $"head {against.Layer}.{against.Head} pushes most toward the wrong token ({against.Value:+0.000;−0.000}). Largest other components: {string.Join(", ", strongest)}. " +
+                    $"The components sum to the model's logit difference within {maxError:0.0e+0} (mean {attributionTotal:0.000}).");
+
+    context.ReportProgress("figures", 0.8);
+    context.SaveFigure("head_attribution_prompts.png",
+        Figures.LayerHead(map, "Direct attribution, logit(answer) − logit(wrong)", "logit difference"),
+        $"Mean over the {n} prompts of each head's direct contribution (layer × head) to logit(answer) − logit(wrong) at the prompt's last token; positive = toward the answer.",
+        Math.Max(600, 90 * cfg.NHeads + 200), Math.Max(300, 70 * cfg.NLayers + 150));
+    var others = Enumerable.Range(0, mean.Length).Where(c => attribution.Components[c].Kind != ComponentKind.Head).ToArray();
+    var matrix = new double[others.Length + 1, 1];
+    for (int i = 0; i < others.Length; i++) matrix[i, 0] = mean[others[i]];
+    matrix[others.Length, 0] = heads.Sum(x => x.Value);
+    context.SaveFigure("components_prompts.png",
+        Figures.Matrix(matrix, "Direct attribution of the other components", "mean over prompts", "component",
+            others.Select(c => attribution.Components[c].Label).Append("all heads").ToArray(), ["logit diff"], "logit difference", annotate: true),
+        "Mean direct contribution to logit(answer) − logit(wrong) of the embeddings, every MLP and the biases, and of all heads together.",
+        500, Math.Max(350, 30 * others.Length + 200));
+    context.ReportProgress("done", 1.0);
+}
 
 static void Summarise(ExperimentContext context, ModelConfig cfg, HeadScores scores, LogitAttribution correct, LogitAttribution diff,
     RepeatedHalves halves, double maxError, int batch, int half)
@@ -144,4 +233,6 @@ sealed record HeadAttributionSettings : RepeatedInputSettings
 {
     [Description("Process the weights first (fold LN, centre writing weights and unembedding, fold value biases), as TransformerLens's from_pretrained does: the attributed logit is then the centred one.")]
     public bool ProcessWeights { get; init; } = true;
+    [Description("a prompt set (JSON Lines: prompt, answer, wrong[, corrupted]) to run on instead of repeated random sequences; the direction attributed is then unembed(answer) − unembed(wrong) at each prompt's last token")]
+    public string? Prompts { get; init; }
 }

@@ -2,7 +2,10 @@
 // What every component writes into the residual stream (norm, cosine with the stream it joins, projection on the
 // correct next token's unembedding), and the logit lens: the stream after each layer decoded through the final norm
 // and unembedding — probability and rank of the correct next token per layer and position.
-// Run: dotnet run experiments/residual_writes.cs [-- --model PATH] [--set batch=32] [--set half=24] [--set process_weights=false]
+// With --prompts FILE (one right-padded batch) it measures the writes at each prompt's last real token, projected on the
+// direction unembed(answer) − unembed(wrong), and reads the logit difference logit(answer) − logit(wrong) after every layer.
+// Run: dotnet run experiments/residual_writes.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
+//      [--set batch=32] [--set half=24] [--set process_weights=false]
 
 using System.ComponentModel;
 using Interp;
@@ -12,6 +15,7 @@ using Interp.Hooks;
 using Interp.Loading;
 using Interp.Models;
 using Interp.Plots;
+using Interp.Prompts;
 using Interp.Results;
 using static TorchSharp.torch;
 
@@ -25,6 +29,11 @@ return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_wri
     if (settings.ProcessWeights)
         context.ProcessWeights(model, "the final norm's gain is folded into W_U and the unembedding is centred, so W_U[:, t] " +
                                                "is the direction that raises token t's logit relative to the others.");
+    if (settings.Prompts is { } file)
+    {
+        await MeasurePromptsAsync(context, model, file, ct);
+        return;
+    }
 
     context.ReportProgress("running the model", 0.1);
     var input = settings.Input(cfg).Draw(loaded, context.Seed);
@@ -81,6 +90,126 @@ return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_wri
     DrawFigures(context, cfg, writes, lens, halves);
     context.ReportProgress("done", 1.0);
 });
+
+// The researcher's prompts: every write at each prompt's last real token, its projection on the unit direction
+// unembed(answer) − unembed(wrong), and the logit lens's logit difference after every layer.
+static async Task MeasurePromptsAsync(ExperimentContext context, HookedTransformer model, string file, CancellationToken ct)
+{
+    var cfg = model.Config;
+    using var prompts = PromptSet.Load(file, model);
+    var (tokens, mask) = (prompts.Clean.Tokens, prompts.Clean.AttentionMask);
+    int n = prompts.Count, positions = prompts.Clean.MaxLength;
+    var lastPositions = prompts.LastPositions;
+    context.ReportProgress("running the model", 0.1);
+    Tensor Each(int[] ids) => tensor(ids.Select(i => (long)i).ToArray()).view(n, 1).expand(n, positions).contiguous();   // [prompt, pos]
+    var answers = Each(prompts.AnswerIds);
+    var wrongs = Each(prompts.WrongIds);
+    var last = tensor(lastPositions.Select(p => (long)p).ToArray()).view(n, 1);
+    double[] AtLast(Tensor values) => TensorData.ToVector(values.gather(-1, last.to(values.device).expand(values.shape[0], 1)).squeeze(-1));   // [prompt, pos] → [prompt]
+
+    var (logits, cache) = model.RunWithCache(tokens, mask, n => ResidualWrites.CacheFilter(n) || LogitLens.CacheFilter(n));
+    IReadOnlyList<ResidualWrite> writes;
+    LogitLensResult lensAnswer, lensWrong;
+    using (cache)
+    {
+        var direction = ResidualWrites.UnembedDirections(model, answers).sub(ResidualWrites.UnembedDirections(model, wrongs));   // [prompt, pos, d_model]
+        writes = ResidualWrites.Measure(model, cache, direction, mask);
+        lensAnswer = LogitLens.Target(model, cache, answers);
+        lensWrong = LogitLens.Target(model, cache, wrongs);
+    }
+    ct.ThrowIfCancellationRequested();
+
+    context.ReportProgress("tables", 0.5);
+    var measured = writes.Select(w => (w.Component, Norm: AtLast(w.Norm), Cosine: w.Cosine is null ? null : AtLast(w.Cosine), Projection: AtLast(w.Projection!))).ToArray();
+    var writeRows = new ParquetColumns();
+    for (int b = 0; b < n; b++)
+        foreach (var (component, norm, cosine, projection) in measured)
+            foreach (var (metric, values) in new[] { ("norm", norm), ("cosine", cosine), ("projection", projection) })
+                if (values is not null)
+                    writeRows.Row(("prompt", b), ("layer", component.Layer), ("component", component.Name), ("head", component.Head),
+                        ("position", lastPositions[b]), ("metric", metric), ("value", values[b]));
+    await context.WriteTableAsync("residual_writes.parquet", writeRows.ToTable(),
+        $"each component's write into the residual stream at the last real token (position) of each of the {n} prompts of {Path.GetFileName(file)} " +
+        "(prompt = line index among the file's prompts): norm, cosine with the stream it is added to, projection on the unit direction " +
+        "unembed(answer) − unembed(wrong) (raw, before the final norm); heads without b_O, attn_out = every head plus b_O", ct);
+
+    // The lens at each prompt's last token, [layer][prompt].
+    var layers = lensAnswer.Layers;
+    var lensDiff = new double[layers.Count][];
+    var lensProbability = new double[layers.Count][];
+    var lensRank = new double[layers.Count][];
+    for (int l = 0; l < layers.Count; l++)
+    {
+        using var step = NewDisposeScope();
+        lensDiff[l] = AtLast(lensAnswer.Logit[l].sub(lensWrong.Logit[l]));
+        lensProbability[l] = AtLast(lensAnswer.Probability[l]);
+        lensRank[l] = AtLast(lensAnswer.Rank[l]);
+    }
+    var lensRows = new ParquetColumns();
+    for (int b = 0; b < n; b++)
+        for (int l = 0; l < layers.Count; l++)
+            foreach (var (metric, values) in new[] { ("logit_diff", lensDiff), ("answer_probability", lensProbability), ("answer_rank", lensRank) })
+                lensRows.Row(("prompt", b), ("layer", layers[l].Layer), ("position", lastPositions[b]), ("metric", metric), ("value", values[l][b]));
+    await context.WriteTableAsync("logit_lens.parquet", lensRows.ToTable(),
+        "logit lens at each prompt's last real token: the stream entering block 'layer' (layer n_layers = the final stream) through the final norm and " +
+        "unembedding; logit_diff = logit(answer) − logit(wrong), answer_probability, answer_rank (1 = top)", ct);
+
+    // The identity: at the final stream the lens is the model (the same run's logits at each prompt's last token).
+    double[] own;
+    using (NewDisposeScope())
+    {
+        var at = logits.to(ScalarType.Float64).gather(1, last.to(logits.device).view(n, 1, 1).expand(n, 1, logits.shape[2])).squeeze(1);   // [prompt, vocab]
+        own = TensorData.ToVector(at.gather(1, answers[.., ..1].to(at.device)).sub(at.gather(1, wrongs[.., ..1].to(at.device))).squeeze(1));
+    }
+    double lensError = Enumerable.Range(0, n).Max(b => Math.Abs(lensDiff[^1][b] - own[b]));
+
+    context.ReportProgress("figures", 0.8);
+    double MeanOf(double[] v) => v.Average();
+    var heads = measured.Where(m => m.Component.Kind == ComponentKind.Head).ToArray();
+    var topHead = heads.MaxBy(m => MeanOf(m.Projection))!;
+    var layerParts = measured.Where(m => m.Component.Kind is ComponentKind.Embed or ComponentKind.PosEmbed or ComponentKind.AttnOut or ComponentKind.MlpOut).ToArray();
+    var topPart = layerParts.MaxBy(m => Math.Abs(MeanOf(m.Projection)))!;
+    // The parts that add up to the final stream: embeddings, then every layer's attention output and MLP output.
+    double streamProjection = Enumerable.Range(0, n).Average(b => layerParts.Sum(m => m.Projection[b]));
+    double meanDiff = MeanOf(lensDiff[^1]), before = MeanOf(lensDiff[^2]);
+    context.AddNumber("metric_clean", meanDiff, $"mean logit(answer) − logit(wrong) at each prompt's last token over the {n} prompts (the lens at the final stream = the model)");
+    context.AddNumber("lens_logit_diff_before_last_layer", before, $"the same read from the stream entering the last block ({layers[^2].Label})");
+    context.AddNumber("lens_final_max_abs_difference", lensError, "largest |lens logit difference at the final stream − the model's| over the prompts (the identity; 0 = exact)", "0.0e+0");
+    context.AddNumber("final_stream_projection", streamProjection, "mean over the prompts of the final stream's projection on the unit direction unembed(answer) − unembed(wrong): the sum of the embeddings', attention outputs' and MLP outputs' projections");
+    context.AddNumber("top_projection_head_layer", topHead.Component.Layer, "layer of the head whose write projects most on unembed(answer) − unembed(wrong) at the last token", "0");
+    context.AddNumber("top_projection_head", topHead.Component.Head, "index of that head", "0");
+    context.AddNumber("top_projection", MeanOf(topHead.Projection), $"mean projection of head {topHead.Component.Layer}.{topHead.Component.Head}'s write on the unit direction unembed(answer) − unembed(wrong)");
+
+    var perLayer = string.Join(", ", Enumerable.Range(0, layers.Count).Select(l => $"{layers[l].Label} {MeanOf(lensDiff[l]):+0.000;−0.000}"));
+    context.AddText($"**Your prompts.** {n} prompts of {Path.GetFileName(file)} ({prompts.Clean.Lengths.Min()}–{positions} tokens, one right-padded batch), measured at each " +
+                    $"prompt's last token. **Logit lens:** the mean logit difference logit(answer) − logit(wrong) read after each layer is {perLayer}; at the final stream it is the " +
+                    $"model's own (**{meanDiff:0.000}**, largest difference {lensError:0.0e+0}). **Writes:** head **{topHead.Component.Layer}.{topHead.Component.Head}** writes most along " +
+                    $"unembed(answer) − unembed(wrong) ({MeanOf(topHead.Projection):+0.000;−0.000}); of the embeddings and whole layers, {topPart.Component.Label} projects most " +
+                    $"({MeanOf(topPart.Projection):+0.000;−0.000}, norm {MeanOf(topPart.Norm):0.00}). The projections of the embeddings, attention and MLP outputs add up to the final " +
+                    $"stream's ({streamProjection:+0.000;−0.000}); the final norm divides it by the stream's scale before the unembedding, so projections rank writes but are not logits " +
+                    "(head_attribution gives the exact direct contributions).");
+
+    var xs = Enumerable.Range(0, layers.Count).Select(l => (double)l).ToArray();
+    var plot = Figures.Lines("Logit lens: logit(answer) − logit(wrong) per layer", "stream read (after that many blocks)", "mean logit difference", xs,
+        ("mean over prompts", lensDiff.Select(MeanOf).ToArray()));
+    plot.Axes.Bottom.SetTicks(xs, layers.Select(l => l.Label).ToArray());
+    context.SaveFigure("logit_lens_logit_diff.png", plot,
+        "Mean logit(answer) − logit(wrong) at each prompt's last token when the stream after each layer is decoded through the final norm and unembedding (final_post = the model's own).",
+        900, 550);
+    var map = new double[cfg.NLayers, cfg.NHeads];
+    foreach (var h in heads) map[h.Component.Layer, h.Component.Head] = MeanOf(h.Projection);
+    context.SaveFigure("write_projection_heads.png", Figures.LayerHead(map, "Head writes along unembed(answer) − unembed(wrong)", "mean projection"),
+        "Mean scalar projection of each head's write (layer × head) at the prompt's last token on the unit direction unembed(answer) − unembed(wrong).",
+        Math.Max(600, 90 * cfg.NHeads + 200), Math.Max(300, 70 * cfg.NLayers + 150));
+    var matrix = new double[layerParts.Length, 1];
+    for (int i = 0; i < layerParts.Length; i++) matrix[i, 0] = MeanOf(layerParts[i].Projection);
+    context.SaveFigure("write_projection.png",
+        Figures.Matrix(matrix, "Projection of each write on unembed(answer) − unembed(wrong)", "last token", "component",
+            layerParts.Select(p => p.Component.Label).ToArray(), ["projection"], "mean projection", annotate: true),
+        "Mean scalar projection of the embeddings' and every layer's attention and MLP output at the prompt's last token on the unit direction unembed(answer) − unembed(wrong).",
+        500, Math.Max(350, 30 * layerParts.Length + 200));
+    context.ReportProgress("done", 1.0);
+}
 
 static double Mean(Tensor values, int[] positions)
 {
@@ -183,4 +312,6 @@ sealed record ResidualWritesSettings : RepeatedInputSettings
 {
     [Description("Process the weights first (as TransformerLens's from_pretrained), so that the unembedding direction includes the final norm's gain and is centred.")]
     public bool ProcessWeights { get; init; } = true;
+    [Description("a prompt set (JSON Lines: prompt, answer, wrong[, corrupted]) to run on instead of repeated random sequences; the writes are then measured at each prompt's last token along unembed(answer) − unembed(wrong)")]
+    public string? Prompts { get; init; }
 }

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using Interp.Experiments;
 using Interp.Loading;
 using Interp.Analysis;
 using Interp.Models;
@@ -94,5 +96,63 @@ public sealed class HeadAttributionExperimentTests
         Assert.Equal(["embed", "head", "logit", "mlp_out"], components);                   // no biases, no LN shift, no position embedding
         Assert.Equal(5 * 8, Enumerable.Range(0, t["value"].Length).Where(i => (string)t["component"][i] == "head")
             .Select(i => ((int)t["layer"][i], (int)t["head"][i])).Distinct().Count());
+    }
+
+    private static string StoriesNames => Path.Combine(ExperimentScriptTests.RepoRoot(), "experiments", "prompts", "stories_names.jsonl");
+
+    [Fact]
+    public async Task Prompts_components_sum_to_the_mean_logit_difference_of_plain_forwards()
+    {
+        using var tmp = new TempDir();
+        var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Sub("processed"), "run", "head_attribution", "--prompts", StoriesNames, "--model", TestModels.StoriesBin);
+        Assert.True(code == 0, err);
+        ExperimentScriptTests.AssertArtifactsComplete(tmp.Sub("processed"), manifest);
+        Assert.Equal(StoriesNames, (string)manifest.Settings["prompts"]!);
+        Assert.Contains(manifest.Artifacts, a => a.File == "head_attribution_prompts.png");
+
+        var t = ParquetRead.Columns(Path.Combine(tmp.Sub("processed"), "head_attribution.parquet"));
+        Assert.Equal(["prompt", "position", "component", "layer", "head", "value", "run_id"], t.Keys);
+        var rows = Enumerable.Range(0, t["value"].Length).ToArray();
+
+        // Each prompt's position is its last real token: the prompt encoded alone with BOS, here.
+        using var loaded = ModelLoader.Load(TestModels.StoriesBin);
+        var prompts = File.ReadLines(StoriesNames).Where(l => l.Trim().Length > 0).Select(l =>
+        {
+            using var json = JsonDocument.Parse(l);
+            return json.RootElement.GetProperty("prompt").GetString()!;
+        }).ToArray();
+        var lengths = prompts.Select(p => loaded.Tokenizer!.Encode(p, prependBos: true).Length).ToArray();
+        Assert.True(lengths.Distinct().Count() > 1, "the prompts have different lengths, so the batch is padded");
+        Assert.Equal(Enumerable.Range(0, prompts.Length), rows.Select(i => (int)t["prompt"][i]).Distinct().Order());
+
+        // Per prompt: every head once, the components sum to the model's own logit difference ('logit').
+        var sums = new double[prompts.Length];
+        foreach (var group in rows.GroupBy(i => (int)t["prompt"][i]))
+        {
+            Assert.All(group, i => Assert.Equal(lengths[group.Key] - 1, (int)t["position"][i]));
+            Assert.Equal(5 * 8, group.Count(i => (string)t["component"][i] == "head"));
+            double logit = group.Where(i => (string)t["component"][i] == "logit").Select(i => (double)t["value"][i]).Single();
+            sums[group.Key] = group.Where(i => (string)t["component"][i] != "logit").Sum(i => (double)t["value"][i]);
+            Assert.True(Math.Abs(sums[group.Key] - logit) < 1e-4, $"prompt {group.Key}: Σ components {sums[group.Key]} vs logit difference {logit}");
+        }
+
+        // The mean over prompts of the components' sum is the mean logit difference of each prompt run alone through the
+        // raw (unprocessed) model: centring the unembedding leaves a logit difference unchanged.
+        double expected = PromptExperimentTests.MeanLogitDiffAlone(loaded, StoriesNames);
+        Assert.True(Math.Abs(sums.Average() - expected) < 1e-4, $"mean Σ components {sums.Average()} vs plain forwards {expected}");
+        double Key(RunManifest m, string name) => m.KeyNumbers.Single(k => k.Name == name).Value;
+        Assert.True(Math.Abs(Key(manifest, "metric_clean") - expected) < 1e-4, $"metric_clean {Key(manifest, "metric_clean")} vs {expected}");
+        Assert.True(Math.Abs(Key(manifest, "attribution_total") - expected) < 1e-4, $"attribution_total {Key(manifest, "attribution_total")} vs {expected}");
+
+        // The head named top has the largest mean head attribution in the table.
+        var heads = rows.Where(i => (string)t["component"][i] == "head").GroupBy(i => ((int)t["layer"][i], (int)t["head"][i]))
+            .ToDictionary(g => g.Key, g => g.Average(i => (double)t["value"][i]));
+        Assert.Equal(heads.MaxBy(kv => kv.Value).Key, ((int)Key(manifest, "top_head_layer"), (int)Key(manifest, "top_head")));
+
+        // Raw weights: the same logit difference.
+        var (rawCode, _, rawErr, raw) = await ExperimentScriptTests.Run(tmp.Sub("raw"), "run", "head_attribution", "--prompts", StoriesNames, "--model", TestModels.StoriesBin,
+            "--set", "process_weights=false");
+        Assert.True(rawCode == 0, rawErr);
+        Assert.True(Math.Abs(Key(raw, "attribution_total") - expected) < 1e-4, $"raw weights: attribution_total {Key(raw, "attribution_total")} vs {expected}");
     }
 }

@@ -1,3 +1,6 @@
+using System.Text.Json;
+using Interp.Experiments;
+using Interp.Hooks;
 using Interp.Loading;
 using Interp.Analysis;
 using Interp.Models;
@@ -13,10 +16,11 @@ namespace Interp.Tests.Experiments;
 /// </summary>
 public sealed class ResidualWritesExperimentTests
 {
-    private static Dictionary<string, object[]> Writes(string dir)
+    private static Dictionary<string, object[]> Writes(string dir, bool prompts = false)
     {
         var t = ParquetRead.Columns(Path.Combine(dir, "residual_writes.parquet"));
-        Assert.Equal(["layer", "component", "head", "position", "metric", "value", "run_id"], t.Keys);
+        string[] schema = ["layer", "component", "head", "position", "metric", "value", "run_id"];
+        Assert.Equal(prompts ? ["prompt", .. schema] : schema, t.Keys);
         Assert.IsType<int>(t["layer"][0]);
         Assert.IsType<string>(t["component"][0]);
         Assert.IsType<int>(t["head"][0]);
@@ -104,5 +108,86 @@ public sealed class ResidualWritesExperimentTests
         Assert.Equal(0.0, manifest.KeyNumbers.Single(k => k.Name == "lens_final_max_abs_difference").Value);
         foreach (var figure in new[] { "write_norms.png", "logit_lens_probability.png", "logit_lens_rank.png", "logit_lens_heatmap.png" })
             Assert.Contains(manifest.Artifacts, a => a.File == figure);
+    }
+
+    private static string StoriesNames => Path.Combine(ExperimentScriptTests.RepoRoot(), "experiments", "prompts", "stories_names.jsonl");
+
+    /// <summary>Each prompt's tokens (BOS first) and its answer and wrong ids: the one token that encoding prompt + answer adds.</summary>
+    private static (int[] Ids, int Answer, int Wrong)[] Encode(LoadedModel loaded, string file) =>
+        File.ReadLines(file).Where(l => l.Trim().Length > 0).Select(l =>
+        {
+            using var json = JsonDocument.Parse(l);
+            string prompt = json.RootElement.GetProperty("prompt").GetString()!;
+            var ids = loaded.Tokenizer!.Encode(prompt, prependBos: true).ToArray();
+            int Continuation(string key) => loaded.Tokenizer!.Encode(prompt + json.RootElement.GetProperty(key).GetString()!, prependBos: true)[^1];
+            return (ids, Continuation("answer"), Continuation("wrong"));
+        }).ToArray();
+
+    [Fact]
+    public async Task Prompts_lens_ends_at_the_plain_forward_logit_difference_and_the_writes_add_up_to_the_final_stream()
+    {
+        using var tmp = new TempDir();
+        var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Path, "run", "residual_writes", "--prompts", StoriesNames, "--model", TestModels.StoriesBin);
+        Assert.True(code == 0, err);
+        ExperimentScriptTests.AssertArtifactsComplete(tmp.Path, manifest);
+        Assert.Equal(StoriesNames, (string)manifest.Settings["prompts"]!);
+        foreach (var figure in new[] { "logit_lens_logit_diff.png", "write_projection_heads.png", "write_projection.png" })
+            Assert.Contains(manifest.Artifacts, a => a.File == figure);
+
+        using var loaded = ModelLoader.Load(TestModels.StoriesBin);
+        var prompts = Encode(loaded, StoriesNames);
+        Assert.True(prompts.Select(p => p.Ids.Length).Distinct().Count() > 1, "the prompts have different lengths, so the batch is padded");
+
+        // The lens at the final stream, averaged over the prompts, is the mean logit difference of plain forwards of each
+        // prompt alone (raw weights: centring the unembedding leaves a difference unchanged).
+        var lens = ParquetRead.Columns(Path.Combine(tmp.Path, "logit_lens.parquet"));
+        Assert.Equal(["prompt", "layer", "position", "metric", "value", "run_id"], lens.Keys);
+        Assert.Equal(["answer_probability", "answer_rank", "logit_diff"], lens["metric"].Cast<string>().Distinct().Order());
+        Assert.Equal(Enumerable.Range(0, 6), lens["layer"].Cast<int>().Distinct().Order());
+        var lensRows = Enumerable.Range(0, lens["value"].Length).ToArray();
+        Assert.All(lensRows, i => Assert.Equal(prompts[(int)lens["prompt"][i]].Ids.Length - 1, (int)lens["position"][i]));
+        var finalDiff = lensRows.Where(i => (int)lens["layer"][i] == 5 && (string)lens["metric"][i] == "logit_diff").ToArray();
+        Assert.Equal(prompts.Length, finalDiff.Length);
+        double expected = PromptExperimentTests.MeanLogitDiffAlone(loaded, StoriesNames);
+        double lensMean = finalDiff.Average(i => (double)lens["value"][i]);
+        Assert.True(Math.Abs(lensMean - expected) < 1e-4, $"lens at the final stream {lensMean} vs plain forwards {expected}");
+        double metricClean = manifest.KeyNumbers.Single(k => k.Name == "metric_clean").Value;
+        Assert.True(Math.Abs(metricClean - expected) < 1e-4, $"metric_clean {metricClean} vs plain forwards {expected}");
+        Assert.Equal(0.0, manifest.KeyNumbers.Single(k => k.Name == "lens_final_max_abs_difference").Value);
+
+        // Writes at the last token: the projections of the embedding and of every layer's attention and MLP output add up
+        // to the projection of the final stream of each prompt run alone through the processed model; each layer's heads
+        // add up to its attention output (stories260K has no b_O).
+        var writes = Writes(tmp.Path, prompts: true);
+        var projections = Enumerable.Range(0, writes["value"].Length).Where(i => (string)writes["metric"][i] == "projection").ToArray();
+        loaded.Model.ProcessWeights(WeightProcessingOptions.Default);
+        var wU = loaded.Model.Unembed.W_U.detach().to(ScalarType.Float64);
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            var mine = projections.Where(i => (int)writes["prompt"][i] == b).ToArray();
+            Assert.All(mine, i => Assert.Equal(prompts[b].Ids.Length - 1, (int)writes["position"][i]));
+            double Sum(Func<int, bool> which) => mine.Where(which).Sum(i => (double)writes["value"][i]);
+            double parts = Sum(i => (string)writes["component"][i] is "embed" or "attn_out" or "mlp_out");
+            double reference;
+            using (NewDisposeScope())
+            using (no_grad())
+            {
+                var (ids, answer, wrong) = prompts[b];
+                var (_, cache) = loaded.Model.RunWithCache(tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0), n => n == HookNames.ResidPost(4));
+                using (cache)
+                {
+                    var u = wU[.., answer].sub(wU[.., wrong]);
+                    reference = cache[HookNames.ResidPost(4)][0, ^1].to(ScalarType.Float64).dot(u).item<double>() / u.norm().item<double>();
+                }
+            }
+            Assert.True(Math.Abs(parts - reference) < 1e-4, $"prompt {b}: Σ projections {parts} vs the final stream's {reference}");
+            for (int l = 0; l < 5; l++)
+            {
+                int layer = l;
+                double heads = Sum(i => (string)writes["component"][i] == "head" && (int)writes["layer"][i] == layer);
+                double attn = Sum(i => (string)writes["component"][i] == "attn_out" && (int)writes["layer"][i] == layer);
+                Assert.True(Math.Abs(heads - attn) < 1e-4, $"prompt {b}, layer {l}: Σ heads {heads} vs attn_out {attn}");
+            }
+        }
     }
 }
