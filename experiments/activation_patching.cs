@@ -44,20 +44,11 @@ return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activati
     context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted run (first copy replaced by other random tokens)");
     patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
 
-    var sites = new List<PatchSite>();
-    foreach (var kind in new[] { PatchKind.ResidPre, PatchKind.AttnOut, PatchKind.MlpOut, PatchKind.HeadOut })
-        sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, settings.PerPosition));
-    sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
+    var sites = Sites(cfg, positions, settings.PerPosition);
     var progress = new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f));
     var results = patching.Sweep(sites, progress, ct);
 
-    var rows = new ParquetColumns();
-    foreach (var r in results)
-        rows.Row(("patch", PatchSite.Name(r.Site.Kind)), ("layer", r.Site.Layer), ("head", r.Site.Head), ("position", r.Site.Position),
-            ("value", r.Value), ("raw", r.Raw));
-    await context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
-        "metric with one activation patched from the clean into the corrupted run: value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; " +
-        "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
+    await WriteTableAsync(context, results, "metric with one activation patched from the clean into the corrupted run", ct);
 
     context.ReportProgress("figures", 0.9);
     var value = results.ToDictionary(r => r.Site, r => r.Value);
@@ -84,18 +75,9 @@ static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loade
     context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted prompts");
     patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
 
-    var sites = new List<PatchSite>();
-    foreach (var kind in new[] { PatchKind.ResidPre, PatchKind.AttnOut, PatchKind.MlpOut, PatchKind.HeadOut })
-        sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, settings.PerPosition));
-    sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
+    var sites = Sites(cfg, positions, settings.PerPosition);
     var results = patching.Sweep(sites, new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f)), ct);
-    var rows = new ParquetColumns();
-    foreach (var r in results)
-        rows.Row(("patch", PatchSite.Name(r.Site.Kind)), ("layer", r.Site.Layer), ("head", r.Site.Head), ("position", r.Site.Position),
-            ("value", r.Value), ("raw", r.Raw));
-    await context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
-        $"mean logit difference over the {prompts.Count} prompts of {Path.GetFileName(file)} with one activation patched from the clean into the corrupted prompts: " +
-        "value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; head −1 = not a head patch, position −1 = every position", ct);
+    await WriteTableAsync(context, results, $"mean logit difference over the {prompts.Count} prompts of {Path.GetFileName(file)} with one activation patched from the clean into the corrupted prompts", ct);
 
     var value = results.ToDictionary(r => r.Site, r => r.Value);
     var heads = value.Where(kv => kv.Key.Kind == PatchKind.HeadOut && kv.Key.Position < 0).OrderByDescending(kv => kv.Value).Take(5)
@@ -105,6 +87,28 @@ static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loade
                     $"Heads whose output (every position) restores most: {string.Join(", ", heads)}. Per-position figures label the first prompt's tokens.");
     DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
     context.ReportProgress("done", 1.0);
+}
+
+// Every site: resid_pre, attn_out, mlp_out and head outputs (per position too, when asked) and head patterns.
+static List<PatchSite> Sites(ModelConfig cfg, int positions, bool perPosition)
+{
+    var sites = new List<PatchSite>();
+    foreach (var kind in new[] { PatchKind.ResidPre, PatchKind.AttnOut, PatchKind.MlpOut, PatchKind.HeadOut })
+        sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, perPosition));
+    sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
+    return sites;
+}
+
+// The activation_patching table: patch, layer, head, position, value (normalised), raw.
+static Task WriteTableAsync(ExperimentContext context, IReadOnlyList<PatchResult> results, string measured, CancellationToken ct)
+{
+    var rows = new ParquetColumns();
+    foreach (var r in results)
+        rows.Row(("patch", PatchSite.Name(r.Site.Kind)), (Columns.Layer, r.Site.Layer), (Columns.Head, r.Site.Head), (Columns.Position, r.Site.Position),
+            (Columns.Value, r.Value), ("raw", r.Raw));
+    return context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
+        $"{measured}: value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; " +
+        "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
 }
 
 // The corrupted twin of repeated tokens [prefix] + r + r: [prefix] + c + r, where each c_i is drawn uniformly

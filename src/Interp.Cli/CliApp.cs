@@ -24,7 +24,15 @@ public static class CliApp
         var services = host.Services;
         // `interp run NAME …`: everything after the name, --help included, belongs to the script.
         if (args.Length >= 2 && args[0] == "run" && !args[1].StartsWith('-'))
-            return await services.GetRequiredService<RunCommand>().RunScriptAsync(args[1], args[2..], cancellationToken);
+        {
+            // Outside System.CommandLine's invocation: Ctrl+C and SIGTERM must cancel (and reach the script) here too,
+            // not end this process under it.
+            using var interrupted = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            void Cancel(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; interrupted.Cancel(); }
+            using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Cancel);
+            using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Cancel);
+            return await services.GetRequiredService<RunCommand>().RunScriptAsync(args[1], args[2..], interrupted.Token);
+        }
         var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")
         {
             services.GetRequiredService<InfoCommand>().Build(),
