@@ -7,7 +7,7 @@ namespace Interp.Experiments;
 /// dispose scopes per thread; an <c>await</c> that resumed on another thread would leave them set on the first
 /// one (a later training step on that thread would find gradients off) and put new tensors outside their scope.
 /// </summary>
-public static class TorchThread
+internal static class TorchThread
 {
     /// <summary>Runs <paramref name="body"/> to completion on a fresh thread with a single-threaded synchronization context.</summary>
     public static Task RunAsync(Func<Task> body)

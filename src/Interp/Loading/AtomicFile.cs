@@ -1,7 +1,7 @@
 namespace Interp.Loading;
 
 /// <summary>Writes files so that a reader never sees a partial one: write to a temporary name, then rename.</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     /// <summary>Runs <paramref name="write"/> against a temporary path beside <paramref name="path"/>, then renames it into place.</summary>
     public static void Write(string path, Action<string> write)

@@ -1,7 +1,7 @@
 namespace Interp.Loading;
 
 /// <summary>Checks of file names that come from data (a model's manifest or index) or from users (artefact names).</summary>
-public static class FileNames
+internal static class FileNames
 {
     /// <summary>
     /// True when <paramref name="name"/> is a plain file name: not empty, not <c>.</c> or <c>..</c>, no directory part

@@ -43,6 +43,28 @@ public sealed class ScriptsAnywhereTests
     }
 
     [Fact]
+    public async Task A_console_project_outside_the_repository_that_references_Interp_runs_a_forward_pass()
+    {
+        using var tmp = new TempDir();
+        string repo = ExperimentScriptTests.RepoRoot();
+        File.WriteAllText(tmp.File("app.csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><Nullable>enable</Nullable></PropertyGroup>
+              <ItemGroup><ProjectReference Include="{Path.Combine(repo, "src", "Interp", "Interp.csproj")}" /></ItemGroup>
+            </Project>
+            """);
+        File.WriteAllText(tmp.File("Program.cs"), """
+            using var loaded = Interp.Loading.BuiltInModel.Load();
+            using var tokens = TorchSharp.torch.tensor(new long[] { 1, 5, 9 });
+            using var logits = loaded.Model.forward(tokens);
+            Console.WriteLine(string.Join(",", logits.shape));
+            """);
+        var run = await DotnetScripts.RunProject(tmp.Path);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("1,3,64", run.Output.Trim());
+    }
+
+    [Fact]
     public async Task The_quick_start_of_the_README_runs_as_written_in_a_folder_outside_the_repository()
     {
         string repo = ExperimentScriptTests.RepoRoot();

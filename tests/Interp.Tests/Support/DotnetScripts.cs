@@ -36,6 +36,19 @@ internal static class DotnetScripts
         return await Dotnet(["run", "--no-build", "-c", "Release", script, "--", .. args], timeout ?? TimeSpan.FromMinutes(10), workingDirectory);
     }
 
+    /// <summary>Builds and runs the console project in <paramref name="folder"/> (Release).</summary>
+    public static async Task<Result> RunProject(string folder, TimeSpan? timeout = null)
+    {
+        await BuildGate.WaitAsync();
+        try
+        {
+            var build = await Dotnet(["build", folder, "-c", "Release", "-nologo", "-v", "q"], TimeSpan.FromMinutes(10), folder);
+            if (build.ExitCode != 0) return build;
+        }
+        finally { BuildGate.Release(); }
+        return await Dotnet(["run", "--no-build", "-c", "Release", "--project", folder], timeout ?? TimeSpan.FromMinutes(10), folder);
+    }
+
     private static async Task<Result> Dotnet(IEnumerable<string> args, TimeSpan timeout, string? workingDirectory)
     {
         var psi = new ProcessStartInfo("dotnet")
