@@ -96,10 +96,29 @@ public static class ExperimentSettings
 
     private static string Key(PropertyInfo p) => SnakeCase(p.Name);
 
+    // Near misses only (a typo, not any key): edit distance at most a third of the key's length, and at least 2.
     private static string Suggest(string key, IEnumerable<string> keys)
     {
-        var close = Hooks.NameSuggestions.Closest(key, keys).ToArray();
+        var close = keys.Select(k => (Key: k, Distance: Distance(key, k))).Where(k => k.Distance <= Math.Max(2, key.Length / 3))
+            .OrderBy(k => k.Distance).ThenBy(k => k.Key, StringComparer.Ordinal).Take(3).Select(k => k.Key).ToArray();
         return close.Length > 0 ? $" (did you mean {string.Join(", ", close)}?)" : "";
+    }
+
+    private static int Distance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 
     private static object? Parse(string text, Type type)

@@ -133,7 +133,7 @@ public sealed class ExperimentScriptTests
         using var tmp = new TempDir();
         var (code, _, err) = await RunRaw("run", "ablation", "--out", tmp.Path, "--set", "bogus=1");
         Assert.NotEqual(0, code);
-        Assert.Contains("ablation: unknown setting 'bogus'", err);
+        Assert.Contains("ablation: unknown setting 'bogus'. Valid settings (default):", err);   // no near miss to suggest
         foreach (var valid in new[] { "batch (32)", "half (24)", "low (none)", "high (none)", "metric (repeated_loss)", "positions (all)", "ablations_per_forward (none)", "prompts (none)" })
             Assert.Contains(valid, err);
         Assert.False(File.Exists(Path.Combine(tmp.Path, "manifest.json")));
