@@ -80,8 +80,11 @@ public sealed class ScalarLifetimeAnalyzerTests
     {
         string root = ExperimentScriptTests.RepoRoot();
         var references = PlatformReferences().Concat(AppReferences(except: ["Interp.dll", "Interp.Run.dll", "Interp.Cli.dll", "Interp.Tests.dll"])).ToArray();
-        var core = Compile("Interp", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp")), references, []);
-        var run = Compile("Interp.Run", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp.Run")), [.. references, core.ToMetadataReference()], []);
+        // The projects' InternalsVisibleTo items, which MSBuild turns into assembly attributes.
+        var core = Compile("Interp", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp")), references, [],
+            InternalsVisibleTo("Interp.Run"));
+        var run = Compile("Interp.Run", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp.Run")), [.. references, core.ToMetadataReference()], [],
+            InternalsVisibleTo("Interp.Cli"));
         var cli = Compile("Interp.Cli", OutputKind.ConsoleApplication, SourceFiles(Path.Combine(root, "src", "Interp.Cli")),
             [.. references, core.ToMetadataReference(), run.ToMetadataReference()], []);
         // Each script is its own program.
@@ -124,10 +127,14 @@ public sealed class ScalarLifetimeAnalyzerTests
     private static ImmutableArray<Diagnostic> Run(Compilation compilation) =>
         compilation.WithAnalyzers([new ScalarLifetimeAnalyzer()]).GetAnalyzerDiagnosticsAsync().GetAwaiter().GetResult();
 
-    private static CSharpCompilation Compile(string name, OutputKind kind, IEnumerable<string> files, IEnumerable<MetadataReference> references, string[] symbols)
+    private static string InternalsVisibleTo(string assembly) => $"[assembly: System.Runtime.CompilerServices.InternalsVisibleTo(\"{assembly}\")]";
+
+    private static CSharpCompilation Compile(string name, OutputKind kind, IEnumerable<string> files, IEnumerable<MetadataReference> references, string[] symbols,
+        params string[] extraSources)
     {
         var options = new CSharpParseOptions(LanguageVersion.Preview, preprocessorSymbols: symbols).WithFeatures([new("FileBasedProgram", "true")]);
         var trees = files.Select(f => CSharpSyntaxTree.ParseText(File.ReadAllText(f), options, f)).ToList();
+        trees.AddRange(extraSources.Select((text, i) => CSharpSyntaxTree.ParseText(text, options, $"Extra{i}.cs")));
         trees.Add(CSharpSyntaxTree.ParseText(GlobalUsings, options, "GlobalUsings.cs"));
         return CSharpCompilation.Create(name, trees, references,
             new CSharpCompilationOptions(kind, nullableContextOptions: NullableContextOptions.Enable, allowUnsafe: true));
