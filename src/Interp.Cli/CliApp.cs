@@ -65,7 +65,7 @@ public static class CliApp
         builder.Configuration
             .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
             .AddEnvironmentVariables("INTERP_");
-        builder.Services.Configure<InterpOptions>(builder.Configuration.GetSection(InterpOptions.Section));
+        builder.Services.Configure<RunDefaults>(builder.Configuration.GetSection(RunDefaults.Section));
         builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; });
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);

@@ -10,7 +10,7 @@ namespace Interp.Cli.Commands;
 /// <c>interp bench [--quick] [--out DIR] [--reps N] [--no-peer | --install-peer]</c>: the benchmark suite (<see cref="BenchSuite"/>), a
 /// table on stdout and <c>bench.parquet</c> + <c>bench.md</c> in the output folder.
 /// </summary>
-public sealed class BenchCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<BenchCommand> logger)
+public sealed class BenchCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<BenchCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

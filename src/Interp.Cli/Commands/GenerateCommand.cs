@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Interp.Models;
 using Microsoft.Extensions.Logging;
@@ -6,7 +7,7 @@ using Microsoft.Extensions.Options;
 namespace Interp.Cli.Commands;
 
 /// <summary><c>interp generate --model PATH --text "..." --max-new N</c>: greedy continuation, printed as text.</summary>
-public sealed class GenerateCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<GenerateCommand> logger)
+public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<GenerateCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

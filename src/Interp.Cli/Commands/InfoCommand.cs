@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using System.Globalization;
 using Interp.Models;
@@ -7,7 +8,7 @@ using Microsoft.Extensions.Options;
 namespace Interp.Cli.Commands;
 
 /// <summary><c>interp info --model PATH</c>: the architecture, the parameter count and every hook name with its shape.</summary>
-public sealed class InfoCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<InfoCommand> logger)
+public sealed class InfoCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<InfoCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -5,7 +6,7 @@ using Microsoft.Extensions.Options;
 namespace Interp.Cli.Commands;
 
 /// <summary><c>interp list</c>: the experiment scripts, with what each shows and its file.</summary>
-public sealed class ListCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<ListCommand> logger)
+public sealed class ListCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<ListCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

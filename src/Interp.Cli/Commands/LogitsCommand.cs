@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Interp.Loading;
 using Interp.Results;
@@ -11,7 +12,7 @@ namespace Interp.Cli.Commands;
 /// <c>interp logits --model PATH (--tokens 1,2,3 | --text "...") --out FILE.parquet</c>: the logits of one sequence,
 /// every vocabulary entry at every position, as Parquet columns position (int32), vocab (int32), logit (float32).
 /// </summary>
-public sealed class LogitsCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<LogitsCommand> logger)
+public sealed class LogitsCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<LogitsCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Interp.Prompts;
 using Microsoft.Extensions.Logging;
@@ -9,7 +10,7 @@ namespace Interp.Cli.Commands;
 /// <c>interp prompts ioi --model PATH --n 64 --out ioi.jsonl [--templates ioi|stories|FILE] [--names A,B,…] [--seed N]</c>:
 /// writes a name-mover (IOI-style) prompt set for the model's tokenizer, keeping only names that are one token.
 /// </summary>
-public sealed class PromptsCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<PromptsCommand> logger)
+public sealed class PromptsCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<PromptsCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

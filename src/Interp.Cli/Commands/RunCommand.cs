@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -11,7 +12,7 @@ namespace Interp.Cli.Commands;
 /// <c>--out</c>). Every option after the name goes to the script; <c>--help</c> there lists its settings. The exit code is
 /// the script's: 0 completed, 1 failed, 130 cancelled (Ctrl+C); the manifest says which.
 /// </summary>
-public sealed class RunCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<RunCommand> logger)
+public sealed class RunCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<RunCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

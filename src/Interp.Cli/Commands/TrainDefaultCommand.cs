@@ -13,7 +13,7 @@ namespace Interp.Cli.Commands;
 /// attention-only transformer in which the induction circuit forms) with a progress bar and the running loss,
 /// and saves it with its training curve. Rebuilding embeds the result.
 /// </summary>
-public sealed class TrainDefaultCommand(CliConsole console, IOptions<InterpOptions> options, ILogger<TrainDefaultCommand> logger)
+public sealed class TrainDefaultCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<TrainDefaultCommand> logger)
     : VerbBase(console, options, logger)
 {
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using Interp.Experiments;
 using System.CommandLine;
 using Interp.Loading;
 using Microsoft.Extensions.Logging;
@@ -10,12 +11,12 @@ namespace Interp.Cli.Commands;
 /// Shared plumbing of the verbs: the common options, model loading, and turning the toolkit's own errors into a
 /// one-line message and exit code 1 (anything else is a bug and keeps its stack trace).
 /// </summary>
-public abstract class VerbBase(CliConsole console, IOptions<InterpOptions> options, ILogger logger)
+public abstract class VerbBase(CliConsole console, IOptions<RunDefaults> options, ILogger logger)
 {
     /// <summary>The verb's output writers.</summary>
     protected CliConsole Console { get; } = console;
     /// <summary>Bound settings.</summary>
-    protected InterpOptions Options { get; } = options.Value;
+    protected RunDefaults Options { get; } = options.Value;
     /// <summary>Logger.</summary>
     protected ILogger Logger { get; } = logger;
 

@@ -111,7 +111,10 @@ public static class Experiment
     }
 }
 
-/// <summary>Defaults of every run, from the <c>Interp</c> configuration section (<c>INTERP_Interp__Seed=3</c>, …).</summary>
+/// <summary>
+/// Defaults of every run and of the <c>interp</c> command, from the <c>Interp</c> configuration section (the CLI's
+/// appsettings.json, and <c>INTERP_Interp__Seed=3</c>, … for scripts and the CLI alike).
+/// </summary>
 public sealed class RunDefaults
 {
     /// <summary>The configuration section name.</summary>
