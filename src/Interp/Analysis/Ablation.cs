@@ -218,7 +218,7 @@ public static class Ablation
     /// </summary>
     /// <remarks>
     /// A right-padded batch (prompts of different lengths) runs with its <paramref name="attentionMask"/> [batch, pos]
-    /// (1 at real tokens; see <see cref="HookedTransformer.forward(Tensor, Tensor?)"/>), and its own reference, when none
+    /// (1 at real tokens; see <see cref="HookedTransformer.forward(Tensor, Tensor?, Tensor?)"/>), and its own reference, when none
     /// is given, uses real positions only. The metric then reads each sequence where it is real, e.g.
     /// <see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/> at each prompt's last real token.
     /// </remarks>

@@ -12,6 +12,22 @@ public static class HookNames
     public const string Embed = "hook_embed";
     /// <summary>Positional embedding added to the residual stream, [batch, pos, d_model].</summary>
     public const string PosEmbed = "hook_pos_embed";
+    /// <summary>Token-type (segment) embedding added to the residual stream (BERT), [batch, pos, d_model].</summary>
+    public const string TokenTypeEmbed = "hook_token_type_embed";
+    /// <summary>Module path of the norm after the embeddings (BERT); its output is <c>blocks.0.hook_resid_pre</c>.</summary>
+    public const string EmbedNorm = "embed.ln";
+    /// <summary>Module path of the masked-LM head's norm (BERT).</summary>
+    public const string MlmHeadNorm = "mlm_head.ln";
+    /// <summary>The masked-LM head's dense output after its activation, before its norm (BERT), [batch, pos, d_model].</summary>
+    public const string MlmHeadPost = "mlm_head.hook_post";
+    /// <summary>The embedding norm's scale (BERT), [batch, pos, one].</summary>
+    public const string EmbedNormScale = EmbedNorm + "." + ScaleLeaf;
+    /// <summary>The embedding norm's output (BERT), [batch, pos, d_model]: blocks.0.hook_resid_pre.</summary>
+    public const string EmbedNormNormalized = EmbedNorm + "." + NormalizedLeaf;
+    /// <summary>The masked-LM head norm's scale (BERT), [batch, pos, one].</summary>
+    public const string MlmHeadNormScale = MlmHeadNorm + "." + ScaleLeaf;
+    /// <summary>The masked-LM head norm's output (BERT), [batch, pos, d_model].</summary>
+    public const string MlmHeadNormNormalized = MlmHeadNorm + "." + NormalizedLeaf;
     /// <summary>The final norm's scale, [batch, pos, one].</summary>
     public const string LnFinalScale = "ln_final." + ScaleLeaf;
     /// <summary>The final norm's output, [batch, pos, d_model].</summary>
@@ -32,13 +48,20 @@ public static class HookNames
     public static string ResidMid(int layer) => $"blocks.{layer}.hook_resid_mid";
     /// <summary>Output of block <paramref name="layer"/>.</summary>
     public static string ResidPost(int layer) => $"blocks.{layer}.hook_resid_post";
+    /// <summary>Post-norm blocks (BERT): ln1 of resid_mid, the MLP's input, [batch, pos, d_model].</summary>
+    public static string NormalizedResidMid(int layer) => $"blocks.{layer}.hook_normalized_resid_mid";
+    /// <summary>Post-norm blocks (BERT): ln2 of resid_post, the block's output and the next block's resid_pre, [batch, pos, d_model].</summary>
+    public static string NormalizedResidPost(int layer) => $"blocks.{layer}.hook_normalized_resid_post";
     /// <summary>Attention output written to the residual stream, [batch, pos, d_model].</summary>
     public static string AttnOut(int layer) => $"blocks.{layer}.hook_attn_out";
     /// <summary>MLP output written to the residual stream, [batch, pos, d_model].</summary>
     public static string MlpOut(int layer) => $"blocks.{layer}.hook_mlp_out";
-    /// <summary>A norm's scale: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
+    /// <summary>
+    /// A norm's scale: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>, Gemma 2's <c>ln1_post</c> or <c>ln2_post</c>, or
+    /// Qwen 3's per-head <c>attn.q_norm</c> or <c>attn.k_norm</c> ([batch, pos, head_index, one] for those).
+    /// </summary>
     public static string Scale(int layer, string norm) => ScaleOf($"blocks.{layer}.{norm}");
-    /// <summary>A norm's output: <paramref name="norm"/> is <c>ln1</c> or <c>ln2</c>.</summary>
+    /// <summary>A norm's output: <paramref name="norm"/> as for <see cref="Scale"/>.</summary>
     public static string Normalized(int layer, string norm) => NormalizedOf($"blocks.{layer}.{norm}");
     /// <summary>Queries, [batch, pos, head_index, d_head].</summary>
     public static string Q(int layer) => Attn(layer, "hook_q");

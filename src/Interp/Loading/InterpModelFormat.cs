@@ -32,7 +32,8 @@ public static class InterpModelFormat
         {
             new JsonStringEnumConverter<NormKind>(allowIntegerValues: false), new JsonStringEnumConverter<PositionalKind>(allowIntegerValues: false),
             new JsonStringEnumConverter<RotaryStyle>(allowIntegerValues: false), new JsonStringEnumConverter<MlpKind>(allowIntegerValues: false),
-            new JsonStringEnumConverter<Activation>(allowIntegerValues: false),
+            new JsonStringEnumConverter<Activation>(allowIntegerValues: false), new JsonStringEnumConverter<BlockKind>(allowIntegerValues: false),
+            new JsonStringEnumConverter<HeadKind>(allowIntegerValues: false),
         },
         // Explicit: apps that default to trimming-safe JSON (e.g. `dotnet run file.cs`) disable reflection otherwise.
         TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),

@@ -46,6 +46,7 @@ public static class Llama2CCheckpoint
         var config = new ModelConfig
         {
             Name = Path.GetFileNameWithoutExtension(path),
+            Family = "llama2.c",
             DModel = dim, NLayers = layers, NHeads = heads, NKvHeads = kvHeads, DMlp = hidden,
             DVocab = vocab, NCtx = seqLen,
             Norm = NormKind.RMSNorm, NormEps = 1e-5,

@@ -1,3 +1,4 @@
+using Interp.Loading.Architectures;
 using Interp.Models;
 using Interp.Tokenizers;
 using TorchSharp;
@@ -39,7 +40,7 @@ public sealed class LoadedModel : IDisposable
     public ITokenizer? Tokenizer { get; }
     /// <summary>The path the model was loaded from.</summary>
     public string Source { get; }
-    /// <summary>"llama2.c", "huggingface-gpt2", "huggingface-llama" or "interp".</summary>
+    /// <summary>"llama2.c", "interp", or "huggingface-" and the config's model_type ("huggingface-gpt_neox").</summary>
     public string Format { get; }
 
     /// <summary>The tokenizer, or an error that says why there is none and what to do.</summary>
@@ -51,20 +52,26 @@ public sealed class LoadedModel : IDisposable
 }
 
 /// <summary>
-/// Loads a model from a path: a llama2.c <c>.bin</c> file, a Hugging Face directory (<c>config.json</c> +
-/// safetensors; GPT-2 or LLaMA), or a directory in the project's own format. Picks one small adapter per format.
+/// Loads a model from a path, recognised by its content: a llama2.c <c>.bin</c> file (its header), a Hugging Face
+/// directory (<c>config.json</c> with a <c>model_type</c> that one adapter in <c>Interp.Loading.Architectures</c> reads,
+/// plus safetensors), or a directory in the project's own format (<c>interp-model.json</c>).
 /// </summary>
 public static class ModelLoader
 {
+    /// <summary>The Hugging Face <c>model_type</c> values that load.</summary>
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = HfArchitecture.SupportedModelTypes.ToArray();
+
     /// <summary>Loads the model at <paramref name="path"/>, then applies <see cref="ModelLoadOptions.Processing"/>.</summary>
     public static LoadedModel Load(string path, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
         LoadedModel loaded;
-        if (File.Exists(path)) loaded = LoadLlama2C(path, options);
+        if (File.Exists(path)) loaded = LoadFile(path, options);
         else if (!Directory.Exists(path)) throw new ModelFileException(path, null, "no such file or directory");
         else if (InterpModelFormat.IsInterpModel(path)) loaded = LoadInterp(path, options);
-        else loaded = LoadHuggingFace(path, options);
+        else if (File.Exists(Path.Combine(path, "config.json"))) loaded = LoadHuggingFace(path, options);
+        else throw new ModelFileException(path, null,
+            $"is not a model directory: it has no config.json (Hugging Face) and no {InterpModelFormat.ManifestFile} (this toolkit's format); for a llama2.c model, name its .bin file");
         if (options.Processing.Any)
         {
             try { loaded.Model.ProcessWeights(options.Processing); }
@@ -78,6 +85,21 @@ public static class ModelLoader
         return loaded;
     }
 
+    /// <summary>A single file: llama2.c by its header; anything else recognisable gets a message that says what it is.</summary>
+    private static LoadedModel LoadFile(string path, ModelLoadOptions options)
+    {
+        var head = new byte[16];
+        int n;
+        using (var stream = File.OpenRead(path)) n = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        string? other =
+            n >= 4 && head.AsSpan(0, 4).SequenceEqual("GGUF"u8) ? "a GGUF file, which is not supported (use the Hugging Face safetensors folder)"
+            : n >= 4 && head.AsSpan(0, 4).SequenceEqual("PK\u0003\u0004"u8) ? "a zip archive (a PyTorch .bin/.pt checkpoint?), which is not supported: use safetensors"
+            : n >= 9 && head[8] == (byte)'{' && BitConverter.ToUInt64(head, 0) < 100_000_000 ? $"a safetensors file on its own: name the folder that holds it with its config.json ({Path.GetDirectoryName(Path.GetFullPath(path))})"
+            : n >= 1 && head.AsSpan(0, n).TrimStart(" \t\r\n"u8) is [(byte)'{', ..] ? $"a JSON file: name the model folder ({Path.GetDirectoryName(Path.GetFullPath(path))}) instead"
+            : null;
+        if (other is not null) throw new ModelFileException(path, null, $"is {other}");
+        return LoadLlama2C(path, options);
+    }
     private static LoadedModel LoadLlama2C(string path, ModelLoadOptions options)
     {
         var model = Llama2CCheckpoint.Load(path);
@@ -132,26 +154,22 @@ public static class ModelLoader
     {
         var hf = HfConfig.Load(Path.Combine(dir, "config.json"));
         string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
-        string type = hf.ModelType ?? "";
-        (ModelConfig cfg, string format) = type switch
-        {
-            "gpt2" => (Gpt2Checkpoint.ReadConfig(hf, name), "huggingface-gpt2"),
-            "llama" or "mistral" => (LlamaCheckpoint.ReadConfig(hf, name), "huggingface-llama"),
-            _ => throw new ModelFileException(hf.Path, "model_type", $"unsupported model_type '{type}' (supported: gpt2, llama)"),
-        };
+        string type = hf.ModelType ?? throw hf.Error("model_type", $"missing: it names the architecture (supported: {string.Join(", ", SupportedModelTypes)})");
+        var architecture = HfArchitecture.For(type)
+            ?? throw hf.Error("model_type", $"unsupported model_type '{type}' (supported: {string.Join(", ", SupportedModelTypes)})");
+        var cfg = architecture.ReadConfig(hf, name);
+        using var ckpt = CheckpointTensors.Open(dir);
+        cfg = architecture.WithCheckpoint(cfg, ckpt);
         try { cfg.Validate(); }
         catch (InterpException ex) when (ex is not ModelFileException) { throw new ModelFileException(hf.Path, null, ex.Message, ex); }
 
-        using var ckpt = CheckpointTensors.Open(dir);
         // Before the model allocates anything: the config must not ask for more than the weights can justify.
         LoadBudget.Check(cfg, ckpt.ElementCount, hf.Path);
         var model = new HookedTransformer(cfg);
         try
         {
             using var scope = torch.NewDisposeScope();
-            var weights = format == "huggingface-gpt2"
-                ? Gpt2Checkpoint.ReadWeights(ckpt, cfg)
-                : LlamaCheckpoint.ReadWeights(ckpt, cfg, hf.Bool("tie_word_embeddings", false));
+            var weights = architecture.ReadWeights(ckpt, cfg, hf);
             ckpt.EnsureAllUsed();
             WeightLoader.Load(model, weights, dir);
         }
@@ -160,12 +178,12 @@ public static class ModelLoader
             model.Dispose();
             throw;
         }
-        string reason = "Hugging Face LLaMA tokenizers (tokenizer.model / tokenizer.json) are not supported";
+        string reason = $"no tokenizer file was found in {dir}";
         ITokenizer? tokenizer = DisposeOnError(model, () =>
             options.TokenizerPath is not null ? Llama2CTokenizer.Load(options.TokenizerPath, cfg.DVocab)
-            : format == "huggingface-gpt2" ? Gpt2For(cfg, out reason)
+            : type == "gpt2" ? Gpt2For(cfg, out reason)
             : (ITokenizer?)null);
-        return new LoadedModel(model, tokenizer, dir, format, reason);
+        return new LoadedModel(model, tokenizer, dir, "huggingface-" + type, reason);
     }
 
     /// <summary>The GPT-2 BPE tokenizer, when the vocabulary is GPT-2's.</summary>

@@ -5,8 +5,9 @@ using static TorchSharp.torch;
 namespace Interp.Models;
 
 /// <summary>
-/// Multi-head (optionally grouped-query) causal self-attention, written as explicit stages so that each is a hook:
-/// q, k, v → (rotary) → scores → pattern → z → per-head result → attn_out.
+/// Multi-head (optionally grouped-query) self-attention, written as explicit stages so that each is a hook:
+/// q, k, v → (q/k norms) → (rotary) → scores → pattern → z → per-head result → attn_out. Causal unless the config
+/// says otherwise, with an optional sliding window and attention-score soft cap.
 /// Weights: W_Q [head, d_model, d_head], W_K and W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model].
 /// Query head h reads key/value head h / (n_heads / n_kv_heads).
 /// </summary>
@@ -14,7 +15,8 @@ public sealed class Attention : Component
 {
     private readonly ModelConfig _cfg;
     private readonly Rotary? _rotary;
-    private readonly Scalar _sqrtHeadDim;   // owned: see Scalars
+    private readonly int _window;
+    private readonly Scalar _scale, _softCap;   // owned: see Scalars
     private readonly HookPoint _q, _k, _v, _rotQ, _rotK, _scores, _pattern, _z, _result;
 
     /// <summary>Query weights [head, d_model, d_head].</summary>
@@ -33,25 +35,41 @@ public sealed class Attention : Component
     public Tensor b_V { get; }
     /// <summary>Output bias [d_model].</summary>
     public Tensor b_O { get; }
+    /// <summary>Qwen 3's RMSNorm over each query head, before rotary (null unless <see cref="ModelConfig.QkNorm"/>).</summary>
+    public Norm? QNorm { get; }
+    /// <summary>Qwen 3's RMSNorm over each key head, before rotary (null unless <see cref="ModelConfig.QkNorm"/>).</summary>
+    public Norm? KNorm { get; }
+
+    /// <summary>The sliding window of this layer (0: the whole prefix, or every key in an encoder).</summary>
+    public int Window => _window;
 
     /// <summary>Creates the attention layer of block <paramref name="layer"/>.</summary>
     public Attention(ModelConfig cfg, int layer) : base("attn", HookNames.Block(layer) + "attn.")
     {
         _cfg = cfg;
-        _sqrtHeadDim = Math.Sqrt(cfg.HeadDim).ToScalar();
+        _window = cfg.WindowOf(layer);
+        _scale = cfg.AttnScaleOrDefault.ToScalar();
+        _softCap = cfg.AttnScoresSoftCap.ToScalar();
         int h = cfg.NHeads, kv = cfg.KvHeads, d = cfg.DModel, e = cfg.HeadDim;
+        bool qkvBias = cfg.UseBias || cfg.QkvBias;
         W_Q = Weight("W_Q", h, d, e);
         W_K = Weight("W_K", kv, d, e);
         W_V = Weight("W_V", kv, d, e);
         W_O = Weight("W_O", h, e, d);
-        b_Q = Bias("b_Q", cfg.UseBias, h, e);
-        b_K = Bias("b_K", cfg.UseBias, kv, e);
-        b_V = Bias("b_V", cfg.UseBias, kv, e);
+        b_Q = Bias("b_Q", qkvBias, h, e);
+        b_K = Bias("b_K", qkvBias, kv, e);
+        b_V = Bias("b_V", qkvBias, kv, e);
         b_O = Bias("b_O", cfg.UseBias, d);
 
         _q = Declare(HookNames.Q(layer), "batch", "pos", "head_index", "d_head");
         _k = Declare(HookNames.K(layer), "batch", "pos", "kv_head_index", "d_head");
         _v = Declare(HookNames.V(layer), "batch", "pos", "kv_head_index", "d_head");
+        if (cfg.QkNorm)
+        {
+            var headNorm = cfg with { Norm = NormKind.RMSNorm };
+            register_module("q_norm", QNorm = new Norm(headNorm, Prefix + "q_norm.", cfg.HeadDim, "head_index"));
+            register_module("k_norm", KNorm = new Norm(headNorm, Prefix + "k_norm.", cfg.HeadDim, "kv_head_index"));
+        }
         if (cfg.Positional == PositionalKind.Rotary)
         {
             _rotary = new Rotary(cfg);
@@ -65,25 +83,41 @@ public sealed class Attention : Component
         _result = Declare(HookNames.Result(layer), "batch", "pos", "head_index", "d_model");
     }
 
+    /// <inheritdoc />
+    public override IEnumerable<HookPoint> HookPoints
+    {
+        get
+        {
+            var own = base.HookPoints.ToList();
+            // Forward order: q, k, v, then the q/k norms, then the rest.
+            foreach (var h in own.Take(3)) yield return h;
+            if (QNorm is not null) foreach (var h in QNorm.HookPoints) yield return h;
+            if (KNorm is not null) foreach (var h in KNorm.HookPoints) yield return h;
+            foreach (var h in own.Skip(3)) yield return h;
+        }
+    }
+
     /// <summary>x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model].</summary>
-    public override Tensor forward(Tensor x) => forward(x, null);
+    public override Tensor forward(Tensor x) => forward(x, AttentionContext.None);
 
     /// <summary>
-    /// x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model], where no query attends to a key
-    /// that <paramref name="keyPadding"/> (bool [batch, pos], true at padding; null: none) marks. With right padding
-    /// and the causal mask a real query sees only real keys anyway, so real positions are unchanged; the padding mask
-    /// keeps padded queries (and any non-causal use) off the padding too.
+    /// x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model]. No query attends to a padded key of
+    /// <paramref name="context"/>; a query left with no key at all (a padded query of a left-padded row) attends nowhere,
+    /// its pattern row 0. Rotary angles follow the context's positions.
     /// </summary>
-    public Tensor forward(Tensor x, Tensor? keyPadding)
+    public Tensor forward(Tensor x, AttentionContext context)
     {
         long pos = x.shape[1];
         var q = _q.Run(Project(x, W_Q, b_Q));
         var k = _k.Run(Project(x, W_K, b_K));
         var v = _v.Run(Project(x, W_V, b_V));
+        if (QNorm is not null) q = QNorm.forward(q);
+        if (KNorm is not null) k = KNorm.forward(k);
         if (_rotary is not null)
         {
-            q = _rotQ.Run(_rotary.forward(q));
-            k = _rotK.Run(_rotary.forward(k));
+            var (cos, sin) = _rotary.Angles(context.Positions, pos, q.dtype);
+            q = _rotQ.Run(_rotary.Apply(q, cos, sin));
+            k = _rotK.Run(_rotary.Apply(k, cos, sin));
         }
         k = RepeatKv(k);
         v = RepeatKv(v);
@@ -91,13 +125,14 @@ public sealed class Attention : Component
         // Scaled and masked in place, on the fresh einsum output before any hook sees it: at long context the scores are
         // the largest tensors of the pass (n_heads·pos² floats, 50 MB for GPT-2 at 1,024 positions), and every new one is
         // a fresh mmap that the kernel faults in page by page (measured: ~300,000 faults per 1 × 1024 forward).
-        var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_sqrtHeadDim);
-        // Built per call rather than stored: an n_ctx² table is prohibitive for long-context checkpoints.
-        var mask = ones(pos, pos, dtype: ScalarType.Bool, device: x.device).triu(1); // true above the diagonal
-        scores = scores.masked_fill_(mask, Scalars.NegativeInfinity);
-        if (keyPadding is not null) scores = scores.masked_fill_(keyPadding.view(keyPadding.shape[0], 1, 1, pos), Scalars.NegativeInfinity);
+        var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_scale);
+        if (_cfg.AttnScoresSoftCap > 0) scores = scores.div_(_softCap).tanh_().mul_(_softCap);
+        var (blocked, keyless) = Blocked(pos, pos, 0, context.KeyPadding, x.device);
+        if (blocked is not null) scores = scores.masked_fill_(blocked, Scalars.NegativeInfinity);
         scores = _scores.Run(scores);
-        var pattern = _pattern.Run(scores.softmax(-1));
+        var pattern = scores.softmax(-1);
+        if (keyless is not null) pattern = pattern.masked_fill_(keyless, Scalars.Zero); // 0/0 rows: attend nowhere
+        pattern = _pattern.Run(pattern);
         var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
 
         if (_result.IsActive)
@@ -108,6 +143,39 @@ public sealed class Attention : Component
         }
         long batch = z.shape[0];
         return Gemm.MatMul(z.reshape(batch, pos, -1), W_O.reshape(-1, _cfg.DModel), b_O);
+    }
+
+    /// <summary>
+    /// Which keys each query may not see: bool [batch or 1, 1, query_pos, key_pos], true where blocked, or null when
+    /// nothing is; and the queries left with no key at all ([batch, 1, query_pos, 1], or null when there are none): a
+    /// padded query before its row's first real token, or one whose window holds only padding. Their pattern rows are
+    /// set to 0 (they attend nowhere and give no weight to padding). Query i sits at index
+    /// <paramref name="queryOffset"/> + i of the key axis. Built per call rather than stored: an n_ctx² table is
+    /// prohibitive for long-context checkpoints.
+    /// </summary>
+    internal (Tensor? Blocked, Tensor? Keyless) Blocked(long queries, long keys, long queryOffset, Tensor? keyPadding, Device device)
+    {
+        Tensor? blocked = null;
+        if (_cfg.Causal)
+        {
+            using var first = queryOffset.ToScalar();
+            using var end = (queryOffset + queries).ToScalar();
+            using var keyCount = keys.ToScalar();
+            var qi = arange(first, end, Scalars.One, ScalarType.Int64, device).unsqueeze(1);        // [query_pos, 1]
+            var ki = arange(Scalars.Zero, keyCount, Scalars.One, ScalarType.Int64, device).unsqueeze(0); // [1, key_pos]
+            blocked = ki.gt(qi);
+            if (_window > 0)
+            {
+                using var w = ((long)_window).ToScalar();
+                blocked = blocked.logical_or(qi.sub(ki).ge(w)); // sees keys q − W < k ≤ q: W keys, itself included
+            }
+            blocked = blocked.view(1, 1, queries, keys);
+        }
+        if (keyPadding is null) return (blocked, null);
+        var padded = keyPadding.view(keyPadding.shape[0], 1, 1, keys);
+        blocked = blocked is null ? padded : blocked.logical_or(padded);
+        var keyless = blocked.all(-1, keepdim: true); // [batch, 1, query_pos, 1]
+        return (blocked, keyless.any().item<bool>() ? keyless : null);
     }
 
     /// <summary>x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head], as one GEMM.</summary>
@@ -121,7 +189,11 @@ public sealed class Attention : Component
     /// <inheritdoc />
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _sqrtHeadDim.Dispose();
+        if (disposing)
+        {
+            _scale.Dispose();
+            _softCap.Dispose();
+        }
         base.Dispose(disposing);
     }
 

@@ -42,10 +42,29 @@ public abstract class Component : nn.Module<Tensor, Tensor>
         return hook;
     }
 
+    /// <summary>
+    /// While set (on this thread), components record the elements of each weight and buffer instead of allocating them:
+    /// how <c>LoadBudget</c> learns a config's memory from the model's own declarations before anything is allocated.
+    /// </summary>
+    [ThreadStatic] internal static ShapePlan? Planning;
+
+    /// <summary>Elements a model would allocate, recorded while <see cref="Planning"/> is set.</summary>
+    internal sealed class ShapePlan
+    {
+        /// <summary>Elements of the trainable parameters.</summary>
+        public Int128 Parameters { get; set; }
+        /// <summary>Elements of the buffers derived from the config (fixed zero biases, constant tables).</summary>
+        public Int128 Buffers { get; set; }
+
+        /// <summary>The element count of <paramref name="shape"/>, without overflow.</summary>
+        public static Int128 Elements(long[] shape) => shape.Aggregate((Int128)1, (n, d) => n * d);
+    }
+
     /// <summary>Registers a trainable weight of the given shape (zeros until loaded or initialised).</summary>
     protected Parameter Weight(string name, params long[] shape)
     {
-        var p = new Parameter(zeros(shape), requires_grad: true);
+        if (Planning is { } plan) plan.Parameters += ShapePlan.Elements(shape);
+        var p = new Parameter(Planning is null ? zeros(shape) : empty(0), requires_grad: true);
         p.DetachFromDisposeScope(); // a model built inside a caller's dispose scope must outlive it
         register_parameter(name, p);
         return p;
@@ -55,14 +74,17 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     protected Tensor Bias(string name, bool trainable, params long[] shape)
     {
         if (trainable) return Weight(name, shape);
-        var b = zeros(shape).DetachFromDisposeScope();
+        if (Planning is { } plan) plan.Buffers += ShapePlan.Elements(shape);
+        var b = (Planning is null ? zeros(shape) : empty(0)).DetachFromDisposeScope();
         register_buffer(name, b, persistent: false);
         return b;
     }
 
-    /// <summary>Registers a constant table (masks, rotary angles) that is derived, never saved.</summary>
-    protected Tensor Constant(string name, Tensor value)
+    /// <summary>Registers a constant table of <paramref name="shape"/> that is derived (by <paramref name="make"/>), never saved.</summary>
+    protected Tensor Constant(string name, long[] shape, Func<Tensor> make)
     {
+        if (Planning is { } plan) plan.Buffers += ShapePlan.Elements(shape);
+        var value = Planning is null ? make() : empty(0);
         value.DetachFromDisposeScope();
         register_buffer(name, value, persistent: false);
         return value;

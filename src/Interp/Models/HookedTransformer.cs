@@ -22,12 +22,22 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     public Embed Embed { get; }
     /// <summary>Additive position embedding (null for rotary or position-free models).</summary>
     public PosEmbed? PosEmbed { get; }
+    /// <summary>Token-type embedding (BERT; null otherwise).</summary>
+    public TokenTypeEmbed? TokenTypeEmbed { get; }
+    /// <summary>The norm right after the embeddings (BERT; null otherwise).</summary>
+    public Norm? EmbedLn { get; }
     /// <summary>The blocks, in order.</summary>
     public IReadOnlyList<TransformerBlock> Blocks { get; }
-    /// <summary>The final norm (null without normalisation).</summary>
+    /// <summary>The final norm (null without normalisation, and for post-norm models, whose blocks end with a norm).</summary>
     public Norm? LnFinal { get; }
-    /// <summary>Unembedding.</summary>
-    public Unembed Unembed { get; }
+    /// <summary>BERT's masked-LM head before the unembedding (null otherwise).</summary>
+    public MlmHead? MlmHead { get; }
+    /// <summary>Unembedding (null for a base encoder, whose output is its last hidden state).</summary>
+    public Unembed? UnembedOrNull { get; }
+    /// <summary>Unembedding; throws for a model without one (see <see cref="RequireUnembed"/>).</summary>
+    public Unembed Unembed => UnembedOrNull ?? throw RequireUnembed("the unembedding");
+    /// <summary>BERT's pooler (null unless <see cref="ModelConfig.Pooler"/>).</summary>
+    public Pooler? Pooler { get; }
 
     /// <summary>
     /// The weight-processing steps applied so far (<see cref="WeightProcessing.ProcessWeights"/>, or
@@ -36,6 +46,8 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// </summary>
     public WeightProcessingOptions Processing { get; internal set; } = WeightProcessingOptions.None;
 
+    private readonly Scalar? _logitCap;   // owned: see Scalars
+
     /// <summary>Builds the model with all weights zero (norm gains one); load or <see cref="InitWeights"/> next.</summary>
     public HookedTransformer(ModelConfig config) : base(config.Name)
     {
@@ -43,22 +55,57 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         register_module("embed", Embed = new Embed(config));
         if (config.Positional is PositionalKind.Learned or PositionalKind.Sinusoidal)
             register_module("pos_embed", PosEmbed = new PosEmbed(config));
-        var blocks = Enumerable.Range(0, config.NLayers).Select(l => new TransformerBlock(config, l)).ToArray();
+        if (config.NTokenTypes > 0) register_module("token_type_embed", TokenTypeEmbed = new TokenTypeEmbed(config));
+        if (config.EmbeddingNorm && config.Norm != NormKind.None) register_module("embed_ln", EmbedLn = new Norm(config, HookNames.EmbedNorm + "."));
+        var blocks = Enumerable.Range(0, config.NLayers).Select(l => TransformerBlock.Create(config, l)).ToArray();
         register_module("blocks", new ModuleList<TransformerBlock>(blocks));
         Blocks = blocks;
-        if (config.Norm != NormKind.None) register_module("ln_final", LnFinal = new Norm(config, "ln_final."));
-        register_module("unembed", Unembed = new Unembed(config));
+        if (config.Norm != NormKind.None && config.Block != BlockKind.PostNorm) register_module("ln_final", LnFinal = new Norm(config, "ln_final."));
+        if (config.Head == HeadKind.MaskedLM) register_module("mlm_head", MlmHead = new MlmHead(config));
+        if (config.HasUnembed) register_module("unembed", UnembedOrNull = new Unembed(config));
+        if (config.Pooler) register_module("pooler", Pooler = new Pooler(config));
+        if (config.OutputLogitsSoftCap > 0) _logitCap = config.OutputLogitsSoftCap.ToScalar();
 
-        var all = Embed.HookPoints.Concat(PosEmbed?.HookPoints ?? [])
+        var all = Embed.HookPoints.Concat(PosEmbed?.HookPoints ?? []).Concat(TokenTypeEmbed?.HookPoints ?? []).Concat(EmbedLn?.HookPoints ?? [])
             .Concat(blocks.SelectMany(b => b.HookPoints))
-            .Concat(LnFinal?.HookPoints ?? []);
+            .Concat(LnFinal?.HookPoints ?? [])
+            .Concat(MlmHead?.HookPoints ?? []);
         _hooks = new Dictionary<string, HookPoint>(StringComparer.Ordinal);
         foreach (var h in all) _hooks.Add(h.Name, h);
         HookPoints = _hooks.Values.ToArray();
     }
 
+    /// <summary>
+    /// The error for a pass that needs logits over the vocabulary, on a model whose output is its hidden state (a base
+    /// encoder such as BertModel); <paramref name="what"/> names the pass.
+    /// </summary>
+    public InterpException RequireUnembed(string what) =>
+        new($"{what} needs a model with an unembedding (logits over the vocabulary), but {Config.Name} ({Config.Family}) has none: its output is its last hidden state [batch, pos, d_model]");
+
+    /// <summary>Throws unless the model is causal; <paramref name="what"/> names the pass that needs a causal model.</summary>
+    /// <exception cref="InterpException">The model is a bidirectional encoder.</exception>
+    public void EnsureCausal(string what)
+    {
+        if (!Config.Causal)
+            throw new InterpException($"{what} needs a causal (decoder) model, but {Config.Name} ({Config.Family}) is a bidirectional encoder: every position sees the whole sequence");
+    }
+
+    /// <summary>Throws unless the model has an unembedding; <paramref name="what"/> names the pass.</summary>
+    /// <exception cref="InterpException">The model's output is its hidden state.</exception>
+    public void EnsureUnembed(string what)
+    {
+        if (!Config.HasUnembed) throw RequireUnembed(what);
+    }
+
     /// <summary>Submodules are registered explicitly under TransformerLens's names; skip reflection-based registration.</summary>
     protected override void RegisterComponents() { }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _logitCap?.Dispose();
+        base.Dispose(disposing);
+    }
 
     /// <summary>Every hook point, in the order the forward pass reaches them.</summary>
     public IReadOnlyList<HookPoint> HookPoints { get; }
@@ -91,30 +138,67 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens) => forward(tokens, null);
 
     /// <summary>
-    /// Forward pass of a right-padded batch: tokens [batch, pos] with <paramref name="attentionMask"/> [batch, pos]
-    /// (1 or true at real tokens, 0 or false at padding; null: no padding) → logits [batch, pos, d_vocab]. Each row's
-    /// real tokens come first (right padding), so they keep the positions 0…len−1 they have alone, and no query attends
-    /// to a padded key: at every real position the logits and every activation equal those of the row run alone (up to
-    /// float rounding). Values at padded positions are meaningless.
+    /// Forward pass of a padded batch: tokens [batch, pos] with <paramref name="attentionMask"/> [batch, pos]
+    /// (1 or true at real tokens, 0 or false at padding; null: no padding) → logits [batch, pos, d_vocab] (for a base
+    /// encoder without an unembedding, the last hidden state [batch, pos, d_model]). Each row's real tokens are
+    /// contiguous: right padding (for analysis) or left padding (for batched generation). Positions follow the mask:
+    /// every row's first real token is position 0, and no query attends to a padded key, so at every real position
+    /// the output and every activation equal those of the row run alone (up to float rounding). Values at padded
+    /// positions are meaningless.
     /// </summary>
-    /// <exception cref="InvalidTokensException">The tokens or the mask are invalid (see <see cref="PaddingMask"/>).</exception>
-    public Tensor forward(Tensor tokens, Tensor? attentionMask)
+    /// <param name="tokens">Token ids [batch, pos].</param>
+    /// <param name="attentionMask">1 at real tokens, 0 at padding, [batch, pos]; null: no padding.</param>
+    /// <param name="tokenTypes">Token types (BERT segments) [batch, pos]; null: all 0. Only for models with token types.</param>
+    /// <exception cref="InvalidTokensException">The tokens, the mask or the token types are invalid (see <see cref="PaddingMask"/>).</exception>
+    public Tensor forward(Tensor tokens, Tensor? attentionMask, Tensor? tokenTypes = null)
     {
         using var scope = NewDisposeScope();
         tokens = ValidateTokens(tokens);
-        var padding = PaddingMask(attentionMask, tokens.shape[0], tokens.shape[1]);
+        var context = Context(attentionMask, tokens.shape[0], tokens.shape[1]);
+        return RunFrom(0, Embedding(tokens, context, tokenTypes), context).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The embedding stage: tokens [batch, pos] → blocks.0.hook_resid_pre [batch, pos, d_model].</summary>
+    private Tensor Embedding(Tensor tokens, AttentionContext context, Tensor? tokenTypes)
+    {
         var resid = Embed.forward(tokens);
-        if (PosEmbed is not null) resid = resid.add(PosEmbed.forward(tokens), Scalars.One);
-        return RunFrom(0, resid, padding).MoveToOuterDisposeScope();
+        if (PosEmbed is not null) resid = resid.add(PosEmbed.forward(tokens, context.Positions), Scalars.One);
+        if (tokenTypes is not null && TokenTypeEmbed is null)
+            throw new InvalidTokensException($"{Config.Name} ({Config.Family}) has no token-type embedding; pass no token types");
+        if (TokenTypeEmbed is not null)
+        {
+            var types = tokenTypes is null ? zeros_like(tokens) : ValidateTokenTypes(tokenTypes, tokens.shape[0], tokens.shape[1]);
+            resid = resid.add(TokenTypeEmbed.forward(types), Scalars.One);
+        }
+        return EmbedLn is null ? resid : EmbedLn.forward(resid);
+    }
+
+    private Tensor ValidateTokenTypes(Tensor tokenTypes, long batch, long pos)
+    {
+        var types = tokenTypes.dim() == 1 ? tokenTypes.unsqueeze(0) : tokenTypes;
+        if (types.dim() != 2 || types.shape[0] != batch || types.shape[1] != pos)
+            throw new InvalidTokensException($"token types must have the tokens' shape [batch {batch}, pos {pos}], got [{string.Join(", ", tokenTypes.shape)}]");
+        if (types.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
+            throw new InvalidTokensException($"token types must be an integer tensor, got {types.dtype}");
+        types = types.to(ScalarType.Int64, Device);
+        using var n = Config.NTokenTypes.ToScalar();
+        var bad = types.lt(Scalars.Zero).logical_or(types.ge(n));
+        if (bad.any().item<bool>())
+        {
+            long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
+            throw new InvalidTokensException(
+                $"token type {types.reshape(-1)[flat].item<long>()} at [batch {flat / pos}, pos {flat % pos}] is outside [0, {Config.NTokenTypes})");
+        }
+        return types;
     }
 
     /// <summary>
-    /// Checks an attention mask of a right-padded batch and returns where its padding is: bool [batch, pos] on the
-    /// model's device, true at padding, or null when <paramref name="attentionMask"/> is null or marks no padding.
-    /// The mask is [batch, pos] (or [pos] for one row) of bool, integer or float 0/1 values, 1 at real tokens; each row
-    /// holds at least one real token, and its real tokens come before its padding.
+    /// Checks an attention mask of a padded batch and returns where its padding is: bool [batch, pos] on the model's
+    /// device, true at padding, or null when <paramref name="attentionMask"/> is null or marks no padding. The mask is
+    /// [batch, pos] (or [pos] for one row) of bool, integer or float 0/1 values, 1 at real tokens; each row holds at
+    /// least one real token, and its real tokens are contiguous (padding only before them, after them, or both).
     /// </summary>
-    /// <exception cref="InvalidTokensException">The mask has another shape, a value other than 0 and 1, a row without a real token, or a real token after padding.</exception>
+    /// <exception cref="InvalidTokensException">The mask has another shape, a value other than 0 and 1, a row without a real token, or padding between real tokens.</exception>
     public Tensor? PaddingMask(Tensor? attentionMask, long batch, long pos)
     {
         if (attentionMask is null) return null;
@@ -134,23 +218,44 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             }
         }
         var real = mask.to(ScalarType.Bool, Device);
-        var empty = real.select(1, 0).logical_not();
+        var empty = real.any(1).logical_not();
         if (empty.any().item<bool>())
-            throw new InvalidTokensException($"attention mask row {empty.to(ScalarType.Int32).argmax().item<long>()} has no real token at position 0: every row needs at least one, and its real tokens must come first (right padding)");
-        if (pos > 1)
+            throw new InvalidTokensException($"attention mask row {empty.to(ScalarType.Int32).argmax().item<long>()} has no real token: every row needs at least one");
+        if (pos > 2)
         {
-            // A real token right after padding: the row is not right-padded.
-            var after = real.narrow(1, 1, pos - 1).logical_and(real.narrow(1, 0, pos - 1).logical_not());
-            if (after.any().item<bool>())
+            // Padding with real tokens on both sides: a real token that starts a second run of real tokens.
+            var starts = real.narrow(1, 1, pos - 1).logical_and(real.narrow(1, 0, pos - 1).logical_not()).to(ScalarType.Int32); // [batch, pos-1]
+            var runs = starts.sum(1).add(real.select(1, 0).to(ScalarType.Int32), Scalars.One);
+            var gapped = runs.gt(Scalars.One);
+            if (gapped.any().item<bool>())
             {
-                long flat = after.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
-                long row = flat / (pos - 1), p = flat % (pos - 1) + 1;
+                long row = gapped.to(ScalarType.Int32).argmax().item<long>();
+                var rowStarts = starts[row];
+                long second = real.select(1, 0)[row].item<bool>() ? rowStarts.argmax().item<long>() + 1
+                    : rowStarts.cumsum(0).eq(Scalars.Two).to(ScalarType.Int32).argmax().item<long>() + 1;
                 throw new InvalidTokensException(
-                    $"attention mask row {row}: position {p} is a real token after padding at position {p - 1}; the real tokens must come first (right padding)");
+                    $"attention mask row {row}: position {second} is a real token after padding that follows real tokens; the real tokens must be contiguous (left or right padding)");
             }
         }
         if (real.all().item<bool>()) return null;
         return real.logical_not().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The attention context of a pass: the padding of <paramref name="attentionMask"/> and, when some row is
+    /// left-padded, each token's position counted from its row's first real token.
+    /// </summary>
+    private AttentionContext Context(Tensor? attentionMask, long batch, long pos)
+    {
+        var padding = PaddingMask(attentionMask, batch, pos);
+        if (padding is null) return AttentionContext.None;
+        Tensor? positions = null;
+        if (padding.select(1, 0).any().item<bool>())
+        {
+            // [batch, pos]: 0 at each row's first real token; padding before it gets 0 too (its values are meaningless).
+            positions = padding.logical_not().to(ScalarType.Int64).cumsum(1).sub(Scalars.One).clamp_min(Scalars.Zero);
+        }
+        return new AttentionContext(padding, positions);
     }
 
     /// <summary>
@@ -160,11 +265,11 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// as usual → logits [batch, pos, d_vocab]. Fed the resid_pre that a run on some tokens recorded, it returns that
     /// run's logits, so an intervention at layer l can reuse a cached prefix instead of recomputing layers 0…l−1.
     /// Positions need no input: learned and sinusoidal ones are already in the residual stream, rotary angles follow
-    /// the sequence axis (0…pos−1). <paramref name="layer"/> = n_layers runs only the final norm and the unembedding.
+    /// the mask as in the forward pass. <paramref name="layer"/> = n_layers runs only the final norm and the unembedding.
     /// </summary>
     /// <param name="layer">The block whose resid_pre <paramref name="residPre"/> is.</param>
     /// <param name="residPre">The residual stream [batch, pos, d_model].</param>
-    /// <param name="attentionMask">The attention mask [batch, pos] of a right-padded batch, as in <see cref="forward(Tensor, Tensor?)"/> (null: no padding).</param>
+    /// <param name="attentionMask">The attention mask [batch, pos] of a padded batch, as in <see cref="forward(Tensor, Tensor?, Tensor?)"/> (null: no padding).</param>
     /// <exception cref="InterpException">The layer is outside [0, n_layers], residPre is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
     public Tensor ForwardFrom(int layer, Tensor residPre, Tensor? attentionMask = null)
     {
@@ -173,8 +278,8 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
         using var scope = NewDisposeScope();
-        var padding = PaddingMask(attentionMask, residPre.shape[0], residPre.shape[1]);
-        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device), padding).MoveToOuterDisposeScope();
+        var context = Context(attentionMask, residPre.shape[0], residPre.shape[1]);
+        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device), context).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -183,50 +288,79 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// </summary>
     /// <param name="layer">The block whose resid_mid <paramref name="residMid"/> is.</param>
     /// <param name="residMid">The residual stream [batch, pos, d_model].</param>
-    /// <param name="attentionMask">The attention mask [batch, pos] of a right-padded batch, as in <see cref="forward(Tensor, Tensor?)"/> (null: no padding).</param>
-    /// <exception cref="InterpException">The layer is outside the model, the model is attention-only (no resid_mid), residMid is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
+    /// <param name="attentionMask">The attention mask [batch, pos] of a padded batch, as in <see cref="forward(Tensor, Tensor?, Tensor?)"/> (null: no padding).</param>
+    /// <exception cref="InterpException">The layer is outside the model, its blocks have no resid_mid (attention-only or parallel), residMid is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
     public Tensor ForwardFromMid(int layer, Tensor residMid, Tensor? attentionMask = null)
     {
         if (layer < 0 || layer >= Config.NLayers)
             throw new InterpException($"ForwardFromMid: layer {layer} is outside [0, {Config.NLayers - 1}]");
-        if (Config.AttentionOnly)
-            throw new InterpException($"ForwardFromMid: {Config.Name} is attention-only; its blocks have no {HookNames.ResidMid(layer)} (resume at {HookNames.ResidPre(layer + 1 < Config.NLayers ? layer + 1 : layer)} with ForwardFrom)");
+        if (!Config.HasResidMid)
+            throw new InterpException($"ForwardFromMid: {Config.Name} has {(Config.AttentionOnly ? "attention-only" : "parallel")} blocks, which have no {HookNames.ResidMid(layer)} (resume at {HookNames.ResidPre(layer + 1 < Config.NLayers ? layer + 1 : layer)} with ForwardFrom)");
         if (residMid.dim() != 3 || residMid.shape[2] != Config.DModel || residMid.shape[0] == 0 || residMid.shape[1] == 0 || residMid.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFromMid: {HookNames.ResidMid(layer)} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residMid.shape)}]");
         using var scope = NewDisposeScope();
-        var padding = PaddingMask(attentionMask, residMid.shape[0], residMid.shape[1]);
-        var residPost = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
-        return RunFrom(layer + 1, residPost, padding).MoveToOuterDisposeScope();
+        var context = Context(attentionMask, residMid.shape[0], residMid.shape[1]);
+        var next = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
+        return RunFrom(layer + 1, next, context).MoveToOuterDisposeScope();
     }
 
     /// <summary>
-    /// Blocks <paramref name="layer"/>… , the final norm and the unembedding: resid [batch, pos, d_model] → logits;
-    /// <paramref name="padding"/> (bool [batch, pos], true at padding, or null) is kept out of every attention.
+    /// Blocks <paramref name="layer"/>… and the head: resid [batch, pos, d_model] → the output (logits, or the last
+    /// hidden state for a base encoder); attention follows <paramref name="context"/>.
     /// </summary>
-    private Tensor RunFrom(int layer, Tensor resid, Tensor? padding)
+    private Tensor RunFrom(int layer, Tensor resid, AttentionContext context)
     {
         for (int l = layer; l < Blocks.Count; l++)
         {
             // Each block's intermediates are freed when it ends (a hook that keeps one detaches it, as HookPoint says),
             // not when the whole pass ends: the next block reuses their memory instead of faulting in fresh pages.
             using var scope = NewDisposeScope();
-            resid = Blocks[l].forward(resid, padding);
+            resid = Blocks[l].forward(resid, context);
             if (scope.Contains(resid)) resid = scope.MoveToOuter(resid);
         }
+        return Head(resid);
+    }
+
+    /// <summary>The last residual stream [batch, pos, d_model] → the output: final norm, masked-LM head, unembedding, soft cap.</summary>
+    private Tensor Head(Tensor resid)
+    {
         if (LnFinal is not null) resid = LnFinal.forward(resid);
-        return Unembed.forward(resid);
+        if (UnembedOrNull is null) return resid;
+        if (MlmHead is not null) resid = MlmHead.forward(resid);
+        var logits = UnembedOrNull.forward(resid);
+        return _logitCap is null ? logits : logits.div_(_logitCap).tanh_().mul_(_logitCap);
+    }
+
+    /// <summary>
+    /// BERT's pooled output, tanh(dense(h[:, 0])): <paramref name="hidden"/> [batch, pos, d_model] (the last hidden state
+    /// that <see cref="forward(Tensor, Tensor?, Tensor?)"/> returns) → [batch, d_model].
+    /// </summary>
+    /// <exception cref="InterpException">The model has no pooler.</exception>
+    public Tensor Pool(Tensor hidden)
+    {
+        if (Pooler is null) throw new InterpException($"{Config.Name} ({Config.Family}) has no pooler");
+        if (hidden.dim() != 3 || hidden.shape[2] != Config.DModel)
+            throw new InterpException($"Pool: the hidden state must be [batch, pos, d_model = {Config.DModel}], got [{string.Join(", ", hidden.shape)}]");
+        return Pooler.forward(hidden);
     }
 
     /// <summary>The forward pass with <paramref name="hooks"/> attached for its duration (removed even if it throws).</summary>
     public Tensor RunWithHooks(Tensor tokens, params (string Name, HookFunction Hook)[] hooks) => RunWithHooks(tokens, null, hooks);
 
     /// <summary>
-    /// The forward pass of a right-padded batch (<see cref="forward(Tensor, Tensor?)"/>) with <paramref name="hooks"/>
+    /// The forward pass of a padded batch (<see cref="forward(Tensor, Tensor?, Tensor?)"/>) with <paramref name="hooks"/>
     /// attached for its duration (removed even if it throws).
     /// </summary>
-    public Tensor RunWithHooks(Tensor tokens, Tensor? attentionMask, params (string Name, HookFunction Hook)[] hooks)
+    public Tensor RunWithHooks(Tensor tokens, Tensor? attentionMask, params (string Name, HookFunction Hook)[] hooks) =>
+        RunWithHooks(tokens, attentionMask, null, hooks);
+
+    /// <summary>
+    /// The forward pass of a padded batch with token types (BERT; <see cref="forward(Tensor, Tensor?, Tensor?)"/>) with
+    /// <paramref name="hooks"/> attached for its duration (removed even if it throws).
+    /// </summary>
+    public Tensor RunWithHooks(Tensor tokens, Tensor? attentionMask, Tensor? tokenTypes, params (string Name, HookFunction Hook)[] hooks)
     {
-        using (Hooks(hooks)) return forward(tokens, attentionMask);
+        using (Hooks(hooks)) return forward(tokens, attentionMask, tokenTypes);
     }
 
     /// <summary>
@@ -238,11 +372,17 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         RunWithCache(tokens, null, namesFilter);
 
     /// <summary>
-    /// <see cref="RunWithCache(Tensor, Func{string, bool}?)"/> for a right-padded batch with its
-    /// <paramref name="attentionMask"/> [batch, pos] (<see cref="forward(Tensor, Tensor?)"/>): the cached activations
+    /// <see cref="RunWithCache(Tensor, Func{string, bool}?)"/> for a padded batch with its
+    /// <paramref name="attentionMask"/> [batch, pos] (<see cref="forward(Tensor, Tensor?, Tensor?)"/>): the cached activations
     /// at real positions equal each row's run alone; those at padded positions are meaningless.
     /// </summary>
-    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Tensor? attentionMask, Func<string, bool>? namesFilter = null)
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Tensor? attentionMask, Func<string, bool>? namesFilter = null) =>
+        RunWithCache(tokens, attentionMask, null, namesFilter);
+
+    /// <summary>
+    /// <see cref="RunWithCache(Tensor, Tensor?, Func{string, bool}?)"/> with token types (BERT segments) [batch, pos].
+    /// </summary>
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Tensor? attentionMask, Tensor? tokenTypes, Func<string, bool>? namesFilter = null)
     {
         var cache = new ActivationCache();
         try
@@ -255,7 +395,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
                     return null;
                 })))
                 .ToArray();
-            var logits = RunWithHooks(tokens, attentionMask, hooks);
+            var logits = RunWithHooks(tokens, attentionMask, tokenTypes, hooks);
             return (logits, cache);
         }
         catch

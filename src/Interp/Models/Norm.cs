@@ -20,17 +20,24 @@ public sealed class Norm : Component
     /// <summary>Shift b [d_model] (zero, fixed, for RMSNorm).</summary>
     public Tensor B { get; }
 
-    /// <summary>Creates the norm; <paramref name="prefix"/> is e.g. <c>blocks.0.ln1.</c>.</summary>
-    public Norm(ModelConfig cfg, string prefix) : base("norm", prefix)
+    /// <summary>Creates the norm over d_model; <paramref name="prefix"/> is e.g. <c>blocks.0.ln1.</c>.</summary>
+    public Norm(ModelConfig cfg, string prefix) : this(cfg, prefix, cfg.DModel, null) { }
+
+    /// <summary>
+    /// Creates a norm over the last axis of width <paramref name="width"/>; with <paramref name="headAxis"/> (e.g.
+    /// <c>head_index</c>) it normalises each head of a [batch, pos, head, d_head] input (Qwen 3's q_norm, k_norm).
+    /// </summary>
+    public Norm(ModelConfig cfg, string prefix, int width, string? headAxis) : base("norm", prefix)
     {
         if (cfg.Norm == NormKind.None) throw new ArgumentException("NormKind.None has no norm module", nameof(cfg));
         _kind = cfg.Norm;
         _eps = cfg.NormEps.ToScalar();
-        W = Weight("w", cfg.DModel);
+        W = Weight("w", width);
         using (no_grad()) W.fill_(Scalars.One);
-        B = Bias("b", _kind == NormKind.LayerNorm, cfg.DModel);
-        _scale = Declare(HookNames.ScaleOf(prefix.TrimEnd('.')), "batch", "pos", "one");
-        _normalized = Declare(HookNames.NormalizedOf(prefix.TrimEnd('.')), "batch", "pos", "d_model");
+        B = Bias("b", _kind == NormKind.LayerNorm, width);
+        string[] lead = headAxis is null ? ["batch", "pos"] : ["batch", "pos", headAxis];
+        _scale = Declare(HookNames.ScaleOf(prefix.TrimEnd('.')), [.. lead, "one"]);
+        _normalized = Declare(HookNames.NormalizedOf(prefix.TrimEnd('.')), [.. lead, headAxis is null ? "d_model" : "d_head"]);
     }
 
     /// <inheritdoc />
@@ -46,7 +53,7 @@ public sealed class Norm : Component
         return _normalized.Run(x / rms) * W;
     }
 
-    /// <summary>√(mean(x²) + ε) over d_model: [batch, pos, d_model] → [batch, pos, 1].</summary>
+    /// <summary>√(mean(x²) + ε) over the last axis: [batch, pos, d_model] → [batch, pos, 1].</summary>
     private Tensor RootMeanSquare(Tensor x) => x.pow(Scalars.Two).mean([-1], keepdim: true).add(_eps, Scalars.One).sqrt();
 
     /// <inheritdoc />

@@ -12,26 +12,42 @@ namespace Interp.Tests.Hooks;
 /// </summary>
 public partial class HookNamesTests
 {
-    public static TheoryData<string> Architectures => new() { "gpt2", "llama", "attn-only" };
+    public static TheoryData<string> Architectures => new() { "gpt2", "llama", "attn-only", "neox", "gemma2", "bert" };
 
     private static ModelConfig Config(string arch) => arch switch
     {
         "gpt2" => TestModels.Gpt2Like,
         "llama" => TestModels.LlamaLike,
+        "neox" => TestModels.NeoXLike,
+        "gemma2" => TestModels.Gemma2Like,
+        "bert" => TestModels.BertLike,
         _ => TestModels.AttnOnlySinusoidal,
     };
 
     /// <summary>The public members of HookNames that are not hook names (helpers and prefixes).</summary>
-    private static readonly string[] NotHookNames = ["Block", "ActName", "ShortNames", "LayerOf", "Is", "ScaleOf", "NormalizedOf"];
+    private static readonly string[] NotHookNames = ["Block", "ActName", "ShortNames", "LayerOf", "Is", "ScaleOf", "NormalizedOf", "EmbedNorm", "MlmHeadNorm"];
 
     /// <summary>Whether the model of <paramref name="cfg"/> has the hook that HookNames member <paramref name="member"/> names (<paramref name="norm"/> for Scale/Normalized).</summary>
     private static bool Applies(string member, ModelConfig cfg, string? norm) => member switch
     {
         "PosEmbed" => cfg.Positional is PositionalKind.Learned or PositionalKind.Sinusoidal,
-        "LnFinalScale" or "LnFinalNormalized" => cfg.Norm != NormKind.None,
-        "Scale" or "Normalized" => cfg.Norm != NormKind.None && (norm == "ln1" || !cfg.AttentionOnly),
+        "LnFinalScale" or "LnFinalNormalized" => cfg.Norm != NormKind.None && cfg.Block != BlockKind.PostNorm,
+        "TokenTypeEmbed" => cfg.NTokenTypes > 0,
+        "MlmHeadPost" => cfg.Head == HeadKind.MaskedLM,
+        "NormalizedResidMid" or "NormalizedResidPost" => cfg.Block == BlockKind.PostNorm,
+        "ResidMid" => cfg.HasResidMid,
+        "Scale" or "Normalized" => norm switch
+        {
+            "ln1" => cfg.Norm != NormKind.None,
+            "ln2" => cfg.Norm != NormKind.None && !cfg.AttentionOnly,
+            "ln1_post" => cfg.NormAfterSublayers,
+            "ln2_post" => cfg.NormAfterSublayers && !cfg.AttentionOnly,
+            _ => cfg.QkNorm, // attn.q_norm, attn.k_norm
+        },
+        "EmbedNormScale" or "EmbedNormNormalized" => cfg.EmbeddingNorm,
+        "MlmHeadNormScale" or "MlmHeadNormNormalized" => cfg.Head == HeadKind.MaskedLM,
         "RotQ" or "RotK" => cfg.Positional == PositionalKind.Rotary,
-        "ResidMid" or "MlpOut" or "MlpPre" or "MlpPost" => !cfg.AttentionOnly,
+        "MlpOut" or "MlpPre" or "MlpPost" => !cfg.AttentionOnly,
         "MlpPreLinear" => cfg.Mlp == MlpKind.Gated,
         _ => true,
     };
@@ -49,7 +65,7 @@ public partial class HookNamesTests
             {
                 if (parameters.SequenceEqual([typeof(int)])) yield return (method.Name, null, (string)method.Invoke(null, [layer])!);
                 else if (parameters.SequenceEqual([typeof(int), typeof(string)]))
-                    foreach (var norm in new[] { "ln1", "ln2" }) yield return (method.Name, norm, (string)method.Invoke(null, [layer, norm])!);
+                    foreach (var norm in new[] { "ln1", "ln2", "ln1_post", "ln2_post", "attn.q_norm", "attn.k_norm" }) yield return (method.Name, norm, (string)method.Invoke(null, [layer, norm])!);
                 else Assert.Fail($"HookNames.{method.Name} has parameters ({string.Join(", ", parameters.Select(p => p.Name))}) this test does not know: list it in NotHookNames or teach the test");
             }
         }

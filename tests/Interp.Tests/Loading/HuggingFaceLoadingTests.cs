@@ -169,11 +169,12 @@ public sealed class HuggingFaceLoadingTests
     }
 
     [Theory]
-    [InlineData("{\"model_type\": \"bert\"}", "model_type", "unsupported model_type 'bert'")]
+    [InlineData("{\"model_type\": \"t5\"}", "model_type", "unsupported model_type 't5'")]
     [InlineData("{\"model_type\": \"gpt2\", \"n_embd\": \"big\"}", "n_embd", "must be a positive 32-bit integer")]
     [InlineData("{\"model_type\": \"gpt2\", \"n_embd\": 64}", "n_layer", "missing from config.json")]
     [InlineData("{\"model_type\": \"gpt2\", \"n_embd\": 64, \"n_layer\": 1, \"n_head\": 4, \"vocab_size\": 10, \"n_positions\": 8, \"activation_function\": \"swoosh\"}", "activation_function", "unsupported activation")]
-    [InlineData("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"llama3\"}}", "rope_scaling", "not supported")]
+    [InlineData("{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"yarn\"}}", "rope_scaling.rope_type", "'yarn' is not supported")]
+    [InlineData("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}", "rope_scaling.low_freq_factor", "missing")]
     [InlineData("{\"model_type\": ", null, "not valid JSON")]
     [InlineData("[1, 2]", null, "not a JSON object")]
     public void Bad_config_json_names_the_key(string json, string? key, string phrase)

@@ -11,7 +11,7 @@ namespace Interp.Tests.Models;
 /// </summary>
 public class PaddingTests
 {
-    public static TheoryData<string> Architectures => new() { "gpt2", "llama", "attn-only" };
+    public static TheoryData<string> Architectures => new() { "gpt2", "llama", "attn-only", "neox", "gemma2", "bert" };
 
     private static readonly int[] Lengths = [5, 12, 8];
     private const double Tolerance = 1e-5;
@@ -21,6 +21,9 @@ public class PaddingTests
         "gpt2" => TestModels.Random(TestModels.Gpt2Like, seed: 3),
         "llama" => TestModels.Random(TestModels.LlamaLike, seed: 3),
         "attn-only" => TestModels.Random(TestModels.AttnOnlySinusoidal, seed: 3),
+        "neox" => TestModels.Random(TestModels.NeoXLike, seed: 3),
+        "gemma2" => TestModels.Random(TestModels.Gemma2Like, seed: 3),
+        "bert" => TestModels.Random(TestModels.BertLike, seed: 3),
         _ => throw new ArgumentException(name),
     };
 
@@ -55,6 +58,36 @@ public class PaddingTests
         var infA = a.isneginf();
         Assert.True(infA.eq(b.isneginf()).all().item<bool>(), "the −∞ entries differ");
         return TensorAssert.MaxAbsDiff(a.masked_fill(infA, 0.0f), b.masked_fill(infA, 0.0f));
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    [InlineData("neox")]
+    [InlineData("gemma2")]
+    public void LeftPaddedBatch_EqualsEachPromptAlone_PositionsStartAtTheFirstRealToken(string arch)
+    {
+        // Left padding, as batched generation uses: learned positions and rotary angles both count from each row's first
+        // real token, so the last positions of every row equal the row alone.
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var model = Build(arch);
+        var (alone, _, _) = Prompts(model.Config.DVocab, Lengths);
+        int max = Lengths.Max();
+        var padded = zeros(Lengths.Length, max, dtype: ScalarType.Int64);
+        var mask = zeros(Lengths.Length, max, dtype: ScalarType.Int64);
+        for (int i = 0; i < Lengths.Length; i++)
+        {
+            padded[i].narrow(0, max - Lengths[i], Lengths[i]).copy_(alone[i][0]);
+            mask[i].narrow(0, max - Lengths[i], Lengths[i]).fill_(1);
+        }
+        var logits = model.forward(padded, mask);
+        Assert.True(logits.isfinite().all().item<bool>(), "padded rows must stay finite");
+        for (int i = 0; i < Lengths.Length; i++)
+        {
+            double d = TensorAssert.MaxAbsDiff(model.forward(alone[i]), logits.narrow(0, i, 1).narrow(1, max - Lengths[i], Lengths[i]));
+            Assert.True(d <= Tolerance, $"{arch}: left-padded row {i} differs from the prompt alone by {d:g3}");
+        }
     }
 
     [Theory]
@@ -100,7 +133,10 @@ public class PaddingTests
                     int len = Lengths[i], max = (int)padded.shape[1];
                     if (len < max)
                         Assert.Equal(0.0, pattern[i].narrow(2, len, max - len).abs().max().item<float>());
-                    TensorAssert.Close(ones(model.Config.NHeads, max), pattern[i].sum([-1]), 1e-5, $"{arch} layer {l} row {i}: pattern rows sum to one");
+                    // Rows sum to one, except a padded query whose sliding window holds no real key: it attends nowhere (0).
+                    int window = model.Blocks[l].Attn.Window;
+                    var expected = Enumerable.Range(0, max).Select(q => q < len || window == 0 || q - (len - 1) < window ? 1f : 0f).ToArray();
+                    TensorAssert.Close(tensor(expected).expand(model.Config.NHeads, max), pattern[i].sum([-1]), 1e-5, $"{arch} layer {l} row {i}: pattern rows sum to one");
                 }
             }
         }
@@ -118,11 +154,15 @@ public class PaddingTests
         using (cache)
         {
             Assert.Equal(0.0, TensorAssert.MaxAbsDiff(logits, model.ForwardFrom(1, cache[HookNames.ResidPre(1)], mask)));
-            if (!model.Config.AttentionOnly)
+            if (model.Config.HasResidMid)
                 Assert.Equal(0.0, TensorAssert.MaxAbsDiff(logits, model.ForwardFromMid(0, cache[HookNames.ResidMid(0)], mask)));
-            // Without the mask the padded queries see padding: real positions agree, padded ones need not.
-            var unmasked = model.ForwardFrom(1, cache[HookNames.ResidPre(1)]);
-            Assert.True(TensorAssert.MaxAbsDiff(logits[0].narrow(0, 0, Lengths[0]), unmasked[0].narrow(0, 0, Lengths[0])) <= Tolerance);
+            if (model.Config.Causal)
+            {
+                // Without the mask the padded queries see padding: real positions agree, padded ones need not. (An encoder's
+                // real positions see every key, so there they differ too.)
+                var unmasked = model.ForwardFrom(1, cache[HookNames.ResidPre(1)]);
+                Assert.True(TensorAssert.MaxAbsDiff(logits[0].narrow(0, 0, Lengths[0]), unmasked[0].narrow(0, 0, Lengths[0])) <= Tolerance);
+            }
         }
     }
 
@@ -154,7 +194,7 @@ public class PaddingTests
         var tokens = TestModels.RandomTokens(model.Config.DVocab, 2, 4);
         var left = tensor(new long[] { 1, 1, 1, 1, 1, 0, 1, 1 }, [2, 4]);
         var e = Assert.Throws<InvalidTokensException>(() => model.forward(tokens, left));
-        Assert.Contains("row 1: position 2 is a real token after padding at position 1", e.Message);
+        Assert.Contains("row 1: position 2 is a real token after padding that follows real tokens", e.Message);
         var empty = tensor(new long[] { 1, 1, 0, 0, 0, 0, 0, 0 }, [2, 4]);
         Assert.Contains("row 1 has no real token", Assert.Throws<InvalidTokensException>(() => model.forward(tokens, empty)).Message);
         Assert.Contains("[batch 2, pos 4], got [2, 3]", Assert.Throws<InvalidTokensException>(() => model.forward(tokens, ones(2, 3))).Message);

@@ -22,6 +22,32 @@ public static class TestModels
         Mlp = MlpKind.Gated, Act = Activation.Silu, UseBias = false,
     };
 
+    /// <summary>GPT-NeoX-like: parallel blocks, partial rotary (half of each head), LayerNorm, untied head.</summary>
+    public static ModelConfig NeoXLike => new()
+    {
+        Name = "neox-like", Family = "gpt_neox", DModel = 32, NLayers = 2, NHeads = 4, DMlp = 64, DVocab = 50, NCtx = 24,
+        Norm = NormKind.LayerNorm, Positional = PositionalKind.Rotary, RotaryStyle = RotaryStyle.Halves, RotaryDim = 4,
+        Block = BlockKind.Parallel, Mlp = MlpKind.Standard, Act = Activation.Gelu, UseBias = true,
+    };
+
+    /// <summary>Gemma-2-like: pre and post norms, √d embedding scale, soft caps, a sliding window on layer 0, GeGLU, q/k norms.</summary>
+    public static ModelConfig Gemma2Like => new()
+    {
+        Name = "gemma2-like", Family = "gemma2", DModel = 32, NLayers = 2, NHeads = 4, NKvHeads = 2, DHead = 12, DMlp = 48, DVocab = 50, NCtx = 24,
+        Norm = NormKind.RMSNorm, Positional = PositionalKind.Rotary, RotaryStyle = RotaryStyle.Halves, NormAfterSublayers = true,
+        EmbeddingScale = Math.Sqrt(32), AttnScale = 4, AttnScoresSoftCap = 50, OutputLogitsSoftCap = 30,
+        SlidingWindow = 4, SlidingWindowLayers = [0], QkNorm = true,
+        Mlp = MlpKind.Gated, Act = Activation.GeluTanh, UseBias = false,
+    };
+
+    /// <summary>BERT-like masked LM: bidirectional, post-norm blocks, token types, embedding norm, MLM head.</summary>
+    public static ModelConfig BertLike => new()
+    {
+        Name = "bert-like", Family = "bert", DModel = 32, NLayers = 2, NHeads = 4, DMlp = 64, DVocab = 50, NCtx = 24,
+        Norm = NormKind.LayerNorm, Positional = PositionalKind.Learned, Causal = false, Block = BlockKind.PostNorm,
+        EmbeddingNorm = true, NTokenTypes = 2, Head = HeadKind.MaskedLM, Mlp = MlpKind.Standard, Act = Activation.Gelu, UseBias = true,
+    };
+
     public static ModelConfig AttnOnlySinusoidal => new()
     {
         Name = "attn-only-sinusoidal", DModel = 32, NLayers = 2, NHeads = 4, DVocab = 50, NCtx = 24,

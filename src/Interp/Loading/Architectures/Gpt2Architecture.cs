@@ -1,25 +1,27 @@
 using Interp.Models;
 using static TorchSharp.torch;
 
-namespace Interp.Loading;
+namespace Interp.Loading.Architectures;
 
 /// <summary>
-/// Hugging Face GPT-2 checkpoints: <c>wte</c>, <c>wpe</c>, <c>h.{i}.ln_1</c>, <c>h.{i}.attn.c_attn</c> (Conv1D layout,
-/// y = x·W + b, Q|K|V side by side), <c>h.{i}.attn.c_proj</c>, <c>h.{i}.mlp.c_fc</c>/<c>c_proj</c>, <c>ln_f</c>, with or
-/// without a <c>transformer.</c> prefix; <c>lm_head</c> is tied to <c>wte</c> when absent; mask buffers are ignored.
+/// GPT-2: <c>wte</c>, <c>wpe</c>, <c>h.{i}.ln_1</c>, <c>h.{i}.attn.c_attn</c> (Conv1D layout, y = x·W + b, Q|K|V side by
+/// side), <c>h.{i}.attn.c_proj</c>, <c>h.{i}.mlp.c_fc</c>/<c>c_proj</c>, <c>ln_f</c>, with or without a
+/// <c>transformer.</c> prefix; <c>lm_head</c> is tied to <c>wte</c> when absent; mask buffers are ignored.
 /// </summary>
-public static class Gpt2Checkpoint
+internal sealed class Gpt2Architecture : HfArchitecture
 {
-    /// <summary>The model config a GPT-2 <c>config.json</c> describes.</summary>
-    public static ModelConfig ReadConfig(HfConfig hf, string name)
+    public override string Family => "gpt2";
+    public override IReadOnlyList<string> ModelTypes { get; } = ["gpt2"];
+
+    public override ModelConfig ReadConfig(HfConfig hf, string name)
     {
         if (!hf.Bool("scale_attn_weights", true) || hf.Bool("scale_attn_by_inverse_layer_idx", false))
-            throw new ModelFileException(hf.Path, "scale_attn_weights", "only GPT-2's standard 1/√d_head attention scaling is supported");
+            throw hf.Error("scale_attn_weights", "only GPT-2's standard 1/√d_head attention scaling is supported");
         int d = hf.Int(null, "n_embd", "hidden_size");
-        string act = hf.String("activation_function") ?? "gelu_new";
         return new ModelConfig
         {
             Name = name,
+            Family = Family,
             DModel = d,
             NLayers = hf.Int(null, "n_layer", "num_hidden_layers"),
             NHeads = hf.Int(null, "n_head", "num_attention_heads"),
@@ -30,20 +32,12 @@ public static class Gpt2Checkpoint
             Norm = NormKind.LayerNorm,
             Positional = PositionalKind.Learned,
             Mlp = MlpKind.Standard,
-            Act = act switch
-            {
-                "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
-                "gelu" => Activation.Gelu,
-                "relu" => Activation.Relu,
-                "silu" or "swish" => Activation.Silu,
-                _ => throw new ModelFileException(hf.Path, "activation_function", $"unsupported activation '{act}'"),
-            },
+            Act = ReadActivation(hf, "activation_function", "gelu_new"),
             UseBias = true,
         };
     }
 
-    /// <summary>Maps the checkpoint's tensors to TransformerLens names for <paramref name="cfg"/>.</summary>
-    public static Dictionary<string, Tensor> ReadWeights(CheckpointTensors ckpt, ModelConfig cfg)
+    public override Dictionary<string, Tensor> ReadWeights(CheckpointTensors ckpt, ModelConfig cfg, HfConfig hf)
     {
         string p = ckpt.Contains("transformer.wte.weight") ? "transformer." : "";
         int d = cfg.DModel, h = cfg.NHeads, e = cfg.HeadDim, f = cfg.DMlp, V = cfg.DVocab;
