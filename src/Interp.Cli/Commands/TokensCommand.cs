@@ -1,6 +1,5 @@
 using Interp.Experiments;
 using System.CommandLine;
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using Interp.Loading;
 using Interp.Tokenizers;
@@ -18,8 +17,6 @@ namespace Interp.Cli.Commands;
 public sealed class TokensCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<TokensCommand> logger)
     : VerbBase(console, options, logger)
 {
-    private static readonly JsonWriterOptions Compact = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     /// <inheritdoc />
     public override Command Build()
     {
@@ -139,22 +136,35 @@ public sealed class TokensCommand(CliConsole console, IOptions<RunDefaults> opti
         catch (InvalidOperationException ex) { throw new InterpException($"{path}: line {lineNumber}: \"text\" is not valid Unicode: {ex.Message}", ex); }
     }
 
-    private static string Result(int[] ids, string[] tokens)
-    {
-        using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, Compact))
-        {
-            w.WriteStartObject();
-            w.WriteStartArray("ids");
-            foreach (int id in ids) w.WriteNumberValue(id);
-            w.WriteEndArray();
-            w.WriteStartArray("tokens");
-            foreach (string token in tokens) w.WriteStringValue(token);
-            w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
-    }
+    private static string Result(int[] ids, string[] tokens) =>
+        $"{{\"ids\":{JsonSerializer.Serialize(ids)},\"tokens\":{Strings(tokens)}}}";
 
-    private static string Strings(string[] tokens) => JsonSerializer.Serialize(tokens, new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+    /// <summary>
+    /// The tokens as a JSON array, every character written as itself except those JSON must escape (quote, backslash,
+    /// control characters), so that emoji and CJK stay readable (System.Text.Json escapes everything outside the BMP).
+    /// </summary>
+    private static string Strings(string[] tokens)
+    {
+        var sb = new System.Text.StringBuilder("[");
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            if (t > 0) sb.Append(',');
+            sb.Append('"');
+            foreach (char c in tokens[t])
+            {
+                switch (c)
+                {
+                    case '"': sb.Append("\\\""); break;
+                    case '\\': sb.Append("\\\\"); break;
+                    case '\n': sb.Append("\\n"); break;
+                    case '\r': sb.Append("\\r"); break;
+                    case '\t': sb.Append("\\t"); break;
+                    case < ' ': sb.Append($"\\u{(int)c:x4}"); break;
+                    default: sb.Append(c); break;
+                }
+            }
+            sb.Append('"');
+        }
+        return sb.Append(']').ToString();
+    }
 }

@@ -114,6 +114,7 @@ internal sealed partial class TokenizerJson
         }
         if (bytes.LongLength > MaxFileBytes)
             throw new ModelFileException(path, null, $"is {bytes.LongLength:N0} bytes; refusing a tokenizer.json over {MaxFileBytes >> 20} MiB");
+        if (bytes.AsSpan().StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) bytes = bytes[3..]; // a UTF-8 byte-order mark
         var json = new TokenizerJson(path, bytes);
         json.WriteChecked(TokenizerJsonVariant.AsWritten, collect: true);
         return json;

@@ -126,6 +126,10 @@ public sealed class CliTests
         Assert.True(code == 0, err);
         Assert.Equal("ids:    [15496,995]\ntokens: [\"Hello\",\" world\"]\n", output.Replace("\r\n", "\n"));
 
+        (code, output, err) = await Run("tokens", "--tokenizer", Gpt2Tokenizer, "--text", "a \"b\"\n 🙂");
+        Assert.True(code == 0, err);
+        Assert.Contains("tokens: [\"a\",\" \\\"\",\"b\",\"\\\"\",\"\\n\",\" 🙂\"]", output); // JSON, with emoji as they are
+
         (code, output, err) = await Run("tokens", "--tokenizer", SharedData.Model("all-MiniLM-L6-v2"), "--text", "The cat sat on the mat.");
         Assert.True(code == 0, err);
         Assert.Contains("ids:    [101,1996,4937,2938,2006,1996,13523,1012,102]", output); // reference/input_ids.txt, row 1
