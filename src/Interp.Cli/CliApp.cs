@@ -43,6 +43,7 @@ public static class CliApp
             services.GetRequiredService<TrainDefaultCommand>().Build(),
             services.GetRequiredService<BenchCommand>().Build(),
             services.GetRequiredService<PromptsCommand>().Build(),
+            services.GetRequiredService<TokensCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -78,6 +79,7 @@ public static class CliApp
         builder.Services.AddSingleton<TrainDefaultCommand>();
         builder.Services.AddSingleton<BenchCommand>();
         builder.Services.AddSingleton<PromptsCommand>();
+        builder.Services.AddSingleton<TokensCommand>();
 
         return builder.Build();
     }

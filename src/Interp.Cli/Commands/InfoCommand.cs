@@ -20,11 +20,19 @@ public sealed class InfoCommand(CliConsole console, IOptions<RunDefaults> option
         command.SetAction((parse, ct) => Guard(async () =>
         {
             using var loaded = LoadModel(parse.GetValue(model)!, parse.GetValue(tokenizer), "cpu");
-            await Console.Out.WriteAsync(Describe(loaded.Model, loaded.Format, loaded.Source, loaded.Tokenizer?.GetType().Name));
+            await Console.Out.WriteAsync(Describe(loaded.Model, loaded.Format, loaded.Source, TokenizerName(loaded.Tokenizer)));
             return 0;
         }));
         return command;
     }
+
+    /// <summary>How <c>info</c> names a tokenizer: a Hugging Face one by its kind and file, others by their type.</summary>
+    public static string? TokenizerName(Interp.Tokenizers.ITokenizer? tokenizer) => tokenizer switch
+    {
+        null => null,
+        Interp.Tokenizers.HuggingFaceTokenizer hf => $"{hf.Kind}, {hf.VocabSize:N0} tokens ({hf.Path})",
+        _ => $"{tokenizer.GetType().Name}, {tokenizer.VocabSize:N0} tokens",
+    };
 
     /// <summary>The text <c>info</c> prints.</summary>
     public static string Describe(HookedTransformer model, string format, string source, string? tokenizer)

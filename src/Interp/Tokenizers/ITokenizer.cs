@@ -23,6 +23,13 @@ public interface ITokenizer
     int[] Encode(string text, bool prependBos = false);
 
     /// <summary>
+    /// Encodes <paramref name="text"/> with the special tokens the tokenizer's own format adds to a text: the
+    /// post-processor of a Hugging Face tokenizer.json (BERT's [CLS] … [SEP], Llama's BOS), BOS for llama2.c (as run.c
+    /// encodes a prompt); none by default (GPT-2 adds none).
+    /// </summary>
+    int[] EncodeWithSpecialTokens(string text) => Encode(text);
+
+    /// <summary>
     /// Encodes <paramref name="text"/> as it reads when it continues a text: the tokens a model would predict after a
     /// prompt, e.g. an answer " Mary". Tokenizers that add nothing before a text (GPT-2) encode it as <see cref="Encode"/>
     /// does, the default; SentencePiece-style ones that put a dummy-prefix space before every text leave it out, so that

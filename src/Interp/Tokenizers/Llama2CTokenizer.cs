@@ -47,6 +47,10 @@ public sealed partial class Llama2CTokenizer : ITokenizer
     public int[] Encode(string text, bool prependBos = false) => EncodePieces(text, prependBos, dummyPrefix: true);
 
     /// <inheritdoc />
+    /// <remarks>BOS first, as run.c encodes a prompt (<c>encode(…, bos=1, eos=0, …)</c>).</remarks>
+    public int[] EncodeWithSpecialTokens(string text) => Encode(text, prependBos: true);
+
+    /// <inheritdoc />
     /// <remarks>
     /// run.c's encode without the dummy-prefix space: " Lily" is the single piece " Lily" (the token a model predicts
     /// after "… named"), where <see cref="Encode"/> would give the dummy " " before it.

@@ -114,4 +114,85 @@ public sealed class CliTests
         Assert.NotEqual(0, code);
         Assert.Contains("exactly one of --tokens and --text", err);
     }
+
+    // ---- tokens ----
+
+    private static string Gpt2Tokenizer => Path.Combine(SharedData.Root, "tokenizers", "gpt2");
+
+    [Fact]
+    public async Task Tokens_prints_ids_and_display_strings()
+    {
+        var (code, output, err) = await Run("tokens", "--tokenizer", Gpt2Tokenizer, "--text", "Hello world");
+        Assert.True(code == 0, err);
+        Assert.Equal("ids:    [15496,995]\ntokens: [\"Hello\",\" world\"]\n", output.Replace("\r\n", "\n"));
+
+        (code, output, err) = await Run("tokens", "--tokenizer", Gpt2Tokenizer, "--text", "a \"b\"\n 🙂");
+        Assert.True(code == 0, err);
+        Assert.Contains("tokens: [\"a\",\" \\\"\",\"b\",\"\\\"\",\"\\n\",\" 🙂\"]", output); // JSON, with emoji as they are
+
+        (code, output, err) = await Run("tokens", "--tokenizer", SharedData.Model("all-MiniLM-L6-v2"), "--text", "The cat sat on the mat.");
+        Assert.True(code == 0, err);
+        Assert.Contains("ids:    [101,1996,4937,2938,2006,1996,13523,1012,102]", output); // reference/input_ids.txt, row 1
+        Assert.Contains("tokens: [\"[CLS]\",\"the\",\"cat\",\"sat\",\"on\",\"the\",\"mat\",\".\",\"[SEP]\"]", output);
+        (code, output, _) = await Run("tokens", "--tokenizer", SharedData.Model("all-MiniLM-L6-v2") + "/tokenizer.json", "--text", "The cat sat on the mat.", "--no-special");
+        Assert.Equal(0, code);
+        Assert.Contains("ids:    [1996,4937,2938,2006,1996,13523,1012]", output);
+    }
+
+    [Fact]
+    public async Task Tokens_of_a_jsonl_data_set_are_hugging_faces_line_by_line()
+    {
+        // strings.jsonl holds each text with the ids Hugging Face's tokenizers library gave it, with and without special tokens.
+        string data = Path.Combine(Gpt2Tokenizer, "reference", "strings.jsonl");
+        var reference = File.ReadAllLines(data).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).ToArray();
+        foreach (bool special in new[] { true, false })
+        {
+            string[] args = special ? ["tokens", "--tokenizer", Gpt2Tokenizer, "--jsonl", data] : ["tokens", "--tokenizer", Gpt2Tokenizer, "--jsonl", data, "--no-special"];
+            var (code, output, err) = await Run(args);
+            Assert.True(code == 0, err);
+            var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal(reference.Length, lines.Length);
+            for (int i = 0; i < lines.Length; i++)
+            {
+                var result = System.Text.Json.Nodes.JsonNode.Parse(lines[i])!;
+                var ids = result["ids"]!.AsArray().Select(n => (int)n!).ToArray();
+                Assert.Equal(reference[i][special ? "ids_with_special" : "ids"]!.AsArray().Select(n => (int)n!).ToArray(), ids);
+                Assert.Equal(ids.Length, result["tokens"]!.AsArray().Count);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Tokens_with_a_llama2c_model_adds_its_bos_and_checks_another_tokenizer_against_its_vocabulary()
+    {
+        var (code, output, err) = await Run("tokens", "--model", TestModels.StoriesBin, "--text", "Once upon a time");
+        Assert.True(code == 0, err);
+        var tok = Interp.Tokenizers.Llama2CTokenizer.Load(TestModels.StoriesTokenizer);
+        Assert.Contains("ids:    " + System.Text.Json.JsonSerializer.Serialize(tok.Encode("Once upon a time", prependBos: true)), output);
+        Assert.StartsWith("ids:    [1,", output);
+
+        (code, _, err) = await Run("tokens", "--model", TestModels.StoriesBin, "--tokenizer", Gpt2Tokenizer, "--text", "x");
+        Assert.Equal(1, code);
+        Assert.Contains("(vocabulary of 50257), but the model's vocabulary has only 512 entries", err);
+    }
+
+    [Fact]
+    public async Task Tokens_names_the_bad_line_of_a_jsonl_file()
+    {
+        using var tmp = new TempDir();
+        string data = tmp.File("data.jsonl");
+        File.WriteAllText(data, "{\"text\": \"fine\"}\n\n{\"text\": 3}\n");
+        var (code, output, err) = await Run("tokens", "--tokenizer", Gpt2Tokenizer, "--jsonl", data);
+        Assert.Equal(1, code);
+        Assert.Contains($"{data}: line 3: has no \"text\" string", err);
+        var fine = new Interp.Tokenizers.Gpt2Tokenizer().Encode("fine");
+        Assert.Contains($"{{\"ids\":{System.Text.Json.JsonSerializer.Serialize(fine)},\"tokens\":[\"fine\"]}}", output); // the good line came out first
+        File.WriteAllText(data, "not json\n");
+        (code, _, err) = await Run("tokens", "--tokenizer", Gpt2Tokenizer, "--jsonl", data);
+        Assert.Equal(1, code);
+        Assert.Contains($"{data}: line 1: is not valid JSON", err);
+        (code, _, err) = await Run("tokens", "--text", "x");
+        Assert.NotEqual(0, code);
+        Assert.Contains("give --model or --tokenizer", err);
+    }
 }

@@ -251,4 +251,107 @@ public sealed class LoadingFuzzTests(ITestOutputHelper output)
                 return bytes.Length;
             }, output);
     }
+
+    // ---- Hugging Face tokenizer.json ----
+
+    /// <summary>The tiny tokenizer.json files and their settings: Llama 2 (Prepend), Llama-style Metaspace, Llama 3 (byte-level), BERT.</summary>
+    private static (string Name, JsonObject Tokenizer, JsonObject? Config)[] HfBases() =>
+    [
+        ("llama2", Interp.Tests.Tokenizers.TinyHfTokenizers.Llama2(), Interp.Tests.Tokenizers.TinyHfTokenizers.LlamaConfig()),
+        ("metaspace", Interp.Tests.Tokenizers.TinyHfTokenizers.LlamaMetaspace(), null),
+        ("llama3", Interp.Tests.Tokenizers.TinyHfTokenizers.Llama3(), Interp.Tests.Tokenizers.TinyHfTokenizers.Llama3Config()),
+        ("bert", Interp.Tests.Tokenizers.TinyHfTokenizers.Bert(), Interp.Tests.Tokenizers.TinyHfTokenizers.BertConfig()),
+    ];
+
+    private static readonly string[] HfTexts = ["Hello Mary", " Mary é", "a</s>b [CLS] x <|begin_of_text|>y", "12345 Mary's xyz\n\n  ", "", "The cats sat.", "🙂 日本語"];
+
+    /// <summary>
+    /// A tokenizer that loads must encode (plain, with special tokens, as a continuation) and decode anything, with
+    /// ids inside its vocabulary, and label every id; the native library must never abort the process.
+    /// </summary>
+    private static void TokenizeEverything(string dir)
+    {
+        using var tok = (HuggingFaceTokenizer)TokenizerLoader.Load(dir);
+        foreach (var text in HfTexts)
+        {
+            foreach (var ids in new[] { tok.Encode(text), tok.EncodeWithSpecialTokens(text), tok.EncodeContinuation(text) })
+            {
+                Assert.All(ids, id => Assert.InRange(id, 0, tok.VocabSize - 1));
+                tok.Decode(ids);
+                tok.DecodeSkippingSpecialTokens(ids);
+                Assert.Equal(ids.Length, tok.ToStrTokens(ids).Length);
+            }
+        }
+        tok.ToStrTokens(Enumerable.Range(0, Math.Min(tok.VocabSize, 512)).ToArray());
+    }
+
+    // Strings the tokenizer.json schema gives meaning to: component types, enum values, tokens of the bases, regexes.
+    private static readonly string[] HfStrings =
+    [
+        "", "x", "##", "▁", "Ġ", "<s>", "</s>", "[CLS]", "[SEP]", "<|begin_of_text|>", "A", "B", "ab", "é", "🙂", "<0xFF>", "(a+)+$", "[", "\\p{L}+", "(?<", "\\",
+        "never", "first", "always", "Isolated", "Removed", "MergedWithNext", "Contiguous", "Sequence", "Metaspace", "ByteLevel", "Prepend",
+        "Replace", "Split", "Strip", "ByteFallback", "Fuse", "WordPiece", "BPE", "Unigram", "WordLevel", "TemplateProcessing", "BertProcessing",
+        "RobertaProcessing", "BertNormalizer", "BertPreTokenizer", "Precompiled", "NFKC", "Lowercase", "Digits", "Punctuation", "CTC", "String", "Regex",
+    ];
+
+    [Fact]
+    public void Hugging_face_tokenizer_json_with_hostile_components_vocabularies_and_templates()
+    {
+        using var tmp = Fuzz.ScratchDir("tokenizer-json");
+        var bases = HfBases().Select(b => (Dir: tmp.File(b.Name), Bytes: Encoding.UTF8.GetBytes(b.Tokenizer.ToJsonString()), b.Config)).ToArray();
+        foreach (var (dir, bytes, config) in bases)
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllBytes(Path.Combine(dir, "tokenizer.json"), bytes);
+            if (config is not null) File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString());
+            TokenizeEverything(dir); // the bases themselves are valid
+        }
+        string[] keys = ["version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"];
+        var edit = Gen.Frequency((7, Mutations.JsonTree(HfStrings)), (2, Mutations.Json(keys)), (1, Mutations.Bytes()));
+        var gen = Gen.Select(Gen.Int[0, bases.Length - 1], Mutations.Some(edit));
+        Fuzz.Run("tokenizer.json", seed: 20_251_201, tmp.Path, gen,
+            c => $"{Path.GetFileName(bases[c.Item1].Dir)}: {Mutations.Describe(c.Item2)}",
+            c =>
+            {
+                var (dir, original, _) = bases[c.Item1];
+                var bytes = Mutations.Apply(original, c.Item2);
+                File.WriteAllBytes(Path.Combine(dir, "tokenizer.json"), bytes);
+                TokenizeEverything(dir);
+                return bytes.Length;
+            }, output);
+    }
+
+    [Fact]
+    public void Hugging_face_tokenizer_config_and_special_tokens_map_with_hostile_values()
+    {
+        using var tmp = Fuzz.ScratchDir("tokenizer-config");
+        var bases = HfBases().Where(b => b.Config is not null).Select(b => (Dir: tmp.File(b.Name), Config: Encoding.UTF8.GetBytes(b.Config!.ToJsonString()),
+            Map: Encoding.UTF8.GetBytes(new JsonObject { ["bos_token"] = b.Config!["bos_token"]?.DeepClone(), ["unk_token"] = b.Config["unk_token"]?.DeepClone() }.ToJsonString()))).ToArray();
+        var tokenizers = HfBases().Where(b => b.Config is not null).Select(b => b.Tokenizer.ToJsonString()).ToArray();
+        for (int i = 0; i < bases.Length; i++)
+        {
+            Directory.CreateDirectory(bases[i].Dir);
+            File.WriteAllText(Path.Combine(bases[i].Dir, "tokenizer.json"), tokenizers[i]);
+            File.WriteAllBytes(Path.Combine(bases[i].Dir, "tokenizer_config.json"), bases[i].Config);
+            File.WriteAllBytes(Path.Combine(bases[i].Dir, "special_tokens_map.json"), bases[i].Map);
+            TokenizeEverything(bases[i].Dir);
+        }
+        string[] keys = ["bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token", "add_eos_token", "tokenizer_class", "added_tokens_decoder", "cls_token"];
+        string[] tokens = ["<s>", "</s>", "<unk>", "[CLS]", "[PAD]", "<|begin_of_text|>", "<|end_of_text|>", "", "nope", "content", "__type", "AddedToken"];
+        var tokenValue = Gen.Select(Gen.OneOf(keys), Gen.OneOf(tokens), Gen.Bool, (key, token, asObject) => new Mutation($"{key} = {(asObject ? "{content: " + token + "}" : token)}",
+            b => Mutations.EditObject(b, o => o[key] = asObject ? new JsonObject { ["__type"] = "AddedToken", ["content"] = token } : JsonValue.Create(token))));
+        var edit = Gen.Frequency((4, Mutations.Json(keys)), (3, tokenValue), (2, Mutations.JsonTree(tokens)), (1, Mutations.Bytes()));
+        var gen = Gen.Select(Gen.Int[0, bases.Length - 1], Gen.Bool, Mutations.Some(edit));
+        Fuzz.Run("tokenizer_config.json", seed: 20_251_202, tmp.Path, gen,
+            c => $"{Path.GetFileName(bases[c.Item1].Dir)} {(c.Item2 ? "tokenizer_config.json" : "special_tokens_map.json")}: {Mutations.Describe(c.Item3)}",
+            c =>
+            {
+                var (dir, config, map) = bases[c.Item1];
+                var bytes = Mutations.Apply(c.Item2 ? config : map, c.Item3);
+                File.WriteAllBytes(Path.Combine(dir, c.Item2 ? "tokenizer_config.json" : "special_tokens_map.json"), bytes);
+                File.WriteAllBytes(Path.Combine(dir, c.Item2 ? "special_tokens_map.json" : "tokenizer_config.json"), c.Item2 ? map : config);
+                TokenizeEverything(dir);
+                return bytes.Length + tokenizers[c.Item1].Length;
+            }, output);
+    }
 }

@@ -179,6 +179,80 @@ internal static class Mutations
         return brace < 0 ? bytes : Splice(bytes, brace + 1, 0, Encoding.UTF8.GetBytes(text));
     }
 
+    /// <summary>
+    /// An edit anywhere in a JSON document's tree (not only its top-level keys): a node, picked by its position among
+    /// all nodes, replaced by a hostile value, by a value of its own kind (a string by one of <paramref name="strings"/>
+    /// or itself extended by one, a number by a small or huge one, a boolean flipped), by a copy of another node, or
+    /// removed; or a node inserted into an array.
+    /// </summary>
+    public static Gen<Mutation> JsonTree(string[] strings)
+    {
+        var hostile = Gen.Frequency((3, HostileValue), (2, Gen.OneOf(strings).Select(s => JsonSerializer.Serialize(s))));
+        return Gen.Frequency(
+            (4, Gen.Select(Fraction, hostile, (f, v) => new Mutation($"node at {f:P1} = {Short(v)}",
+                b => EditTree(b, f, (node, _) => Replace(node, ParseValue(v)))))),
+            (4, Gen.Select(Fraction, Gen.OneOf(strings), InterestingInteger, Gen.Bool, (f, s, n, extend) => new Mutation($"node at {f:P1} changed within its kind ({Short(s)}, {n})",
+                b => EditTree(b, f, (node, _) => Replace(node, node is JsonValue value ? value.GetValueKind() switch
+                {
+                    JsonValueKind.String => JsonValue.Create(extend ? value.GetValue<string>() + s : s),
+                    JsonValueKind.Number => JsonValue.Create(n),
+                    JsonValueKind.True => JsonValue.Create(false),
+                    JsonValueKind.False => JsonValue.Create(true),
+                    _ => node.DeepClone(),
+                } : node.DeepClone()))))),
+            (2, Fraction.Select(f => new Mutation($"remove node at {f:P1}", b => EditTree(b, f, (node, _) => Remove(node))))),
+            (1, Gen.Select(Fraction, Fraction, (f, g) => new Mutation($"copy node at {g:P1} over node at {f:P1}",
+                b => EditTree(b, f, (node, all) => Replace(node, all[Math.Min(all.Count - 1, (int)(g * all.Count))].DeepClone()))))),
+            (1, Gen.Select(Fraction, hostile, (f, v) => new Mutation($"insert {Short(v)} before node at {f:P1}",
+                b => EditTree(b, f, (node, _) =>
+                {
+                    if (node.Parent is JsonArray array) array.Insert(array.IndexOf(node), ParseValue(v));
+                })))));
+    }
+
+    /// <summary>Parses the bytes (when they are still JSON), edits the node at <paramref name="fraction"/> of all non-root nodes, writes them back.</summary>
+    private static byte[] EditTree(byte[] bytes, double fraction, Action<JsonNode, List<JsonNode>> edit)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(bytes, documentOptions: Deep); }
+        catch (JsonException) { return bytes; }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) { return bytes; }
+        var nodes = new List<JsonNode>();
+        void Collect(JsonNode? n)
+        {
+            if (n is null) return;
+            if (n.Parent is not null) nodes.Add(n);
+            if (n is JsonObject o) foreach (var (_, v) in o) Collect(v);
+            else if (n is JsonArray a) foreach (var v in a) Collect(v);
+        }
+        try
+        {
+            Collect(root);
+            if (nodes.Count == 0) return bytes;
+            edit(nodes[Math.Min(nodes.Count - 1, (int)(fraction * nodes.Count))], nodes);
+            return Encoding.UTF8.GetBytes(root!.ToJsonString(new JsonSerializerOptions { MaxDepth = 256 }));
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException) { return bytes; }
+    }
+
+    private static void Replace(JsonNode node, JsonNode? value)
+    {
+        switch (node.Parent)
+        {
+            case JsonObject o: o[o.First(p => ReferenceEquals(p.Value, node)).Key] = value; break;
+            case JsonArray a: a[a.IndexOf(node)] = value; break;
+        }
+    }
+
+    private static void Remove(JsonNode node)
+    {
+        switch (node.Parent)
+        {
+            case JsonObject o: o.Remove(o.First(p => ReferenceEquals(p.Value, node)).Key); break;
+            case JsonArray a: a.RemoveAt(a.IndexOf(node)); break;
+        }
+    }
+
     /// <summary>One to three mutations from <paramref name="gen"/>, applied in order.</summary>
     public static Gen<Mutation[]> Some(Gen<Mutation> gen) => gen.Array[1, 3];
 
