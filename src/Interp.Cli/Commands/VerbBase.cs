@@ -28,7 +28,7 @@ public abstract class VerbBase(CliConsole console, IOptions<RunDefaults> options
     };
 
     /// <summary><c>--tokenizer FILE</c>.</summary>
-    protected static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "Tokenizer file (llama2.c tokenizer.bin format) to use instead of the one beside the model" };
+    protected static Option<string?> TokenizerOption() => new("--tokenizer") { Description = "Tokenizer to use instead of the one beside the model: a Hugging Face tokenizer.json (or its folder) or a llama2.c tokenizer.bin" };
 
     /// <summary><c>--device</c>, overriding the configured device.</summary>
     protected static Option<string?> DeviceOption() => new("--device") { Description = "Device for the weights (cpu, cuda:0, …); default from configuration" };

@@ -8,7 +8,10 @@ namespace Interp.Loading;
 /// <summary>Options for <see cref="ModelLoader.Load"/>.</summary>
 public sealed record ModelLoadOptions
 {
-    /// <summary>A tokenizer file to use instead of the one found beside the model.</summary>
+    /// <summary>
+    /// A tokenizer to use instead of the one found beside the model: a Hugging Face <c>tokenizer.json</c> (or a folder
+    /// with one) or a llama2.c <c>tokenizer.bin</c>, recognised by content.
+    /// </summary>
     public string? TokenizerPath { get; init; }
     /// <summary>Device to place the weights on ("cpu" by default, or e.g. "cuda:0").</summary>
     public string Device { get; init; } = "cpu";
@@ -48,7 +51,11 @@ public sealed class LoadedModel : IDisposable
         Tokenizer ?? throw new InterpException($"{Source}: no tokenizer for this model ({_noTokenizerReason}); pass token ids instead of text, or name a tokenizer file");
 
     /// <summary>Frees the weights.</summary>
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        (Tokenizer as IDisposable)?.Dispose();
+    }
 }
 
 /// <summary>
@@ -104,8 +111,8 @@ public static class ModelLoader
     {
         var model = Llama2CCheckpoint.Load(path);
         string reason = "";
-        string? tokPath = options.TokenizerPath ?? FindLlama2CTokenizer(path, out reason);
-        var tokenizer = DisposeOnError(model, () => tokPath is null ? null : Llama2CTokenizer.Load(tokPath, model.Config.DVocab));
+        string? tokPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path, out reason);
+        var tokenizer = DisposeOnError(model, () => tokPath is null ? null : TokenizerLoader.Load(tokPath, model.Config.DVocab));
         return new LoadedModel(model, tokenizer, path, "llama2.c", reason);
     }
 
@@ -120,21 +127,6 @@ public static class ModelLoader
         }
     }
 
-    /// <summary>llama2.c's tokenizer is <c>tokenizer.bin</c> beside the checkpoint, or the only <c>tok*.bin</c> there.</summary>
-    private static string? FindLlama2CTokenizer(string modelPath, out string reason)
-    {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        string standard = Path.Combine(dir, "tokenizer.bin");
-        reason = "";
-        if (File.Exists(standard)) return standard;
-        var candidates = Directory.GetFiles(dir, "tok*.bin");
-        if (candidates.Length == 1) return candidates[0];
-        reason = candidates.Length == 0
-            ? $"no tokenizer.bin or tok*.bin beside it in {dir}"
-            : $"several tok*.bin files beside it ({string.Join(", ", candidates.Select(Path.GetFileName))})";
-        return null;
-    }
-
     private static LoadedModel LoadInterp(string dir, ModelLoadOptions options)
     {
         var (config, tokenizerEntry) = InterpModelFormat.ReadManifest(dir);
@@ -143,7 +135,7 @@ public static class ModelLoader
         var model = InterpModelFormat.Load(dir, config);
         string reason = "its manifest names no tokenizer";
         ITokenizer? tokenizer = DisposeOnError(model, () =>
-            options.TokenizerPath is not null ? Llama2CTokenizer.Load(options.TokenizerPath, model.Config.DVocab)
+            options.TokenizerPath is not null ? TokenizerLoader.Load(options.TokenizerPath, model.Config.DVocab)
             : tokenizerEntry == "gpt2" ? Gpt2For(model.Config, out reason)
             : tokenizerEntry is not null ? Llama2CTokenizer.Load(Path.Combine(dir, tokenizerEntry), model.Config.DVocab)
             : (ITokenizer?)null);
@@ -178,9 +170,11 @@ public static class ModelLoader
             model.Dispose();
             throw;
         }
-        string reason = $"no tokenizer file was found in {dir}";
+        // The tokenizer the folder ships (tokenizer.json); a GPT-2 folder without one gets GPT-2's own BPE.
+        string reason = "";
+        string? found = options.TokenizerPath ?? TokenizerLoader.FindBeside(dir, out reason);
         ITokenizer? tokenizer = DisposeOnError(model, () =>
-            options.TokenizerPath is not null ? Llama2CTokenizer.Load(options.TokenizerPath, cfg.DVocab)
+            found is not null ? TokenizerLoader.Load(found, cfg.DVocab)
             : type == "gpt2" ? Gpt2For(cfg, out reason)
             : (ITokenizer?)null);
         return new LoadedModel(model, tokenizer, dir, "huggingface-" + type, reason);

@@ -32,7 +32,9 @@ public sealed partial class HookedTransformer
 
     /// <summary>
     /// Encodes <paramref name="text"/> as int64 [1, pos] on the model's device. <paramref name="prependBos"/> defaults
-    /// to true when the tokenizer has a BOS token (TransformerLens's default_prepend_bos).
+    /// to true when the tokenizer has a BOS token (TransformerLens's default_prepend_bos). An encoder (BERT) gets the
+    /// special tokens its tokenizer's files add by default ([CLS] … [SEP], as TransformerLens's HookedEncoder does);
+    /// <paramref name="prependBos"/> false leaves them out.
     /// </summary>
     /// <exception cref="InterpException">The model has no tokenizer, or BOS is asked for and the tokenizer has none.</exception>
     public Tensor ToTokens(string text, bool? prependBos = null)
@@ -49,6 +51,11 @@ public sealed partial class HookedTransformer
     public PaddedTokens ToTokens(IReadOnlyList<string> texts, bool? prependBos = null)
     {
         var tokenizer = RequireTokenizer();
+        if (!Config.Causal && prependBos is null)
+        {
+            ArgumentNullException.ThrowIfNull(texts);
+            return PaddedTokens.FromIds(texts.Select(t => (IReadOnlyList<int>)tokenizer.EncodeWithSpecialTokens(t)).ToArray(), PaddedTokens.PadIdOf(tokenizer));
+        }
         return PaddedTokens.FromTexts(tokenizer, texts, prependBos ?? tokenizer.BosId is not null);
     }
 
@@ -74,6 +81,7 @@ public sealed partial class HookedTransformer
     {
         ArgumentNullException.ThrowIfNull(text);
         var tokenizer = RequireTokenizer();
+        if (!Config.Causal && prependBos is null) return tokenizer.EncodeWithSpecialTokens(text);
         bool bos = prependBos ?? tokenizer.BosId is not null;
         if (bos && tokenizer.BosId is null) throw new InvalidTokensException($"{Config.Name}: cannot prepend BOS, the tokenizer has no BOS token");
         return tokenizer.Encode(text, bos);

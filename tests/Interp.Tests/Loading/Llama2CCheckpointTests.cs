@@ -62,7 +62,7 @@ public sealed class Llama2CCheckpointTests
         using var loaded = ModelLoader.Load(path);
         Assert.Null(loaded.Tokenizer);
         var ex = Assert.Throws<InterpException>(() => loaded.RequireTokenizer());
-        Assert.Contains("no tokenizer.bin or tok*.bin beside it", ex.Message);
+        Assert.Contains("no tokenizer.bin, tok*.bin or tokenizer.json beside it", ex.Message);
 
         File.Copy(TestModels.StoriesTokenizer, tmp.File("tokenizer.bin"));
         using var withTokenizer = ModelLoader.Load(path);

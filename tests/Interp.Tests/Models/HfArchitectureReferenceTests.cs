@@ -94,8 +94,17 @@ public sealed class HfArchitectureReferenceTests
         var ids = Enumerable.Range(0, B).SelectMany(b => Ints(Path.Combine(reference, "input_ids.txt"), b)).ToArray();
         var mask = Enumerable.Range(0, B).SelectMany(b => Ints(Path.Combine(reference, "attention_mask.txt"), b)).ToArray();
         using var scope = NewDisposeScope();
+        // End to end from text: the folder's tokenizer.json, found by the loader, adds [CLS] … [SEP] as an encoder's default.
+        string[] sentences =
+        [
+            "The cat sat on the mat.", "A mouse ran across the keyboard and the screen went dark.",
+            "Interpretability tools open up transformer models.", "Python executes quickly.",
+        ];
+        using var batch = model.ToTokens(sentences);
+        Assert.Equal(ids, batch.Tokens.data<long>().ToArray());
+        Assert.Equal(mask, batch.AttentionMask.to(ScalarType.Int64).data<long>().ToArray());
         var maskT = tensor(mask, [B, T]);
-        var (hidden, cache) = model.RunWithCache(tensor(ids, [B, T]), maskT, HookNames.Pattern(0).Equals);
+        var (hidden, cache) = model.RunWithCache(batch.Tokens, batch.AttentionMask, HookNames.Pattern(0).Equals);
         using (cache)
         {
             var expected = TensorAssert.ReadRawFloats(Path.Combine(reference, "last_hidden_state.f32"), B, T, D);
