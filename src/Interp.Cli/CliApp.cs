@@ -37,6 +37,7 @@ public static class CliApp
         {
             services.GetRequiredService<InfoCommand>().Build(),
             services.GetRequiredService<LogitsCommand>().Build(),
+            services.GetRequiredService<CacheCommand>().Build(),
             services.GetRequiredService<GenerateCommand>().Build(),
             services.GetRequiredService<ListCommand>().Build(),
             services.GetRequiredService<RunCommand>().Build(),
@@ -73,6 +74,7 @@ public static class CliApp
         builder.Services.AddSingleton(new CliConsole(output, error));
         builder.Services.AddSingleton<InfoCommand>();
         builder.Services.AddSingleton<LogitsCommand>();
+        builder.Services.AddSingleton<CacheCommand>();
         builder.Services.AddSingleton<GenerateCommand>();
         builder.Services.AddSingleton<ListCommand>();
         builder.Services.AddSingleton<RunCommand>();

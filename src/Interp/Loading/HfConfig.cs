@@ -53,7 +53,7 @@ public sealed class HfConfig
     private string Key(string key) => _prefix + key;
 
     /// <summary>An error about the value at <paramref name="key"/> of this file (nested keys spelled <c>rope_scaling.factor</c>).</summary>
-    public ModelFileException Error(string key, string message) => new(Path, Key(key), message);
+    public ModelFileException Error(string key, string message, Exception? inner = null) => new(Path, Key(key), message, inner);
 
     /// <summary>Parses <paramref name="path"/> (size- and depth-limited).</summary>
     public static HfConfig Load(string path)
@@ -95,6 +95,16 @@ public sealed class HfConfig
             return i;
         }
         return fallback ?? throw new ModelFileException(Path, Key(keys[0]), "missing from config.json");
+    }
+
+    /// <summary>A non-negative integer (e.g. <c>max_window_layers</c>, where 0 means every layer), or <paramref name="fallback"/> when absent.</summary>
+    public int NonNegativeInt(string key, int fallback)
+    {
+        if (!Has(key)) return fallback;
+        var v = _root.GetProperty(key);
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i) || i < 0)
+            throw new ModelFileException(Path, Key(key), $"must be a non-negative 32-bit integer, got {v.GetRawText()}");
+        return i;
     }
 
     /// <summary>A finite number, or <paramref name="fallback"/> when absent.</summary>

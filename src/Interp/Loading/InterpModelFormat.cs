@@ -98,7 +98,12 @@ public static class InterpModelFormat
             var config = configElement.Deserialize<ModelConfig>(Json) ?? throw new ModelFileException(path, "config", "missing");
             if (config.Name is null) throw new ModelFileException(path, "config", "\"name\" must be a string");
             try { config.Validate(); }
-            catch (InterpException ex) { throw new ModelFileException(path, "config", ex.Message, ex); }
+            catch (InvalidModelConfigException ex)
+            {
+                // At the manifest's own spelling of the field: config.rotary_base for RotaryBase.
+                string key = ex.Field is null ? "config" : "config." + JsonNamingPolicy.SnakeCaseLower.ConvertName(ex.Field);
+                throw new ModelFileException(path, key, ex.Message, ex);
+            }
             return new Entries(config, Text("tokenizer"), Text("weights_sha256"));
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)

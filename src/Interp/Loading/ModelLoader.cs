@@ -153,7 +153,7 @@ public static class ModelLoader
         using var ckpt = CheckpointTensors.Open(dir);
         cfg = architecture.WithCheckpoint(cfg, ckpt);
         try { cfg.Validate(); }
-        catch (InterpException ex) when (ex is not ModelFileException) { throw new ModelFileException(hf.Path, null, ex.Message, ex); }
+        catch (InvalidModelConfigException ex) { throw HfArchitecture.ConfigError(hf, ex); }
 
         // Before the model allocates anything: the config must not ask for more than the weights can justify.
         LoadBudget.Check(cfg, ckpt.ElementCount, hf.Path);

@@ -198,45 +198,59 @@ public sealed record ModelConfig
     /// <summary>The most layers a config may have: far beyond any real model, and a bound on per-layer bookkeeping.</summary>
     public const int MaxLayers = 1 << 16;
 
-    /// <summary>Throws <see cref="InterpException"/> naming the first field that makes no sense.</summary>
+    /// <summary>Throws <see cref="InvalidModelConfigException"/> naming the first field that makes no sense.</summary>
     public ModelConfig Validate()
     {
-        static void Require(bool ok, string what) { if (!ok) throw new InterpException($"Invalid model config: {what}."); }
+        static void Require(bool ok, string? field, string what) { if (!ok) throw new InvalidModelConfigException(field, $"Invalid model config: {what}."); }
         Require(Enum.IsDefined(Norm) && Enum.IsDefined(Positional) && Enum.IsDefined(RotaryStyle) && Enum.IsDefined(Mlp)
-            && Enum.IsDefined(Act) && Enum.IsDefined(Block) && Enum.IsDefined(Head), "an enum field holds an undefined value");
-        Require(DModel > 0, $"DModel must be positive, got {DModel}");
-        Require(NLayers >= 0 && NLayers <= MaxLayers, $"NLayers must be in [0, {MaxLayers}], got {NLayers}");
-        Require(NHeads > 0, $"NHeads must be positive, got {NHeads}");
-        Require(DVocab > 0, $"DVocab must be positive, got {DVocab}");
-        Require(NCtx > 0, $"NCtx must be positive, got {NCtx}");
-        Require(DHead >= 0 && HeadDim > 0, $"DHead must be positive, got {HeadDim}");
-        Require(DHead != 0 || DModel % NHeads == 0, $"DModel {DModel} is not divisible by NHeads {NHeads}; set DHead");
-        Require(KvHeads > 0 && NHeads % KvHeads == 0, $"NHeads {NHeads} must be a multiple of NKvHeads {KvHeads}");
-        Require(Mlp == MlpKind.None || DMlp > 0, $"DMlp must be positive for an MLP, got {DMlp}");
-        Require(NormEps >= 0, $"NormEps must not be negative, got {NormEps}");
-        Require(Positional != PositionalKind.Rotary || (RotaryWidth % 2 == 0 && RotaryWidth <= HeadDim),
+            && Enum.IsDefined(Act) && Enum.IsDefined(Block) && Enum.IsDefined(Head), null, "an enum field holds an undefined value");
+        // Non-nullable by type, but a deserialised config (interp-model.json's "family": null) can still hold null.
+        Require(Name is not null, nameof(Name), "Name must be set");
+        Require(Family is not null, nameof(Family), "Family must be set (\"custom\" when it is none of the known ones)");
+        Require(DModel > 0, nameof(DModel), $"DModel must be positive, got {DModel}");
+        Require(NLayers >= 0 && NLayers <= MaxLayers, nameof(NLayers), $"NLayers must be in [0, {MaxLayers}], got {NLayers}");
+        Require(NHeads > 0, nameof(NHeads), $"NHeads must be positive, got {NHeads}");
+        Require(DVocab > 0, nameof(DVocab), $"DVocab must be positive, got {DVocab}");
+        Require(NCtx > 0, nameof(NCtx), $"NCtx must be positive, got {NCtx}");
+        Require(DHead >= 0 && HeadDim > 0, nameof(DHead), $"DHead must be positive, got {HeadDim}");
+        Require(DHead != 0 || DModel % NHeads == 0, nameof(NHeads), $"DModel {DModel} is not divisible by NHeads {NHeads}; set DHead");
+        Require(KvHeads > 0 && NHeads % KvHeads == 0, nameof(NKvHeads), $"NHeads {NHeads} must be a multiple of NKvHeads {KvHeads}");
+        Require(Mlp == MlpKind.None || DMlp > 0, nameof(DMlp), $"DMlp must be positive for an MLP, got {DMlp}");
+        Require(NormEps >= 0, nameof(NormEps), $"NormEps must not be negative, got {NormEps}");
+        Require(RotaryDim >= 0, nameof(RotaryDim), $"RotaryDim must not be negative (0 means all of DHead), got {RotaryDim}");
+        Require(Positional != PositionalKind.Rotary || (RotaryWidth % 2 == 0 && RotaryWidth <= HeadDim), nameof(RotaryDim),
             $"RotaryDim {RotaryWidth} must be even and at most DHead {HeadDim}");
-        Require(Positional != PositionalKind.Sinusoidal || DModel % 2 == 0, $"sinusoidal positions need an even DModel, got {DModel}");
-        Require(RotaryBase > 0, $"RotaryBase must be positive, got {RotaryBase}");
-        Require(double.IsFinite(EmbeddingScale) && EmbeddingScale > 0, $"EmbeddingScale must be positive, got {EmbeddingScale}");
-        Require(double.IsFinite(AttnScale) && AttnScale >= 0, $"AttnScale must be positive (or 0 for √d_head), got {AttnScale}");
-        Require(double.IsFinite(AttnScoresSoftCap) && AttnScoresSoftCap >= 0, $"AttnScoresSoftCap must not be negative, got {AttnScoresSoftCap}");
-        Require(double.IsFinite(OutputLogitsSoftCap) && OutputLogitsSoftCap >= 0, $"OutputLogitsSoftCap must not be negative, got {OutputLogitsSoftCap}");
-        Require(SlidingWindow >= 0, $"SlidingWindow must not be negative, got {SlidingWindow}");
-        Require(SlidingWindowLayers is null || SlidingWindowLayers.All(l => l >= 0 && l < NLayers),
+        Require(Positional != PositionalKind.Sinusoidal || DModel % 2 == 0, nameof(DModel), $"sinusoidal positions need an even DModel, got {DModel}");
+        Require(RotaryBase > 0, nameof(RotaryBase), $"RotaryBase must be positive, got {RotaryBase}");
+        Require(double.IsFinite(EmbeddingScale) && EmbeddingScale > 0, nameof(EmbeddingScale), $"EmbeddingScale must be positive, got {EmbeddingScale}");
+        Require(double.IsFinite(AttnScale) && AttnScale >= 0, nameof(AttnScale), $"AttnScale must be positive (or 0 for √d_head), got {AttnScale}");
+        Require(double.IsFinite(AttnScoresSoftCap) && AttnScoresSoftCap >= 0, nameof(AttnScoresSoftCap), $"AttnScoresSoftCap must not be negative, got {AttnScoresSoftCap}");
+        Require(double.IsFinite(OutputLogitsSoftCap) && OutputLogitsSoftCap >= 0, nameof(OutputLogitsSoftCap), $"OutputLogitsSoftCap must not be negative, got {OutputLogitsSoftCap}");
+        Require(SlidingWindow >= 0, nameof(SlidingWindow), $"SlidingWindow must not be negative, got {SlidingWindow}");
+        Require(SlidingWindowLayers is null || SlidingWindowLayers.All(l => l >= 0 && l < NLayers), nameof(SlidingWindowLayers),
             $"SlidingWindowLayers must name layers in [0, {NLayers})");
-        Require(Causal || SlidingWindow == 0, "a sliding window needs a causal model");
-        Require(NTokenTypes >= 0, $"NTokenTypes must not be negative, got {NTokenTypes}");
+        Require(Causal || SlidingWindow == 0, nameof(SlidingWindow), "a sliding window needs a causal model");
+        Require(NTokenTypes >= 0, nameof(NTokenTypes), $"NTokenTypes must not be negative, got {NTokenTypes}");
         Require(RopeScaling is null || (Positional == PositionalKind.Rotary && RopeScaling.Factor > 0 && RopeScaling.LowFreqFactor > 0
-            && RopeScaling.HighFreqFactor > RopeScaling.LowFreqFactor && RopeScaling.OriginalMaxPositions > 0),
+            && RopeScaling.HighFreqFactor > RopeScaling.LowFreqFactor && RopeScaling.OriginalMaxPositions > 0), nameof(RopeScaling),
             "RopeScaling needs rotary positions, Factor > 0, 0 < LowFreqFactor < HighFreqFactor and OriginalMaxPositions > 0");
-        Require(Block != BlockKind.PostNorm || Norm != NormKind.None, "post-norm blocks need a norm");
-        Require(Block != BlockKind.Parallel || !AttentionOnly, "parallel blocks need an MLP");
-        Require(Head != HeadKind.MaskedLM || Norm != NormKind.None, "the masked-LM head needs a norm");
+        Require(Block != BlockKind.PostNorm || (Norm != NormKind.None && !AttentionOnly), nameof(Block), "post-norm blocks need a norm and an MLP");
+        Require(Block != BlockKind.Parallel || !AttentionOnly, nameof(Block), "parallel blocks need an MLP");
+        Require(Head != HeadKind.MaskedLM || Norm != NormKind.None, nameof(Head), "the masked-LM head needs a norm");
         // Guards against configs (e.g. from a hostile file) that would allocate absurd tensors.
         Require((long)DVocab * DModel <= 4L << 30 && (long)NCtx * DModel <= 4L << 30 && (long)DModel * Math.Max(DMlp, 1) <= 4L << 30
-            && (long)NHeads * HeadDim * DModel <= 4L << 30,
+            && (long)NHeads * HeadDim * DModel <= 4L << 30, null,
             "sizes are implausibly large (a single weight matrix would exceed 4 G elements)");
         return this;
     }
+}
+
+/// <summary>A <see cref="ModelConfig"/> that makes no sense (<see cref="ModelConfig.Validate"/>); <see cref="Field"/> names the field at fault.</summary>
+public sealed class InvalidModelConfigException : InterpException
+{
+    /// <summary>The <see cref="ModelConfig"/> property at fault (e.g. "RotaryBase"), or null when several are (sizes too large together).</summary>
+    public string? Field { get; }
+
+    /// <summary>Creates the exception.</summary>
+    public InvalidModelConfigException(string? field, string message) : base(message) => Field = field;
 }

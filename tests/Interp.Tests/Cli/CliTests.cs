@@ -23,6 +23,9 @@ public sealed class CliTests
         var (code, output, _) = await Run("info", "--model", TestModels.StoriesBin);
         Assert.Equal(0, code);
         Assert.Contains("layers:      5", output);
+        Assert.Contains("family:      llama2.c", output);
+        Assert.Contains("attention:   causal", output);
+        Assert.Contains("tokenizer:   llama2.c (SentencePiece-style BPE, tokenizer.bin), 512 tokens, BOS 1, EOS 2", output);
         Assert.Contains("(key/value heads: 4)", output);
         Assert.Contains("Rotary (AdjacentPairs", output);
         Assert.Contains("parameters:  292,800", output);

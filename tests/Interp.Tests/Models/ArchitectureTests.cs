@@ -61,9 +61,18 @@ public sealed class ArchitectureTests
     [Fact]
     public void Invalid_configs_name_the_field()
     {
-        var ex = Assert.Throws<InterpException>(() => new HookedTransformer(TestModels.LlamaLike with { NKvHeads = 3 }));
+        var ex = Assert.Throws<InvalidModelConfigException>(() => new HookedTransformer(TestModels.LlamaLike with { NKvHeads = 3 }));
         Assert.Contains("NKvHeads", ex.Message);
-        ex = Assert.Throws<InterpException>(() => new HookedTransformer(TestModels.Gpt2Like with { DModel = 30 }));
+        Assert.Equal(nameof(ModelConfig.NKvHeads), ex.Field);
+        ex = Assert.Throws<InvalidModelConfigException>(() => new HookedTransformer(TestModels.Gpt2Like with { DModel = 30 }));
         Assert.Contains("not divisible by NHeads", ex.Message);
+        Assert.Equal(nameof(ModelConfig.NHeads), ex.Field);
+        // Caught by validation, not by the constructors of the parts (an OverflowException, an ArgumentException before).
+        ex = Assert.Throws<InvalidModelConfigException>(() => new HookedTransformer(TestModels.NeoXLike with { RotaryDim = -2 }));
+        Assert.Equal(nameof(ModelConfig.RotaryDim), ex.Field);
+        ex = Assert.Throws<InvalidModelConfigException>(() => new HookedTransformer(TestModels.BertLike with { Mlp = MlpKind.None }));
+        Assert.Equal(nameof(ModelConfig.Block), ex.Field);
+        ex = Assert.Throws<InvalidModelConfigException>(() => new HookedTransformer(TestModels.Gpt2Like with { Family = null! }));
+        Assert.Equal(nameof(ModelConfig.Family), ex.Field);
     }
 }

@@ -29,7 +29,11 @@ internal sealed record FuzzSummary(string Target, ulong Seed, int Cases, int Loa
 internal static class Fuzz
 {
     /// <summary>Cases per target (<c>INTERP_FUZZ_CASES</c> overrides it for quick local runs).</summary>
-    public static int Cases => int.TryParse(Environment.GetEnvironmentVariable("INTERP_FUZZ_CASES"), out int n) && n > 0 ? n : 10_000;
+    public static int Cases => CasesOr(10_000);
+
+    /// <summary><c>INTERP_FUZZ_CASES</c> when set (a quick local run, or a long exploration), else <paramref name="fallback"/>.</summary>
+    public static int CasesOr(int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable("INTERP_FUZZ_CASES"), out int n) && n > 0 ? n : fallback;
 
     /// <summary>Wall-clock limit of one case.</summary>
     public static readonly TimeSpan CaseTimeLimit = TimeSpan.FromSeconds(2);
@@ -62,19 +66,20 @@ internal static class Fuzz
     }
 
     /// <summary>
-    /// Runs <paramref name="run"/> on <see cref="Cases"/> values of <paramref name="gen"/>; <paramref name="run"/> writes the
-    /// case's files under <paramref name="root"/>, loads them, and returns how many bytes it wrote.
+    /// Runs <paramref name="run"/> on <paramref name="cases"/> (default <see cref="Cases"/>) values of <paramref name="gen"/>;
+    /// <paramref name="run"/> writes the case's files under <paramref name="root"/>, loads them, and returns how many bytes it wrote.
     /// </summary>
     public static FuzzSummary Run<T>(string target, ulong seed, string root, Gen<T> gen, Func<T, string> describe, Func<T, long> run,
-        ITestOutputHelper? output = null)
+        ITestOutputHelper? output = null, int? cases = null)
     {
+        int count = cases ?? Cases;
         string fullRoot = Path.GetFullPath(root);
         var failures = new List<string>();
         int loaded = 0, rejected = 0;
         _finite = _nonFinite = 0;
         double maxMs = 0;
         long maxManaged = 0;
-        var seeds = CaseSeeds(target, seed);
+        var seeds = CaseSeeds(target, seed, count);
         long rssStart = PeakRss.Reset(), peakGrowth = 0;
         var total = Stopwatch.StartNew();
         int index = 0;
@@ -126,19 +131,19 @@ internal static class Fuzz
         }
         var summary = new FuzzSummary(target, seed, loaded + rejected, loaded, rejected, _finite, _nonFinite, total.Elapsed, maxMs, maxManaged, peakGrowth, failures);
         output?.WriteLine(summary.Line);
-        if (seeds.Count == Cases) Record($"fuzz-{target}", summary.Line);
+        if (seeds.Count == count) Record($"fuzz-{target}", summary.Line);
         Assert.True(failures.Count == 0, $"{failures.Count} failing case(s):\n" + string.Join("\n", failures));
         return summary;
     }
 
-    /// <summary>The case seeds of a target: <see cref="Cases"/> seeds from <paramref name="seed"/>, or the one to replay.</summary>
-    private static List<ulong> CaseSeeds(string target, ulong seed)
+    /// <summary>The case seeds of a target: <paramref name="count"/> seeds from <paramref name="seed"/>, or the one to replay.</summary>
+    private static List<ulong> CaseSeeds(string target, ulong seed, int count)
     {
         string? replay = Environment.GetEnvironmentVariable("INTERP_FUZZ_REPLAY");
         if (replay is not null && replay.StartsWith(target + ":", StringComparison.Ordinal))
             return [ulong.Parse(replay[(target.Length + 1)..], CultureInfo.InvariantCulture)];
         var master = new PCG(Stream, seed);
-        return Enumerable.Range(0, Cases).Select(_ => master.Next64()).ToList();
+        return Enumerable.Range(0, count).Select(_ => master.Next64()).ToList();
     }
 
     private static long DirectoryBytes(string dir) =>

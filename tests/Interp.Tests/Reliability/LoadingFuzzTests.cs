@@ -7,6 +7,7 @@ using Interp.Hooks;
 using Interp.Loading;
 using Interp.Tests.Support;
 using Interp.Tokenizers;
+using TorchSharp;
 using Xunit.Abstractions;
 
 namespace Interp.Tests.Reliability;
@@ -23,14 +24,20 @@ public sealed class LoadingFuzzTests(ITestOutputHelper output)
     /// <summary>
     /// Loads a model, checks that it is exactly what its config implies (the parameters that the load budget counted
     /// before allocating), and runs one forward pass under the finite guard: the logits are finite, or — poisoned
-    /// weights are data, and load — the guard names the first hook point (or the logits) that is not.
+    /// weights are data, and load — the guard names the first hook point (or the logits) that is not. With
+    /// <paramref name="padded"/>, a second pass runs a two-row batch, one row left-padded, with token types when the
+    /// model has them: positions, masks, sliding windows and token types under the fuzzed config.
     /// </summary>
-    private static void LoadAndCheck(string path)
+    internal static void LoadAndCheck(string path, bool padded = false)
     {
         using var loaded = ModelLoader.Load(path);
         var model = loaded.Model;
         Assert.Equal(LoadBudget.Parameters(model.Config), (Int128)model.ParameterCount);
         var cfg = model.Config;
+        // A loaded config keeps its promises: the non-nullable strings are set, and it validates.
+        Assert.NotNull(cfg.Name);
+        Assert.NotNull(cfg.Family);
+        cfg.Validate();
         using var noGrad = TorchSharp.torch.no_grad();
         using var scope = TorchSharp.torch.NewDisposeScope();
         var ids = Enumerable.Range(0, Math.Min(4, cfg.NCtx)).Select(i => (long)(i * 7 % cfg.DVocab)).ToArray();
@@ -38,7 +45,8 @@ public sealed class LoadingFuzzTests(ITestOutputHelper output)
         try
         {
             var logits = model.RunChecked(tokens);
-            Assert.Equal([1, ids.Length, cfg.DVocab], logits.shape);
+            // Logits, or the last hidden state of a base encoder (BertModel).
+            Assert.Equal([1, ids.Length, cfg.HasUnembed ? cfg.DVocab : cfg.DModel], logits.shape);
             Fuzz.CountForward(finite: true);
         }
         catch (NonFiniteActivationException ex)
@@ -47,6 +55,16 @@ public sealed class LoadingFuzzTests(ITestOutputHelper output)
                 $"the finite guard named '{ex.Location}', which is no hook point of the model");
             Assert.Contains(ex.Location, ex.Message);
             Fuzz.CountForward(finite: false);
+        }
+        if (padded && ids.Length > 1)
+        {
+            var batch = TorchSharp.torch.stack([tokens[0], tokens[0]]);
+            var mask = TorchSharp.torch.ones_like(batch);
+            mask[1, 0] = TorchSharp.torch.tensor(0L);
+            using var typeCount = Math.Max(1, cfg.NTokenTypes).ToScalar();
+            var types = cfg.NTokenTypes > 0 ? TorchSharp.torch.arange(ids.Length).remainder(typeCount).expand(2, ids.Length) : null;
+            var output = model.forward(batch, mask, types);
+            Assert.Equal([2, ids.Length, cfg.HasUnembed ? cfg.DVocab : cfg.DModel], output.shape);
         }
     }
 

@@ -39,6 +39,44 @@ internal abstract class HfArchitecture
     /// <summary>The adapter for <paramref name="modelType"/>, or null.</summary>
     public static HfArchitecture? For(string modelType) => All.FirstOrDefault(a => a.ModelTypes.Contains(modelType));
 
+    /// <summary>
+    /// The config.json keys each <see cref="ModelConfig"/> field is read from, in the adapters' order of preference
+    /// (GPT-2 spells them n_embd, n_layer, …): a config that fails <see cref="ModelConfig.Validate"/> is reported at the
+    /// key the file spells, the first candidate present (or the first candidate, when the value is the default).
+    /// </summary>
+    private static readonly Dictionary<string, string[]> FieldKeys = new()
+    {
+        [nameof(ModelConfig.DModel)] = ["hidden_size", "n_embd"],
+        [nameof(ModelConfig.NLayers)] = ["num_hidden_layers", "n_layer"],
+        [nameof(ModelConfig.NHeads)] = ["num_attention_heads", "n_head"],
+        [nameof(ModelConfig.NKvHeads)] = ["num_key_value_heads", "num_attention_heads"],
+        [nameof(ModelConfig.DHead)] = ["head_dim", "hidden_size", "n_embd"],
+        [nameof(ModelConfig.DMlp)] = ["intermediate_size", "n_inner"],
+        [nameof(ModelConfig.DVocab)] = ["vocab_size"],
+        [nameof(ModelConfig.NCtx)] = ["max_position_embeddings", "n_positions", "n_ctx"],
+        [nameof(ModelConfig.NormEps)] = ["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"],
+        [nameof(ModelConfig.RotaryDim)] = ["rotary_pct", "head_dim", "hidden_size"],
+        [nameof(ModelConfig.RotaryBase)] = ["rope_theta", "rotary_emb_base"],
+        [nameof(ModelConfig.RopeScaling)] = ["rope_scaling"],
+        [nameof(ModelConfig.AttnScale)] = ["query_pre_attn_scalar"],
+        [nameof(ModelConfig.AttnScoresSoftCap)] = ["attn_logit_softcapping"],
+        [nameof(ModelConfig.OutputLogitsSoftCap)] = ["final_logit_softcapping"],
+        [nameof(ModelConfig.SlidingWindow)] = ["sliding_window"],
+        [nameof(ModelConfig.SlidingWindowLayers)] = ["layer_types", "max_window_layers"],
+        [nameof(ModelConfig.NTokenTypes)] = ["type_vocab_size"],
+        [nameof(ModelConfig.EmbeddingScale)] = ["hidden_size"],
+        [nameof(ModelConfig.Block)] = ["use_parallel_residual"],
+    };
+
+    /// <summary>The error for a config read from <paramref name="hf"/> that failed validation, at the key its field was read from.</summary>
+    public static ModelFileException ConfigError(HfConfig hf, InvalidModelConfigException error)
+    {
+        string? key = error.Field is not null && FieldKeys.TryGetValue(error.Field, out var candidates)
+            ? candidates.FirstOrDefault(hf.Has) ?? candidates[0]
+            : null;
+        return key is null ? new ModelFileException(hf.Path, null, error.Message, error) : hf.Error(key, error.Message, error);
+    }
+
     /// <summary>The MLP activation named by <c>hidden_act</c> / <c>activation_function</c> (Hugging Face's ACT2FN names).</summary>
     protected static Activation ReadActivation(HfConfig hf, string key, string fallback)
     {

@@ -77,7 +77,7 @@ internal sealed class LlamaArchitecture : HfArchitecture
             case "qwen2" or "qwen3":
             {
                 if (!hf.Bool("use_sliding_window", false) || hf.OptionalInt("sliding_window") is not int window) return (0, null);
-                int from = hf.Int(28, "max_window_layers");
+                int from = hf.NonNegativeInt("max_window_layers", 28); // 0: every layer slides
                 var sliding = SlidingLayers(hf, layers, l => l >= from);
                 return sliding.Length == 0 ? (0, null) : (window, sliding);
             }
