@@ -263,7 +263,7 @@ public static class HeadAttribution
     {
         var cfg = model.Config;
         if (cfg.NLayers == 0)
-            throw new InterpException($"direct logit attribution under a logit soft cap reads the final stream (the last block's hook_resid_post), but {PassChecks.Describe(cfg)} has no blocks");
+            throw new InterpException($"direct logit attribution under a logit soft cap reads the final stream (the last block's resid_post), but {PassChecks.Describe(cfg)} has no blocks");
         var final = cache[HookNames.ResidPost(cfg.NLayers - 1)].narrow(1, 0, n);
         return model.Unembed.forward(model.LnFinal is null ? final : model.LnFinal.forward(final));
     }

@@ -1,3 +1,5 @@
+using Interp.Hooks;
+
 namespace Interp.Models;
 
 /// <summary>
@@ -34,8 +36,8 @@ internal static class PassChecks
         var cfg = model.Config;
         if (NormalisesAttentionOutput(cfg))
             throw new InterpException(
-                $"{what} needs each head's hook_result to be its write into the residual stream, but {Describe(cfg)} normalises attention's output " +
-                "(ln1_post) before it joins the stream: the heads' results sum to that norm's input, not to hook_attn_out, and no head writes on its own");
+                $"{what} needs each head's result ({HookNames.Result(0)}, …) to be its write into the residual stream, but {Describe(cfg)} normalises attention's " +
+                $"output (ln1_post) before it joins the stream: the heads' results sum to that norm's input, not to {HookNames.AttnOut(0)} (…), and no head writes on its own");
     }
 
     /// <summary>
