@@ -96,12 +96,13 @@ public sealed class ExperimentContext
 
     /// <summary>
     /// Processes <paramref name="model"/>'s weights as TransformerLens's <c>from_pretrained</c> does
-    /// (<see cref="WeightProcessingOptions.Default"/>) and adds a report line naming the steps actually applied (centring
-    /// the writing weights is skipped for RMSNorm models) and <paramref name="consequence"/>.
+    /// (the steps of <see cref="WeightProcessingOptions.Default"/> that the model accepts, <see cref="WeightProcessing.Applicable"/>)
+    /// and adds a report line naming the steps actually applied (e.g. centring the writing weights is skipped for RMSNorm
+    /// models, centring the unembedding under a logit soft cap) and <paramref name="consequence"/>.
     /// </summary>
     public void ProcessWeights(HookedTransformer model, string consequence)
     {
-        var applied = model.ProcessWeights(WeightProcessingOptions.Default);
+        var applied = model.ProcessWeights(model.Applicable(WeightProcessingOptions.Default));
         AddText($"Weights processed as TransformerLens's `from_pretrained` does ({applied.Describe()}): {consequence}");
     }
 

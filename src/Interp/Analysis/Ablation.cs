@@ -222,10 +222,12 @@ public static class Ablation
     /// is given, uses real positions only. The metric then reads each sequence where it is real, e.g.
     /// <see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/> at each prompt's last real token.
     /// </remarks>
-    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, or the mask is invalid.</exception>
+    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, or the mask is invalid; the model
+    /// has no logits for the metric (a base encoder), or a next-token metric meets a bidirectional encoder.</exception>
     public static AblationResult Run(HookedTransformer model, Tensor tokens, IReadOnlyList<AblationTarget> targets, AblationKind kind, Metric metric, AblationReference? reference = null,
         Tensor? attentionMask = null)
     {
+        Metrics.EnsureApplies(metric, model, "ablation (Ablation.Run)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);

@@ -9,7 +9,8 @@ namespace Interp.Analysis;
 /// <list type="bullet">
 /// <item>Mean ablation replaces an activation at position p with the mean over the R reference sequences of their
 /// activations at position p (TransformerLens style), so the reference must be at least as long as the input; positions
-/// beyond the input's length are not used (causal: a prefix's activations do not depend on what follows).</item>
+/// beyond the input's length are not used (causal: a prefix's activations do not depend on what follows; in a
+/// bidirectional encoder the activations at p are those of the whole reference sequences).</item>
 /// <item>Resample ablation gives input sequence b the activations of reference sequence (b + s_b) mod R at the same
 /// positions, with s_b uniform in 1…R−1 from a generator seeded with <see cref="Seed"/>: the same indices for every
 /// site and every call with the same batch size, and, when the reference is the input batch itself, never a

@@ -55,7 +55,8 @@ public static class AblationSweep
     /// r mod batch), which metrics that read per-sequence positions must allow, as
     /// <see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/> does.
     /// </remarks>
-    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, the mask is invalid, or the metric is not per sequence.</exception>
+    /// <exception cref="InterpException">A target does not exist in the model, the reference does not fit, the mask is invalid, or the metric is not
+    /// per sequence; the model has no logits for the metric (a base encoder), or a next-token metric meets a bidirectional encoder.</exception>
     public static IReadOnlyList<AblationRow> Run(HookedTransformer model, Tensor tokens, IReadOnlyList<AblationTarget> targets, AblationKind kind, Metric metric,
         AblationReference? reference = null, AblationSweepOptions? options = null, CancellationToken cancellationToken = default, Tensor? attentionMask = null)
     {
@@ -64,6 +65,7 @@ public static class AblationSweep
             throw new InterpException($"ablations per forward pass must be at least 1, got {options.AblationsPerForward}");
         var cfg = model.Config;
         foreach (var t in targets) t.Validate(cfg);
+        Metrics.EnsureApplies(metric, model, "the ablation sweep (AblationSweep.Run)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
@@ -97,16 +99,22 @@ public static class AblationSweep
     }
 
     /// <summary>
-    /// The residual hook right after <paramref name="target"/>'s component, where its ablated passes can resume
-    /// (resid_mid after attention, resid_post after attention in an attention-only block or after the MLP); null when
-    /// hooks are attached anywhere in the target's block, which must then see the ablated values, so the passes
-    /// re-run the whole block from resid_pre.
+    /// The residual hook right after <paramref name="target"/>'s component, where its ablated passes can resume because
+    /// the component's write reaches it linearly: resid_mid after attention (where the MLP reads it), resid_post after
+    /// the MLP, and after attention in an attention-only block or a parallel one (whose MLP reads resid_pre, not
+    /// attention's output). Null — the passes re-run the whole block from resid_pre with the ablation as a hook — when
+    /// hooks are attached anywhere in the target's block (they must see the ablated values), for a head whose
+    /// attention output is normalised before it joins the stream (Gemma 2's ln1_post: a head's write is not linear in
+    /// hook_attn_out), and for a post-norm block's MLP (its sum is normalised by ln2 before the next block reads it).
     /// </summary>
     private static string? ResumeAfter(HookedTransformer model, AblationTarget target)
     {
         string block = HookNames.Block(target.Layer);
         if (model.HookPoints.Any(h => h.IsActive && h.Name.StartsWith(block, StringComparison.Ordinal))) return null;
-        return target.Component == AblationComponent.Mlp || model.Config.AttentionOnly ? HookNames.ResidPost(target.Layer) : HookNames.ResidMid(target.Layer);
+        var cfg = model.Config;
+        if (target.Component == AblationComponent.Head && PassChecks.NormalisesAttentionOutput(cfg)) return null;
+        if (target.Component == AblationComponent.Mlp && cfg.Block == BlockKind.PostNorm) return null;
+        return target.Component == AblationComponent.Mlp || !cfg.HasResidMid ? HookNames.ResidPost(target.Layer) : HookNames.ResidMid(target.Layer);
     }
 
     /// <summary>

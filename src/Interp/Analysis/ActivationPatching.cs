@@ -145,11 +145,13 @@ public sealed class ActivationPatching : IDisposable
     /// shared by both: each corrupted prompt has its clean prompt's length, so a position is real in both or in neither.
     /// Every run (clean, corrupted, patched) uses it; null: no padding.
     /// </param>
-    /// <exception cref="InterpException">The two inputs differ in shape, are not valid tokens for the model, or the mask is invalid.</exception>
+    /// <exception cref="InterpException">The two inputs differ in shape, are not valid tokens for the model, or the mask is invalid; the model
+    /// has no logits for the metric (a base encoder), or a next-token metric meets a bidirectional encoder.</exception>
     public ActivationPatching(HookedTransformer model, Tensor clean, Tensor corrupted, Metric metric, Tensor? attentionMask = null)
     {
         if (!clean.shape.SequenceEqual(corrupted.shape))
             throw new InterpException($"activation patching needs clean and corrupted tokens of the same shape [batch, pos]: clean tokens have shape {Shape(clean)}, corrupted tokens {Shape(corrupted)}");
+        Metrics.EnsureApplies(metric, model, "activation patching");
         Model = model;
         Metric = metric;
         using var scope = NewDisposeScope();

@@ -13,7 +13,7 @@ namespace Interp.Analysis;
 /// </summary>
 /// <param name="Values">Direct contribution of each component, [component, batch, position].</param>
 /// <param name="Components">What each entry along the first axis is.</param>
-/// <param name="Logit">The model's logit of the target (or the logit difference), [batch, position].</param>
+/// <param name="Logit">The model's logit of the target (or the logit difference), [batch, position]; under a logit soft cap the logit before the cap.</param>
 public sealed record LogitAttribution(Tensor Values, IReadOnlyList<ResidualComponent> Components, Tensor Logit)
 {
     /// <summary>The index of <paramref name="component"/> in <see cref="Components"/>.</summary>
@@ -47,32 +47,51 @@ public sealed record LogitAttribution(Tensor Values, IReadOnlyList<ResidualCompo
 /// norm's gain and u the target direction; the shift contributes b·u and the unembedding bias b_U[a] (− b_U[b]). The
 /// components sum to the model's own logit up to float rounding, with raw or processed weights alike (after
 /// <see cref="WeightProcessing.ProcessWeights"/> the gain is one, the shift zero, and the logit the centred one).
+/// <para>Architectures: parallel blocks (GPT-NeoX) decompose as sequential ones do (both sublayers' writes are added
+/// to the stream). Where attention's output is normalised before it joins the stream (Gemma 2's ln1_post) no head
+/// writes on its own, so the attention components are whole layers (<c>{l}_attn_out</c>, after that norm). Under a
+/// logit soft cap (Gemma 2: the model outputs c·tanh(l/c)) the components sum to the logit l before the cap, which
+/// <see cref="LogitAttribution.Logit"/> then holds (the cap is monotone: it keeps every ranking). Refused, because the
+/// logits are not linear in the stream's components: post-norm blocks (BERT: every block ends with a LayerNorm), a
+/// masked-LM head (a dense layer and an activation before W_U), and a base encoder without logits.</para>
 /// </summary>
 public static class HeadAttribution
 {
-    /// <summary>The hooks an attribution reads: embeddings, every head's result, MLP outputs, the final norm's scale.</summary>
+    /// <summary>
+    /// The hooks an attribution reads: embeddings, every head's result, attention and MLP outputs, the final norm's
+    /// scale, and each block's resid_post (the final one gives the pre-cap logit under a logit soft cap).
+    /// </summary>
     public static bool CacheFilter(string name) =>
         name is HookNames.Embed or HookNames.PosEmbed or HookNames.LnFinalScale
         || HookNames.Is(name, HookNames.Result)
-        || HookNames.Is(name, HookNames.MlpOut);
+        || HookNames.Is(name, HookNames.AttnOut)
+        || HookNames.Is(name, HookNames.MlpOut)
+        || HookNames.Is(name, HookNames.ResidPost);
 
     /// <summary>
     /// The direct components of the final residual stream, [component, batch, pos, d_model]: <c>embed</c>,
     /// <c>pos_embed</c>, then per layer every head (<c>L{l}H{h}</c>), the attention bias (<c>{l}_attn_bias</c>, models
-    /// with biases) and the MLP output (<c>{l}_mlp_out</c>). They sum to the final <c>hook_resid_post</c>.
+    /// with biases) and the MLP output (<c>{l}_mlp_out</c>). They sum to the final <c>hook_resid_post</c>. A model that
+    /// normalises attention's output before it joins the stream (Gemma 2's ln1_post) has each layer's whole
+    /// <c>{l}_attn_out</c> in place of its heads and bias.
     /// </summary>
+    /// <exception cref="InterpException">The stream is not a sum of writes (post-norm blocks, normalised embeddings), or a hook is not cached.</exception>
     public static ResidualStack DirectComponents(this ActivationCache cache, HookedTransformer model)
     {
+        PassChecks.SummedStream(model, "the direct components of the residual stream (HeadAttribution.DirectComponents)");
         var cfg = model.Config;
         using var scope = NewDisposeScope();
         var parts = new List<(ResidualComponent, Tensor)> { (new(ComponentKind.Embed), cache[HookNames.Embed]) };
         if (model.PosEmbed is not null) parts.Add((new(ComponentKind.PosEmbed), cache[HookNames.PosEmbed]));
-        var heads = cache.StackHeadResults(model);                                   // every head, each layer followed by its b_O
+        bool perHead = !PassChecks.NormalisesAttentionOutput(cfg);
+        var heads = perHead ? cache.StackHeadResults(model) : null;                  // every head, each layer followed by its b_O
         int next = 0;
         for (int l = 0; l < cfg.NLayers; l++)
         {
-            for (; next < heads.Components.Count && heads.Components[next].Layer == l; next++)
-                parts.Add((heads.Components[next], heads.Values[next]));
+            if (heads is null) parts.Add((new(ComponentKind.AttnOut, l), cache[HookNames.AttnOut(l)]));
+            else
+                for (; next < heads.Components.Count && heads.Components[next].Layer == l; next++)
+                    parts.Add((heads.Components[next], heads.Values[next]));
             if (!cfg.AttentionOnly) parts.Add((new(ComponentKind.MlpOut, l), cache[HookNames.MlpOut(l)]));
         }
         var values = stack(parts.Select(p => p.Item2).ToArray());
@@ -83,11 +102,14 @@ public static class HeadAttribution
     /// Attributes, at the first n positions, the logit of <paramref name="correct"/> [batch, n] (or, with
     /// <paramref name="wrong"/> [batch, n], the difference logit(correct) − logit(wrong)) to every direct component.
     /// <paramref name="logits"/> [batch, pos, d_vocab] are the model's output of the run that filled
-    /// <paramref name="cache"/>, which must hold <see cref="CacheFilter"/>'s hooks.
+    /// <paramref name="cache"/>, which must hold <see cref="CacheFilter"/>'s hooks. Under a logit soft cap the
+    /// components sum to the logit before the cap, recomputed from the cached final stream.
     /// </summary>
-    /// <exception cref="InterpException">Shapes disagree, n exceeds the positions, or a token id is outside the vocabulary.</exception>
+    /// <exception cref="InterpException">Shapes disagree, n exceeds the positions, a token id is outside the vocabulary, or
+    /// the model's logits are not linear in the stream's components (post-norm blocks, a masked-LM head, no unembedding).</exception>
     public static LogitAttribution Attribute(HookedTransformer model, ActivationCache cache, Tensor logits, Tensor correct, Tensor? wrong = null)
     {
+        PassChecks.LinearReadout(model, "direct logit attribution (HeadAttribution)");
         var cfg = model.Config;
         var embed = cache[HookNames.Embed];
         long batch = embed.shape[0], pos = embed.shape[1];
@@ -132,7 +154,7 @@ public static class HeadAttribution
         }
         var values = cat(parts, 0);
 
-        var at = logits.detach().narrow(1, 0, n).to(ScalarType.Float64);                  // [batch, n, d_vocab]
+        var at = (cfg.OutputLogitsSoftCap > 0 ? PreCapLogits(model, cache, n) : logits.detach().narrow(1, 0, n)).to(ScalarType.Float64);   // [batch, n, d_vocab]
         var logit = at.gather(-1, a.unsqueeze(-1)).squeeze(-1);
         if (b is not null) logit = logit - at.gather(-1, b.unsqueeze(-1)).squeeze(-1);
         return new LogitAttribution(values.MoveToOuterDisposeScope(), labels, logit.MoveToOuterDisposeScope());
@@ -160,9 +182,10 @@ public static class HeadAttribution
     /// the logit of the token at p + 1 (minus, with <paramref name="wrong"/> [batch, pos − 1], the logit of that
     /// alternative token), over positions 0 … pos − 2.
     /// </summary>
-    /// <exception cref="InterpException">Fewer than two positions, or the shapes disagree.</exception>
+    /// <exception cref="InterpException">Fewer than two positions, the shapes disagree, or the model is a bidirectional encoder (its logit at p does not predict token p + 1).</exception>
     public static LogitAttribution NextToken(HookedTransformer model, ActivationCache cache, Tensor logits, Tensor tokens, Tensor? wrong = null)
     {
+        model.EnsureCausal("next-token logit attribution (HeadAttribution.NextToken)");
         if (tokens.dim() != 2 || tokens.shape[1] < 2)
             throw new InterpException($"next-token attribution needs tokens [batch, pos] with pos ≥ 2; got [{string.Join(", ", tokens.shape)}]");
         using var scope = NewDisposeScope();
@@ -175,6 +198,8 @@ public static class HeadAttribution
     /// </summary>
     public static LogitAttribution Run(HookedTransformer model, Tensor tokens, Tensor? wrong = null)
     {
+        model.EnsureCausal("next-token logit attribution (HeadAttribution.Run)");
+        PassChecks.LinearReadout(model, "direct logit attribution (HeadAttribution.Run)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
@@ -217,6 +242,7 @@ public static class HeadAttribution
     /// <exception cref="InterpException">The tokens or mask are invalid, or the lists do not have one entry per prompt.</exception>
     public static LogitAttribution AtLastTokens(HookedTransformer model, Tensor tokens, Tensor? attentionMask, IReadOnlyList<int> answers, IReadOnlyList<int>? wrongs = null)
     {
+        PassChecks.LinearReadout(model, "direct logit attribution (HeadAttribution.AtLastTokens)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
@@ -227,6 +253,19 @@ public static class HeadAttribution
             : padding.logical_not().sum([1]).cpu().data<long>().Select(n => (int)n - 1).ToArray();
         var (logits, cache) = model.RunWithCache(tokens, padding?.logical_not(), CacheFilter);
         using (cache) return Keep(AtPositions(model, cache, logits, last, answers, wrongs));
+    }
+
+    /// <summary>
+    /// The logits before the soft cap at the first <paramref name="n"/> positions, [batch, n, d_vocab]: the cached final
+    /// stream through ln_final and the unembedding, as the forward pass computes them before it caps them.
+    /// </summary>
+    private static Tensor PreCapLogits(HookedTransformer model, ActivationCache cache, long n)
+    {
+        var cfg = model.Config;
+        if (cfg.NLayers == 0)
+            throw new InterpException($"direct logit attribution under a logit soft cap reads the final stream (the last block's resid_post), but {PassChecks.Describe(cfg)} has no blocks");
+        var final = cache[HookNames.ResidPost(cfg.NLayers - 1)].narrow(1, 0, n);
+        return model.Unembed.forward(model.LnFinal is null ? final : model.LnFinal.forward(final));
     }
 
     private static LogitAttribution Keep(LogitAttribution a)

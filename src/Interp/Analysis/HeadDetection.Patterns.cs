@@ -24,7 +24,8 @@ public sealed record DetectionOptions
 
 /// <summary>
 /// Detection patterns [query_pos, key_pos] (or [batch, query_pos, key_pos] when they depend on the tokens): 1 where a
-/// head of the kind looked for should attend, 0 elsewhere, lower triangular (a causal head never looks ahead).
+/// head of the kind looked for should attend, 0 elsewhere, lower triangular (a causal head never looks ahead; a
+/// bidirectional encoder's patterns may mark later keys too).
 /// </summary>
 public static class DetectionPatterns
 {
@@ -95,7 +96,8 @@ public static partial class HeadDetection
     /// is the mean attention weight on the marked keys: the previous-token pattern gives <see cref="Score"/>'s
     /// previous-token score.
     /// </summary>
-    /// <exception cref="InterpException">The detection pattern's shape does not fit the tokens, it looks ahead of the query, or it is all zero.</exception>
+    /// <remarks>On a bidirectional encoder (BERT) the detection pattern may mark keys after the query.</remarks>
+    /// <exception cref="InterpException">The detection pattern's shape does not fit the tokens, it looks ahead of the query in a causal model, or it is all zero.</exception>
     public static double[,] Detect(HookedTransformer model, Tensor tokens, Tensor detectionPattern, DetectionOptions? options = null, CancellationToken cancellationToken = default) =>
         Detect(model, tokens, [detectionPattern], null, options, cancellationToken)[0];
 
@@ -118,7 +120,7 @@ public static partial class HeadDetection
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         tokens = model.ValidateTokens(tokens);
-        foreach (var d in detectionPatterns) ValidateDetectionPattern(d, tokens.shape[0], tokens.shape[1]);
+        foreach (var d in detectionPatterns) ValidateDetectionPattern(d, tokens.shape[0], tokens.shape[1], cfg.Causal);
         var result = detectionPatterns.Select(_ => new double[cfg.NLayers, cfg.NHeads]).ToArray();
         var real = model.PaddingMask(attentionMask, tokens.shape[0], tokens.shape[1])?.logical_not();
         var (logits, cache) = model.RunWithCache(tokens, real, name => HookNames.Is(name, HookNames.Pattern));
@@ -129,7 +131,7 @@ public static partial class HeadDetection
                 cancellationToken.ThrowIfCancellationRequested();
                 for (int i = 0; i < detectionPatterns.Count; i++)
                 {
-                    var scores = DetectionScores(cache[HookNames.Pattern(l)], detectionPatterns[i], options, real).data<double>().ToArray();
+                    var scores = DetectionScores(cache[HookNames.Pattern(l)], detectionPatterns[i], options, real, cfg.Causal).data<double>().ToArray();
                     for (int h = 0; h < cfg.NHeads; h++) result[i][l, h] = scores[h];
                 }
             }
@@ -142,13 +144,14 @@ public static partial class HeadDetection
     /// (a <c>hook_pattern</c>) against <paramref name="detectionPattern"/> → [head_index], float64 on the CPU. A sequence
     /// whose scored rows hold no attention (after the exclusions) is left out of the batch mean. With
     /// <paramref name="attentionMask"/> [batch, pos] (1 at real tokens) padded query rows are not scored.
+    /// <paramref name="causal"/> false (a bidirectional encoder's pattern) lets the detection pattern mark later keys.
     /// </summary>
-    public static Tensor DetectionScores(Tensor pattern, Tensor detectionPattern, DetectionOptions? options = null, Tensor? attentionMask = null)
+    public static Tensor DetectionScores(Tensor pattern, Tensor detectionPattern, DetectionOptions? options = null, Tensor? attentionMask = null, bool causal = true)
     {
         options ??= new DetectionOptions();
         if (pattern.dim() != 4 || pattern.shape[2] != pattern.shape[3])
             throw new InterpException($"an attention pattern must have shape [batch, head_index, pos, pos], got [{string.Join(", ", pattern.shape)}]");
-        ValidateDetectionPattern(detectionPattern, pattern.shape[0], pattern.shape[2]);
+        ValidateDetectionPattern(detectionPattern, pattern.shape[0], pattern.shape[2], causal);
         using var scope = NewDisposeScope();
         long pos = pattern.shape[2];
         var p = pattern.detach().to(ScalarType.Float64).cpu();                                   // [batch, head, q, k]
@@ -174,9 +177,12 @@ public static partial class HeadDetection
         return ((perSequence * counted).sum([0]) / counted.sum([0])).MoveToOuterDisposeScope();  // [head]; NaN if no sequence counts
     }
 
-    /// <summary>Checks a detection pattern against sequences of <paramref name="batch"/> × <paramref name="positions"/> tokens.</summary>
-    /// <exception cref="InterpException">Wrong shape, values that are not finite and ≥ 0, weight above the diagonal, or all zero.</exception>
-    public static void ValidateDetectionPattern(Tensor detectionPattern, long batch, long positions)
+    /// <summary>
+    /// Checks a detection pattern against sequences of <paramref name="batch"/> × <paramref name="positions"/> tokens;
+    /// weight above the diagonal is allowed only when <paramref name="causal"/> is false (a bidirectional encoder).
+    /// </summary>
+    /// <exception cref="InterpException">Wrong shape, values that are not finite and ≥ 0, weight above the diagonal (causal), or all zero.</exception>
+    public static void ValidateDetectionPattern(Tensor detectionPattern, long batch, long positions, bool causal = true)
     {
         string shape = $"[{string.Join(", ", detectionPattern.shape)}]";
         if (detectionPattern.dim() is not (2 or 3) || detectionPattern.shape[^1] != positions || detectionPattern.shape[^2] != positions
@@ -187,7 +193,7 @@ public static partial class HeadDetection
         if (!d.isfinite().all().item<bool>() || d.lt(Scalars.Zero).any().item<bool>())
             throw new InterpException($"detection pattern {shape}: values must be finite and ≥ 0 (1 where the head should attend, 0 elsewhere)");
         var ahead = d.triu(1).ne(Scalars.Zero);
-        if (ahead.any().item<bool>())
+        if (causal && ahead.any().item<bool>())
         {
             var at = ahead.nonzero()[0].data<long>().ToArray();                                  // [(batch,) q, k]
             throw new InterpException($"detection pattern {shape} puts weight on key position {at[^1]} after query position {at[^2]}: causal attention never looks ahead, the pattern must be lower triangular");

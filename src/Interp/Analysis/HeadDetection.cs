@@ -112,8 +112,11 @@ public static partial class HeadDetection
     }
 
     /// <summary>Scores every head on <paramref name="tokens"/> = [prefix] + r + r, r of length <paramref name="half"/>.</summary>
+    /// <exception cref="InterpException">The tokens cannot hold two copies, or the model is a bidirectional encoder: the
+    /// scores measure how a causal head reads the past (a bidirectional head may as well attend to the later copy).</exception>
     public static HeadScores Score(HookedTransformer model, Tensor tokens, int half, CancellationToken cancellationToken = default)
     {
+        model.EnsureCausal("head detection on repeated sequences (HeadDetection.Score: previous-token, duplicate-token and induction scores)");
         int prefix = (int)tokens.shape[1] - 2 * half;
         if (prefix < 0) throw new InterpException($"tokens of length {tokens.shape[1]} cannot hold two copies of {half} tokens");
         var cfg = model.Config;

@@ -17,38 +17,50 @@ namespace Interp.Analysis;
 public sealed record LogitLensResult(IReadOnlyList<ResidualComponent> Layers, Tensor Probability, Tensor Rank, Tensor Logit);
 
 /// <summary>
-/// The logit lens: decode the residual stream after every layer as if it were the final one — the final norm, then
-/// the unembedding (W_U and b_U). As TransformerLens's <c>accumulated_resid(apply_ln=True)</c> (and nostalgebraist's
-/// lens), each stream is normalised with its own statistics (ln_final recomputed on it, gain and shift included), not
-/// with the final stream's cached scale: a stream of another size is read as the final norm would read it. At the
-/// last layer the lens runs exactly the model's own computation, so its logits and probabilities equal the model's.
+/// The logit lens: decode the residual stream after every layer as if it were the final one — the model's own head:
+/// the final norm, the unembedding (W_U and b_U) and, where the model has them, its masked-LM head (BERT) and logit
+/// soft cap (Gemma 2) — <see cref="HookedTransformer.ForwardFrom"/> at n_layers. As TransformerLens's
+/// <c>accumulated_resid(apply_ln=True)</c> (and nostalgebraist's lens), each stream is normalised with its own
+/// statistics (ln_final recomputed on it, gain and shift included), not with the final stream's cached scale: a stream
+/// of another size is read as the final norm would read it. At the last layer the lens runs exactly the model's own
+/// computation, so its logits and probabilities equal the model's. A post-norm model (BERT) has no final norm: each
+/// block's output is already normalised (its ln2), and the lens reads it through the masked-LM head.
 /// </summary>
 public static class LogitLens
 {
-    /// <summary>The hooks the lens reads: each block's <c>hook_resid_pre</c> and <c>hook_resid_post</c>.</summary>
+    /// <summary>
+    /// The hooks the lens reads: each block's <c>hook_resid_pre</c> and <c>hook_resid_post</c> (post-norm blocks:
+    /// <c>hook_normalized_resid_post</c>, the block's output).
+    /// </summary>
     public static bool CacheFilter(string name) =>
-        HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.ResidPost);
+        HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.ResidPost) || HookNames.Is(name, HookNames.NormalizedResidPost);
 
     /// <summary>
     /// The lens's logits after every layer, [n_layers + 1, batch, pos, d_vocab] (float32, the model's dtype), with
     /// what each entry reads. Memory grows with d_vocab: use <see cref="Target"/> for large vocabularies.
     /// </summary>
+    /// <exception cref="InterpException">The model has no unembedding (a base encoder).</exception>
     public static (Tensor Logits, IReadOnlyList<ResidualComponent> Layers) Logits(HookedTransformer model, ActivationCache cache)
     {
+        model.EnsureUnembed("the logit lens");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var stream = cache.AccumulatedResid(model, applyLn: true);
-        var logits = Enumerable.Range(0, stream.Components.Count).Select(i => model.Unembed.forward(stream.Values[i])).ToArray();
+        var stream = cache.AccumulatedResid(model);
+        var logits = Enumerable.Range(0, stream.Components.Count).Select(i => Decode(model, stream.Values[i])).ToArray();
         return (stack(logits).MoveToOuterDisposeScope(), stream.Components);
     }
+
+    /// <summary>A stream [batch, pos, d_model] through the model's head, as the forward pass ends: its logits [batch, pos, d_vocab].</summary>
+    private static Tensor Decode(HookedTransformer model, Tensor resid) => model.ForwardFrom(model.Config.NLayers, resid);
 
     /// <summary>
     /// The lens at the first n positions for <paramref name="targets"/> [batch, n] (n ≤ pos): probability, rank and
     /// logit of each target after every layer. One layer's logits are held at a time.
     /// </summary>
-    /// <exception cref="InterpException">The targets' shape does not fit the cached run, or an id is outside the vocabulary.</exception>
+    /// <exception cref="InterpException">The targets' shape does not fit the cached run, an id is outside the vocabulary, or the model has no unembedding.</exception>
     public static LogitLensResult Target(HookedTransformer model, ActivationCache cache, Tensor targets)
     {
+        model.EnsureUnembed("the logit lens");
         var cfg = model.Config;
         var first = cache[HookNames.ResidPre(0)];
         long batch = first.shape[0], pos = first.shape[1];
@@ -65,12 +77,11 @@ public static class LogitLens
         for (int l = 0; l <= cfg.NLayers; l++)
         {
             using var step = NewDisposeScope();
-            // One stream at a time: the same computation as AccumulatedResid(applyLn: true), without holding every layer.
+            // One stream at a time: the same computation as Logits, without holding every layer.
             var (component, resid) = l < cfg.NLayers
                 ? (new ResidualComponent(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)])
-                : (new ResidualComponent(ComponentKind.FinalPost, l), cache[HookNames.ResidPost(l - 1)]);
-            var normed = model.LnFinal is null ? resid : model.LnFinal.forward(resid);
-            var all = model.Unembed.forward(normed).narrow(1, 0, n);                       // [batch, n, d_vocab]
+                : (new ResidualComponent(ComponentKind.FinalPost, l), cache[ResidualStacks.FinalStreamHook(cfg)]);
+            var all = Decode(model, resid).narrow(1, 0, n);                                 // [batch, n, d_vocab]
             var own = all.gather(-1, ids);                                                  // [batch, n, 1]
             layers.Add(component);
             logit.Add(own.squeeze(-1).to(ScalarType.Float64).MoveToOuterDisposeScope());
@@ -81,9 +92,10 @@ public static class LogitLens
     }
 
     /// <summary>The lens for the next token: at each position p &lt; pos − 1, the token at p + 1 of <paramref name="tokens"/>.</summary>
-    /// <exception cref="InterpException">Fewer than two positions.</exception>
+    /// <exception cref="InterpException">Fewer than two positions, or a bidirectional encoder (its logit at p does not predict token p + 1).</exception>
     public static LogitLensResult NextToken(HookedTransformer model, ActivationCache cache, Tensor tokens)
     {
+        model.EnsureCausal("the next-token logit lens (LogitLens.NextToken)");
         if (tokens.dim() != 2 || tokens.shape[1] < 2)
             throw new InterpException($"next-token logit lens needs tokens [batch, pos] with pos ≥ 2; got [{string.Join(", ", tokens.shape)}]");
         using var scope = NewDisposeScope();

@@ -11,8 +11,11 @@ public static class LossByPosition
     /// Mean next-token loss over the batch at each predicted position 1 … pos − 1 (entry i predicts token i + 1), with
     /// <paramref name="hooks"/> attached for the pass: [pos − 1].
     /// </summary>
+    /// <exception cref="InterpException">The model has no logits (a base encoder) or is a bidirectional encoder, whose logit at p does not predict token p + 1.</exception>
     public static double[] Mean(HookedTransformer model, Tensor tokens, params (string Name, HookFunction Hook)[] hooks)
     {
+        model.EnsureUnembed("loss by position");
+        model.EnsureCausal("loss by position (the next-token loss)");
         using var scope = NewDisposeScope();
         var logits = model.RunWithHooks(tokens, hooks);
         return Metrics.PerTokenLoss(logits, tokens).mean([0]).to(ScalarType.Float64).data<double>().ToArray();   // [pos − 1]

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using Interp.Models;
 using static TorchSharp.torch;
 
 namespace Interp.Analysis;
@@ -13,6 +15,21 @@ public delegate Tensor Metric(Tensor logits, Tensor tokens);
 /// <summary>The standard metrics, as <see cref="Metric"/> values.</summary>
 public static class Metrics
 {
+    /// <summary>The metrics that predict the next token (<see cref="Loss"/>), which only a causal model's logits answer.</summary>
+    private static readonly ConditionalWeakTable<Metric, string> NextToken = new();
+
+    /// <summary>
+    /// Checks that a pass that evaluates <paramref name="metric"/> on <paramref name="model"/>'s output can: the model has
+    /// logits (not a base encoder's hidden state), and a next-token metric (<see cref="Loss"/>) runs on a causal model.
+    /// <paramref name="pass"/> names the pass in the error.
+    /// </summary>
+    /// <exception cref="InterpException">The model has no unembedding, or a next-token metric meets a bidirectional encoder.</exception>
+    internal static void EnsureApplies(Metric metric, HookedTransformer model, string pass)
+    {
+        model.EnsureUnembed($"{pass} (its metric reads logits)");
+        if (NextToken.TryGetValue(metric, out var name)) model.EnsureCausal($"{pass} with {name}");
+    }
+
     /// <summary>
     /// Next-token loss at every position: entry [b, p] is −log P(tokens[b, p + 1] | tokens[b, ..p]), [batch, pos − 1].
     /// Column p is the prediction made at position p of the token at position p + 1.
@@ -32,8 +49,16 @@ public static class Metrics
     /// Mean next-token loss per sequence over the predicted tokens at positions [<paramref name="fromTarget"/>,
     /// <paramref name="toTarget"/>) (positions of the tokens being predicted, 1 … pos − 1; default all).
     /// </summary>
+    /// <remarks>A next-token metric: the passes that take a metric refuse it on a bidirectional encoder (BERT), whose logit at p does not predict token p + 1.</remarks>
     /// <exception cref="InterpException">The range is empty or outside the sequence (checked when the metric runs).</exception>
-    public static Metric Loss(int fromTarget = 1, int? toTarget = null) => (logits, tokens) =>
+    public static Metric Loss(int fromTarget = 1, int? toTarget = null)
+    {
+        Metric metric = (logits, tokens) => LossOver(logits, tokens, fromTarget, toTarget);
+        NextToken.Add(metric, "the next-token loss metric (Metrics.Loss)");
+        return metric;
+    }
+
+    private static Tensor LossOver(Tensor logits, Tensor tokens, int fromTarget, int? toTarget)
     {
         long pos = tokens.shape[^1];
         long to = toTarget ?? pos;
@@ -41,7 +66,7 @@ public static class Metrics
             throw new InterpException($"loss over predicted positions [{fromTarget}, {to}) does not fit a sequence of {pos} tokens: positions must lie in [1, {pos})");
         using var scope = NewDisposeScope();
         return PerTokenLoss(logits, tokens)[.., (fromTarget - 1)..(int)(to - 1)].mean([1]).MoveToOuterDisposeScope();
-    };
+    }
 
     /// <summary>
     /// logit(<paramref name="correct"/>) − logit(<paramref name="wrong"/>) at <paramref name="position"/> (negative

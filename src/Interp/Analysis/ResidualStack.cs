@@ -23,7 +23,10 @@ public enum ComponentKind
     ResidPre,
     /// <summary>The residual stream between block l's attention and MLP, <c>hook_resid_mid</c>.</summary>
     ResidMid,
-    /// <summary>The last block's <c>hook_resid_post</c>: the stream the final norm and unembedding read.</summary>
+    /// <summary>
+    /// The last block's output, the stream the final norm and unembedding read: its <c>hook_resid_post</c>
+    /// (<c>hook_normalized_resid_post</c> for a post-norm block, whose output is ln2's).
+    /// </summary>
     FinalPost,
     /// <summary>The final LayerNorm's shift b (a direct term of every logit).</summary>
     LnFinalBias,
@@ -100,20 +103,32 @@ public sealed record ResidualStack(Tensor Values, IReadOnlyList<ResidualComponen
 /// <para>Layers follow TransformerLens: <c>layer</c> in [0, n_layers] (null or −1 = n_layers) means "the input of
 /// block <c>layer</c>", n_layers being the unembedding; the cache must hold the hooks a view reads, or the error
 /// names the missing hook.</para>
+/// <para>Architectures: parallel blocks (GPT-NeoX) have no <c>hook_resid_mid</c>: their MLP reads resid_pre, as
+/// their attention does. The decompositions need a stream that is the sum of the writes and refuse post-norm blocks
+/// (BERT, whose blocks pass on a normalised stream), as <see cref="ApplyLnToStack"/> does (no norm there reads the
+/// stack's sum); <see cref="StackHeadResults"/> refuses a model that normalises attention's output (Gemma 2's
+/// ln1_post), where no head writes into the stream on its own.</para>
 /// </summary>
 public static class ResidualStacks
 {
+    /// <summary>The hook of the last block's output: <c>hook_resid_post</c>, or <c>hook_normalized_resid_post</c> for post-norm blocks.</summary>
+    internal static string FinalStreamHook(ModelConfig cfg) =>
+        cfg.Block == BlockKind.PostNorm ? HookNames.NormalizedResidPost(cfg.NLayers - 1) : HookNames.ResidPost(cfg.NLayers - 1);
+
     /// <summary>
     /// The residual stream entering block <paramref name="layer"/> split into what wrote it: <c>embed</c>,
     /// <c>pos_embed</c> (if the model has one), then each earlier layer's <c>attn_out</c> and <c>mlp_out</c> (if it has
-    /// an MLP); with <paramref name="mlpInput"/> also block <paramref name="layer"/>'s own <c>attn_out</c> (the MLP's
-    /// input). The components sum to that stream (<c>hook_resid_pre</c>, <c>hook_resid_mid</c> or the final
-    /// <c>hook_resid_post</c>). <paramref name="applyLn"/> applies <see cref="ApplyLnToStack"/> for that layer.
+    /// an MLP); with <paramref name="mlpInput"/> the stream block <paramref name="layer"/>'s MLP reads: also its own
+    /// <c>attn_out</c> (resid_mid), except in a parallel block, whose MLP reads resid_pre. The components sum to that
+    /// stream (<c>hook_resid_pre</c>, <c>hook_resid_mid</c> or the final <c>hook_resid_post</c>). <paramref name="applyLn"/>
+    /// applies <see cref="ApplyLnToStack"/> for that layer.
     /// </summary>
-    /// <exception cref="InterpException">The layer is out of range, or mlpInput is asked of a block without MLP or of the unembedding.</exception>
+    /// <exception cref="InterpException">The layer is out of range, mlpInput is asked of a block without MLP or of the
+    /// unembedding, or the stream is not a sum of writes (post-norm blocks, normalised embeddings).</exception>
     public static ResidualStack DecomposeResid(this ActivationCache cache, HookedTransformer model, int? layer = null, bool mlpInput = false, bool applyLn = false)
     {
         int n = CheckLayer(model, layer, mlpInput);
+        PassChecks.SummedStream(model, "decompose_resid (ResidualStacks.DecomposeResid)");
         var cfg = model.Config;
         var parts = new List<(ResidualComponent, Tensor)> { (new(ComponentKind.Embed), cache[HookNames.Embed]) };
         if (model.PosEmbed is not null) parts.Add((new(ComponentKind.PosEmbed), cache[HookNames.PosEmbed]));
@@ -122,22 +137,24 @@ public static class ResidualStacks
             parts.Add((new(ComponentKind.AttnOut, l), cache[HookNames.AttnOut(l)]));
             if (!cfg.AttentionOnly) parts.Add((new(ComponentKind.MlpOut, l), cache[HookNames.MlpOut(l)]));
         }
-        if (mlpInput) parts.Add((new(ComponentKind.AttnOut, n), cache[HookNames.AttnOut(n)]));
+        if (mlpInput && cfg.HasResidMid) parts.Add((new(ComponentKind.AttnOut, n), cache[HookNames.AttnOut(n)]));
         return Finish(cache, model, parts, n, mlpInput, applyLn);
     }
 
     /// <summary>
     /// The residual stream as it accumulates: <c>hook_resid_pre</c> of blocks 0 … <paramref name="layer"/> (labels
     /// <c>{l}_pre</c>; with <paramref name="includeMid"/> also each earlier block's <c>hook_resid_mid</c>, with
-    /// <paramref name="mlpInput"/> block <paramref name="layer"/>'s), and, when <paramref name="layer"/> is n_layers,
-    /// the final <c>hook_resid_post</c> (label <c>final_post</c>) in place of a resid_pre. <paramref name="applyLn"/>
+    /// <paramref name="mlpInput"/> block <paramref name="layer"/>'s — for blocks that have one: attention-only and
+    /// parallel blocks have none, a parallel block's MLP reads resid_pre), and, when <paramref name="layer"/> is n_layers,
+    /// the last block's output (label <c>final_post</c>: <c>hook_resid_post</c>, or <c>hook_normalized_resid_post</c> for
+    /// post-norm blocks) in place of a resid_pre. <paramref name="applyLn"/>
     /// at the unembedding (the logit lens) applies the final norm itself to each entry, recomputing its statistics
     /// from that entry, as TransformerLens's <c>accumulated_resid(apply_ln=True)</c> does: every entry is then
     /// normalised as if it were the final stream (by the model's own ln_final module, whose hooks fire), and the last
     /// entry is exactly the model's ln_final output. At an earlier layer it applies that layer's cached scale
     /// (<see cref="ApplyLnToStack"/>).
     /// </summary>
-    /// <exception cref="InterpException">The layer is out of range or the model has no layers.</exception>
+    /// <exception cref="InterpException">The layer is out of range or the model has no layers; applyLn on post-norm blocks (see <see cref="ApplyLnToStack"/>).</exception>
     public static ResidualStack AccumulatedResid(this ActivationCache cache, HookedTransformer model, int? layer = null,
         bool includeMid = false, bool mlpInput = false, bool applyLn = false)
     {
@@ -149,11 +166,11 @@ public static class ResidualStacks
         {
             if (l == cfg.NLayers)
             {
-                parts.Add((new(ComponentKind.FinalPost, l), cache[HookNames.ResidPost(l - 1)]));
+                parts.Add((new(ComponentKind.FinalPost, l), cache[FinalStreamHook(cfg)]));
                 continue;
             }
             parts.Add((new(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)]));
-            if (!cfg.AttentionOnly && ((includeMid && l < n) || (mlpInput && l == n)))
+            if (cfg.HasResidMid && ((includeMid && l < n) || (mlpInput && l == n)))
                 parts.Add((new(ComponentKind.ResidMid, l), cache[HookNames.ResidMid(l)]));
         }
         if (applyLn && n == cfg.NLayers && model.LnFinal is { } lnFinal)
@@ -176,11 +193,13 @@ public static class ResidualStacks
     /// a names filter) or, failing that, computes it from <c>attn.hook_z</c> and W_O (TransformerLens's
     /// <c>compute_head_results</c>). A layer of 0 gives an empty stack.
     /// </summary>
-    /// <exception cref="InterpException">The layer is out of range, or neither hook_result nor hook_z is cached.</exception>
+    /// <exception cref="InterpException">The layer is out of range, neither hook_result nor hook_z is cached, or the
+    /// model normalises attention's output before it joins the stream (Gemma 2's ln1_post), so no head writes on its own.</exception>
     public static ResidualStack StackHeadResults(this ActivationCache cache, HookedTransformer model, int? layer = null,
         bool includeAttnBias = true, bool applyLn = false)
     {
         int n = CheckLayer(model, layer, false);
+        PassChecks.HeadWrites(model, "stack_head_results (ResidualStacks.StackHeadResults)");
         var cfg = model.Config;
         var parts = new List<(ResidualComponent, Tensor)>();
         for (int l = 0; l < n; l++)
@@ -222,13 +241,19 @@ public static class ResidualStacks
     /// d_model) and divided by the cached <c>hook_scale</c>; RMSNorm: divided only; no norm: returned unchanged. The
     /// norm's gain w and shift b are not applied (TransformerLens's convention, exact for folded weights): the sum of
     /// the entries times w, plus b, is the norm's output. The norm is ln_final for <paramref name="layer"/> = n_layers
-    /// (null or −1), else block <paramref name="layer"/>'s ln1 (ln2 with <paramref name="mlpInput"/>).
+    /// (null or −1), else block <paramref name="layer"/>'s ln1 (ln2 with <paramref name="mlpInput"/>; in a parallel block
+    /// both read resid_pre).
     /// </summary>
-    /// <exception cref="InterpException">The layer is out of range, the scale is not cached, or the stack's batch and positions differ from the cached scale's.</exception>
+    /// <exception cref="InterpException">The layer is out of range, the scale is not cached, the stack's batch and positions
+    /// differ from the cached scale's, or the blocks are post-norm (BERT), where no norm reads the stack's sum.</exception>
     public static Tensor ApplyLnToStack(this ActivationCache cache, HookedTransformer model, Tensor stack, int? layer = null, bool mlpInput = false)
     {
         int n = CheckLayer(model, layer, mlpInput);
         var cfg = model.Config;
+        if (cfg.Block == BlockKind.PostNorm)
+            throw new InterpException(
+                $"apply_ln_to_stack (ResidualStacks.ApplyLnToStack, and every residual stack's applyLn) needs a norm that reads the stack's sum, but {PassChecks.Describe(cfg)} " +
+                "has post-norm blocks: attention reads resid_pre unnormalised, ln1 normalises resid_mid and ln2 resid_post, and there is no final norm");
         if (cfg.Norm == NormKind.None) return stack.alias();
         string key = n == cfg.NLayers ? HookNames.LnFinalScale : HookNames.Scale(n, mlpInput ? "ln2" : "ln1");
         if (!cache.Contains(key))

@@ -23,9 +23,12 @@ public sealed record ResidualWrite(ResidualComponent Component, Tensor Norm, Ten
 /// the write is <em>added to</em> — the stream before it: <c>hook_resid_pre</c> of the layer for heads and
 /// <c>attn_out</c>, <c>hook_resid_mid</c> for <c>mlp_out</c> (the MLP's input before normalisation), the token
 /// embedding for the position embedding — so a positive cosine means the write reinforces what is there and a negative
-/// one that it erases it. The projection on a direction (by default, in the experiments, the unembedding column
-/// W_U[:, t] of the correct next token t) is raw, before the final norm; <see cref="HeadAttribution"/> gives the
-/// normalised, exact logit contributions.
+/// one that it erases it. A parallel block (GPT-NeoX) adds both sublayers' writes to its resid_pre, which the MLP's
+/// cosine is then taken with; a post-norm block (BERT) adds the MLP's write to <c>hook_normalized_resid_mid</c>. The
+/// projection on a direction (by default, in the experiments, the unembedding column W_U[:, t] of the correct next
+/// token t) is raw, before the final norm; <see cref="HeadAttribution"/> gives the normalised, exact logit
+/// contributions. A model that normalises attention's output before it joins the stream (Gemma 2's ln1_post) is
+/// refused: no head writes into the stream on its own.
 /// </summary>
 public static class ResidualWrites
 {
@@ -36,6 +39,7 @@ public static class ResidualWrites
         name is HookNames.Embed or HookNames.PosEmbed
         || HookNames.Is(name, HookNames.ResidPre)
         || HookNames.Is(name, HookNames.ResidMid)
+        || HookNames.Is(name, HookNames.NormalizedResidMid)
         || HookNames.Is(name, HookNames.Result)
         || HookNames.Is(name, HookNames.AttnOut)
         || HookNames.Is(name, HookNames.MlpOut);
@@ -44,9 +48,11 @@ public static class ResidualWrites
     /// The unembedding columns of <paramref name="tokens"/> [batch, n]: W_U[:, t] for each, [batch, n, d_model]
     /// (directions that raise t's logit; the next tokens are <c>tokens[.., 1..]</c> of the input).
     /// </summary>
-    /// <exception cref="InterpException">A token id is outside the vocabulary.</exception>
+    /// <exception cref="InterpException">A token id is outside the vocabulary, or W_U does not read the residual stream
+    /// (a base encoder has no W_U; a masked-LM head sits between the stream and W_U).</exception>
     public static Tensor UnembedDirections(HookedTransformer model, Tensor tokens)
     {
+        PassChecks.UnembedReadsStream(model, "unembedding directions (ResidualWrites.UnembedDirections)");
         var ids = model.ValidateTokens(tokens);
         using var scope = NewDisposeScope();
         var wU = model.Unembed.W_U.detach();
@@ -63,10 +69,12 @@ public static class ResidualWrites
     /// For a right-padded batch give the run's <paramref name="attentionMask"/> [batch, pos] (1 at real tokens): every
     /// measure is NaN at padded positions, so that a NaN-aware mean over positions reads real tokens only.
     /// </remarks>
-    /// <exception cref="InterpException">The directions' shape does not fit the cached run, a hook is missing, or the mask is invalid.</exception>
+    /// <exception cref="InterpException">The directions' shape does not fit the cached run, a hook is missing, the mask is
+    /// invalid, or the model normalises attention's output before it joins the stream (no head writes on its own).</exception>
     public static IReadOnlyList<ResidualWrite> Measure(HookedTransformer model, ActivationCache cache, Tensor? directions = null, Tensor? attentionMask = null)
     {
         var cfg = model.Config;
+        PassChecks.HeadWrites(model, "residual writes (ResidualWrites.Measure)");
         var embed = cache[HookNames.Embed];
         long batch = embed.shape[0], pos = embed.shape[1];
         long n = pos;
@@ -108,7 +116,17 @@ public static class ResidualWrites
             var heads = cache.HeadResults(model, l);                                       // [batch, pos, head, d_model]
             for (int h = 0; h < cfg.NHeads; h++) Add(new(ComponentKind.Head, l, h), heads.select(2, h), residPre);
             Add(new(ComponentKind.AttnOut, l), cache[HookNames.AttnOut(l)], residPre);
-            if (!cfg.AttentionOnly) Add(new(ComponentKind.MlpOut, l), cache[HookNames.MlpOut(l)], cache[HookNames.ResidMid(l)]);
+            if (!cfg.AttentionOnly)
+            {
+                // The stream the MLP's write is added to: resid_mid; a parallel block's resid_pre; a post-norm block's ln1(resid_mid).
+                var before = cfg.Block switch
+                {
+                    BlockKind.Parallel => residPre,
+                    BlockKind.PostNorm => cache[HookNames.NormalizedResidMid(l)],
+                    _ => cache[HookNames.ResidMid(l)],
+                };
+                Add(new(ComponentKind.MlpOut, l), cache[HookNames.MlpOut(l)], before);
+            }
         }
         return result;
 

@@ -26,8 +26,10 @@ public static class CircuitScores
     /// </summary>
     /// <remarks>W_E·W_V·W_O·W_U = A·B with A = W_E·W_V and B = W_O·W_U shares its nonzero eigenvalues with
     /// B·A = W_O·(W_U·W_E)·W_V, a d_head × d_head matrix built from the d_model × d_model product W_U·W_E.</remarks>
+    /// <exception cref="InterpException">W_U does not read the residual stream (a base encoder; a masked-LM head).</exception>
     public static double[,] Copying(HookedTransformer model)
     {
+        PassChecks.UnembedReadsStream(model, "the copying score of the full message circuit W_E·OV·W_U (CircuitScores.Copying)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var ov = HeadCircuits.Message(model);
@@ -38,8 +40,10 @@ public static class CircuitScores
     /// The same eigenvalue score for every head's full pattern circuit W_E·QK·W_Eᵀ, [layer, head]: near 1 when tokens
     /// attend to copies of themselves (a duplicate-token head's signature), near −1 when they avoid them.
     /// </summary>
+    /// <exception cref="InterpException">The model normalises queries and keys per head (q/k norms): it has no pattern circuit.</exception>
     public static double[,] SameToken(HookedTransformer model)
     {
+        PassChecks.PatternCircuit(model, "the same-token score of the full pattern circuit W_E·QK·W_Eᵀ (CircuitScores.SameToken)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var qk = HeadCircuits.Pattern(model);
@@ -52,8 +56,11 @@ public static class CircuitScores
     /// a d_model-sized core with the same singular values: with W_E = Q_E·R_E and W_Uᵀ = Q_U·R_U (thin QR, once for
     /// the model), ‖W_E·X·W_U‖ and its spectrum equal those of R_E·X·R_Uᵀ because Q_E and Q_U have orthonormal columns.
     /// </summary>
+    /// <exception cref="InterpException">The pattern circuit of a model with q/k norms; the message circuit of a model whose W_U does not read the stream.</exception>
     public static CircuitSpectrum[,] FullSpectra(HookedTransformer model, Circuit circuit)
     {
+        if (circuit == Circuit.Pattern) PassChecks.PatternCircuit(model, "the spectra of the full pattern circuit W_E·QK·W_Eᵀ (CircuitScores.FullSpectra)");
+        else PassChecks.UnembedReadsStream(model, "the spectra of the full message circuit W_E·OV·W_U (CircuitScores.FullSpectra)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var inner = circuit == Circuit.Pattern ? HeadCircuits.Pattern(model) : HeadCircuits.Message(model);
@@ -75,7 +82,8 @@ public static class CircuitScores
         return ToLayerHead(model, score);
     }
 
-    private static Tensor Embedding(HookedTransformer model) => model.Embed.W_E.detach();
+    /// <summary>The token embedding as the model adds it to the stream (W_E times its scale).</summary>
+    private static Tensor Embedding(HookedTransformer model) => model.Embed.Scaled();
 
     internal static double[,] ToLayerHead(HookedTransformer model, Tensor values)
     {

@@ -28,8 +28,10 @@ public static class Composition
     /// NaN where the "from" layer is not earlier than the "to" layer. Computed from the factors in d_head × d_head
     /// cores: with A₁ = Q₁·R₁ and B₂ᵀ = Q₂·R₂ (thin QR), ‖A₁·B₁·A₂·B₂‖ = ‖R₁·(B₁·A₂)·R₂ᵀ‖.
     /// </summary>
+    /// <exception cref="InterpException">Q- or K-composition on a model with q/k norms, which has no pattern circuit (V-composition works).</exception>
     public static Tensor Scores(HookedTransformer model, CompositionKind kind)
     {
+        if (kind != CompositionKind.V) PassChecks.PatternCircuit(model, $"{kind}-composition scores (Composition.Scores)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         int layers = model.Config.NLayers, heads = model.Config.NHeads;

@@ -42,8 +42,11 @@ public sealed class HeadCircuitSummary
     public int DHead { get; }
 
     /// <summary>Summarises both circuits of every head of <paramref name="model"/> (process its weights first to include the norms' gains).</summary>
+    /// <exception cref="InterpException">The model has no pattern circuit (q/k norms), or its W_U does not read the residual stream (a base encoder; a masked-LM head).</exception>
     public static HeadCircuitSummary Compute(HookedTransformer model)
     {
+        PassChecks.PatternCircuit(model, "the head-circuit summary (HeadCircuitSummary.Compute)");
+        PassChecks.UnembedReadsStream(model, "the head-circuit summary (HeadCircuitSummary.Compute)");
         var cfg = model.Config;
         var spectra = new Dictionary<Circuit, CircuitSpectrum[,]>();
         using (var qk = HeadCircuits.Pattern(model)) spectra[Circuit.Pattern] = CircuitSpectrum.Of(qk);

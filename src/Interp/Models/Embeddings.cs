@@ -16,12 +16,16 @@ public sealed class Embed : Component
     /// <summary>W_E [d_vocab, d_model].</summary>
     public Tensor W_E { get; }
 
+    /// <summary>The factor the embedding is multiplied by (<see cref="ModelConfig.EmbeddingScale"/> rounded to float32); 1 for most models.</summary>
+    public double Scale { get; }
+
     /// <summary>Creates the embedding.</summary>
     public Embed(ModelConfig cfg) : base("embed", "")
     {
         W_E = Weight("W_E", cfg.DVocab, cfg.DModel);
         // Rounded to float32 first, as Hugging Face builds Gemma's normalizer as a tensor of the hidden-state dtype.
-        if (cfg.EmbeddingScale != 1.0) _scale = ((double)(float)cfg.EmbeddingScale).ToScalar();
+        Scale = (float)cfg.EmbeddingScale;
+        if (cfg.EmbeddingScale != 1.0) _scale = Scale.ToScalar();
         _hook = Declare(HookNames.Embed, "batch", "pos", "d_model");
     }
 
@@ -31,6 +35,9 @@ public sealed class Embed : Component
         var embedded = W_E.index_select(0, tokens.reshape(-1)).view(tokens.shape[0], tokens.shape[1], -1);
         return _hook.Run(_scale is null ? embedded : embedded.mul_(_scale));
     }
+
+    /// <summary>Every token's embedding as the model adds it to the stream, W_E · <see cref="Scale"/> [d_vocab, d_model], detached (W_E itself when the scale is 1).</summary>
+    public Tensor Scaled() => _scale is null ? W_E.detach() : W_E.detach().mul(_scale);
 
     /// <inheritdoc />
     protected override void Dispose(bool disposing)

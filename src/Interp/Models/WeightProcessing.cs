@@ -11,7 +11,9 @@ public sealed record WeightProcessingOptions
 {
     /// <summary>
     /// Fold each norm's gain (and LayerNorm's shift) into the weights that read its output, and centre those
-    /// reading weights (LayerNorm only); the norms become pure normalisation (TransformerLens's LNPre / RMSPre).
+    /// reading weights (LayerNorm only); the norms become pure normalisation (TransformerLens's LNPre / RMSPre). The
+    /// norms folded are those a weight reads: ln1, ln2 and ln_final (Gemma 2's ln1_post / ln2_post and Qwen 3's q/k
+    /// norms keep their gains).
     /// </summary>
     public bool FoldLn { get; init; }
     /// <summary>
@@ -24,7 +26,10 @@ public sealed record WeightProcessingOptions
     /// <summary>Fold the value biases into the output bias (b_O += Σ_h b_V·W_O[h]) and zero them.</summary>
     public bool FoldValueBiases { get; init; }
 
-    /// <summary>All four steps, as TransformerLens's <c>from_pretrained</c> does by default.</summary>
+    /// <summary>
+    /// All four steps, as TransformerLens's <c>from_pretrained</c> does by default; <see cref="WeightProcessing.Applicable"/>
+    /// gives those a model accepts (<see cref="WeightProcessing.ProcessWeights"/> refuses the others).
+    /// </summary>
     public static WeightProcessingOptions Default { get; } =
         new() { FoldLn = true, CenterWritingWeights = true, CenterUnembed = true, FoldValueBiases = true };
 
@@ -66,10 +71,20 @@ public sealed record WeightProcessingOptions
 /// replaces every residual-stream activation by itself minus its mean over d_model; folding value biases removes
 /// b_V from <c>hook_v</c> and <c>hook_z</c> (it reappears in b_O, so <c>hook_attn_out</c> is unchanged).
 /// </para>
-/// <para>Refused (before anything is changed, with an <see cref="InterpException"/>): folding a LayerNorm
-/// whose shift b is nonzero when the weights reading it have nowhere to put b·W, i.e. a model without biases
-/// (<see cref="ModelConfig.UseBias"/> false: its biases are fixed zero buffers that are not saved), or the ln2 of a
-/// gated MLP (W_gate has no bias). A zero shift folds fine in both cases.</para>
+/// <para>Architectures: parallel blocks (GPT-NeoX) fold ln1 into attention and ln2 into the MLP (both read
+/// resid_pre). Gemma 2's ln1_post / ln2_post (norms on the sublayers' outputs, which the residual stream itself
+/// reads) and Qwen 3's q/k norms keep their gains: no weight reads their output alone.</para>
+/// <para>Refused (before anything is changed, with an <see cref="InterpException"/> naming the step and why):
+/// folding a LayerNorm whose shift b is nonzero when the weights reading it have nowhere to put b·W, i.e. a model
+/// without biases (<see cref="ModelConfig.UseBias"/> false: its biases are fixed zero buffers that are not saved), or
+/// the ln2 of a gated MLP (W_gate has no bias) — a zero shift folds fine in both cases —; folding the norms of
+/// post-norm blocks (BERT: ln1's output is both the MLP's input and part of the stream, ln2's is the next block's
+/// input and stream alike), of a masked-LM head's model, or of a final norm whose output is the model's output (no
+/// unembedding); centring the writing weights of post-norm blocks or of LayerNorm blocks that normalise their
+/// sublayers' outputs (the stream is then written by norms, not by W_O and W_out); centring the unembedding under a
+/// logit soft cap (the cap does not commute with a per-position shift) or without an unembedding; folding value
+/// biases into an output bias the model does not have (q/k/v biases without <see cref="ModelConfig.UseBias"/>, Qwen 2).
+/// <see cref="Applicable"/> gives the steps of a selection that a model accepts.</para>
 /// </summary>
 public static class WeightProcessing
 {
@@ -79,17 +94,14 @@ public static class WeightProcessing
     /// norm-free models, whose output depends on the residual stream's mean; FoldLn on a norm-free model has
     /// nothing to fold and is reported as applied.
     /// </summary>
-    /// <exception cref="InterpException">A LayerNorm shift cannot be folded (see <see cref="WeightProcessing"/>); the model is left unchanged.</exception>
+    /// <exception cref="InterpException">A selected step cannot be applied to this model (see <see cref="WeightProcessing"/>);
+    /// the message names the step and why, and the model is left unchanged.</exception>
     public static WeightProcessingOptions ProcessWeights(this HookedTransformer model, WeightProcessingOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        var cfg = model.Config;
-        var applied = options with
-        {
-            CenterWritingWeights = options.CenterWritingWeights && cfg.Norm == NormKind.LayerNorm,
-        };
-        if (applied.FoldLn) CheckFoldable(model);
+        var applied = Selected(model, options);
+        if (Refusals(model, applied).FirstOrDefault() is { } refusal) throw new InterpException(refusal);
 
         using var _ = no_grad();
         if (applied.FoldLn) FoldLayerNorms(model);
@@ -100,22 +112,103 @@ public static class WeightProcessing
         return applied;
     }
 
-    /// <summary>Throws when a LayerNorm shift would have to be folded into a bias the model does not have.</summary>
-    private static void CheckFoldable(HookedTransformer model)
+    /// <summary>
+    /// The steps of <paramref name="options"/> that <see cref="ProcessWeights"/> would apply to <paramref name="model"/>
+    /// without refusing (and without the skipped ones), as TransformerLens's <c>from_pretrained</c> drops the steps a
+    /// model does not support: e.g. <c>model.Applicable(WeightProcessingOptions.Default)</c> for Gemma 2 leaves out
+    /// centring the unembedding (its logits are soft-capped) and centring the writing weights (RMSNorm).
+    /// </summary>
+    public static WeightProcessingOptions Applicable(this HookedTransformer model, WeightProcessingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var selected = Selected(model, options);
+        return new WeightProcessingOptions
+        {
+            FoldLn = selected.FoldLn && FoldLnRefusal(model) is null,
+            CenterWritingWeights = selected.CenterWritingWeights && CenterWritingRefusal(model) is null,
+            CenterUnembed = selected.CenterUnembed && CenterUnembedRefusal(model) is null,
+            FoldValueBiases = selected.FoldValueBiases && FoldValueBiasRefusal(model) is null,
+        };
+    }
+
+    /// <summary>The selected steps less the skipped one: centring the writing weights only for LayerNorm models.</summary>
+    private static WeightProcessingOptions Selected(HookedTransformer model, WeightProcessingOptions options) =>
+        options with { CenterWritingWeights = options.CenterWritingWeights && model.Config.Norm == NormKind.LayerNorm };
+
+    /// <summary>Why each selected step cannot be applied, in the order the steps run.</summary>
+    private static IEnumerable<string> Refusals(HookedTransformer model, WeightProcessingOptions applied)
+    {
+        if (applied.FoldLn && FoldLnRefusal(model) is { } fold) yield return fold;
+        if (applied.CenterWritingWeights && CenterWritingRefusal(model) is { } writing) yield return writing;
+        if (applied.CenterUnembed && CenterUnembedRefusal(model) is { } unembed) yield return unembed;
+        if (applied.FoldValueBiases && FoldValueBiasRefusal(model) is { } values) yield return values;
+    }
+
+    /// <summary>
+    /// Why the norms cannot be folded: post-norm blocks, a masked-LM head, a final norm that is the output, or a
+    /// LayerNorm shift that would have to be folded into a bias the model does not have; null when they can.
+    /// </summary>
+    private static string? FoldLnRefusal(HookedTransformer model)
     {
         var cfg = model.Config;
-        if (cfg.Norm != NormKind.LayerNorm) return; // RMSNorm has no shift to fold
+        if (cfg.Norm == NormKind.None) return null;
+        string who = PassChecks.Describe(cfg);
+        if (cfg.Block == BlockKind.PostNorm)
+            return $"Cannot fold the norms (FoldLn) of {who}: its blocks are post-norm, so ln1's output is both the MLP's input and part of the residual " +
+                "stream (resid_post = ln1(resid_mid) + mlp(ln1(resid_mid))) and ln2's is both the next block's input and its residual stream: a norm's " +
+                "gain and shift cannot move into the weights that read it. Leave FoldLn off for this model.";
+        if (model.MlmHead is not null)
+            return $"Cannot fold the norms (FoldLn) of {who}: its masked-LM head reads ln_final's output through a dense layer and an activation before W_U. Leave FoldLn off.";
+        if (model.LnFinal is not null && model.UnembedOrNull is null)
+            return $"Cannot fold the norms (FoldLn) of {who}: ln_final's output is the model's output (it has no unembedding to fold it into). Leave FoldLn off.";
+        if (cfg.Norm != NormKind.LayerNorm) return null; // RMSNorm has no shift to fold
         foreach (var (name, norm, gated) in Norms(model))
         {
             if (!IsNonZero(norm.B)) continue;
             if (!cfg.UseBias)
-                throw new InterpException(
-                    $"Cannot fold {name}.b: the model has no biases (UseBias = false), so ln.b·W has nowhere to go; " +
-                    "fold only models whose LayerNorm shifts are zero, or leave FoldLn off.");
+                return $"Cannot fold {name}.b: the model has no biases (UseBias = false), so ln.b·W has nowhere to go; " +
+                    "fold only models whose LayerNorm shifts are zero, or leave FoldLn off.";
             if (gated)
-                throw new InterpException(
-                    $"Cannot fold {name}.b into a gated MLP: W_gate has no bias to receive ln.b·W_gate; leave FoldLn off for this model.");
+                return $"Cannot fold {name}.b into a gated MLP: W_gate has no bias to receive ln.b·W_gate; leave FoldLn off for this model.";
         }
+        return null;
+    }
+
+    /// <summary>Why the writing weights cannot be centred (a LayerNorm model whose stream they do not write), or null.</summary>
+    private static string? CenterWritingRefusal(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        string who = PassChecks.Describe(cfg);
+        if (cfg.Block == BlockKind.PostNorm)
+            return $"Cannot centre the writing weights (CenterWritingWeights) of {who}: its blocks are post-norm, so the stream each block passes on is " +
+                "ln2's output, which W_E, W_O and W_out do not write: centring them cannot centre the residual stream. Leave CenterWritingWeights off.";
+        if (PassChecks.NormalisesAttentionOutput(cfg))
+            return $"Cannot centre the writing weights (CenterWritingWeights) of {who}: ln1_post and ln2_post normalise attention's and the MLP's outputs " +
+                "before they join the stream, so the stream is written by those norms, not by W_O and W_out, and centring these is meaningless. Leave CenterWritingWeights off.";
+        return null;
+    }
+
+    /// <summary>Why the unembedding cannot be centred (none, or soft-capped logits), or null.</summary>
+    private static string? CenterUnembedRefusal(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        string who = PassChecks.Describe(cfg);
+        if (model.UnembedOrNull is null)
+            return $"Cannot centre the unembedding (CenterUnembed) of {who}: it has none (its output is its last hidden state). Leave CenterUnembed off.";
+        if (cfg.OutputLogitsSoftCap > 0)
+            return $"Cannot centre the unembedding (CenterUnembed) of {who}: its logits are soft-capped (c·tanh(l/c), c = {cfg.OutputLogitsSoftCap:G}), and the cap " +
+                "does not commute with shifting a position's logits by a constant, so centring W_U would change the output distribution. Leave CenterUnembed off.";
+        return null;
+    }
+
+    /// <summary>Why the value biases cannot be folded (q/k/v biases but no output bias to receive them), or null.</summary>
+    private static string? FoldValueBiasRefusal(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        if (cfg.UseBias || !cfg.QkvBias || !model.Blocks.Any(b => IsNonZero(b.Attn.b_V))) return null;
+        return $"Cannot fold the value biases (FoldValueBiases) of {PassChecks.Describe(cfg)}: it has q/k/v biases but no output bias (QkvBias without UseBias: " +
+            "b_O is a fixed zero that is not saved), so b_V·W_O has nowhere to go. Leave FoldValueBiases off.";
     }
 
     /// <summary>Every norm with its TransformerLens name and whether a gated MLP reads it.</summary>
@@ -171,7 +264,7 @@ public static class WeightProcessing
     /// Folds <paramref name="norm"/> into the weight <paramref name="w"/> that reads it along axis
     /// <paramref name="dModelAxis"/>: b += Σ_d ln.b[d]·W[d] (LayerNorm), W ← diag(ln.w)·W, then (LayerNorm) W minus
     /// its mean over d_model, exact because LayerNorm's normalised output has mean zero. A null
-    /// <paramref name="bias"/> means there is none; <see cref="CheckFoldable"/> has ensured the shift is then zero.
+    /// <paramref name="bias"/> means there is none; FoldLnRefusal has ensured the shift is then zero.
     /// </summary>
     private static void Fold(Norm norm, Tensor w, int dModelAxis, Tensor? bias, bool layerNorm)
     {
@@ -198,6 +291,7 @@ public static class WeightProcessing
         using (NewDisposeScope())
         {
             CenterLastAxis(model.Embed.W_E);
+            if (model.TokenTypeEmbed is not null) CenterLastAxis(model.TokenTypeEmbed.W_token_type);
             // A sinusoidal table is a derived, unsaved constant: centring it keeps the residual stream centred in
             // this model; a reloaded copy gets the plain table back, which LayerNorm makes equivalent.
             if (model.PosEmbed is not null) CenterLastAxis(model.PosEmbed.W_pos);
@@ -236,7 +330,7 @@ public static class WeightProcessing
     private static void FoldValueBias(HookedTransformer model)
     {
         var cfg = model.Config;
-        if (!cfg.UseBias) return; // b_V is a fixed zero: nothing to fold
+        if (!cfg.UseBias) return; // b_V is a fixed zero (or, FoldValueBiasRefusal has checked, a zero q/k/v bias): nothing to fold
         int group = cfg.NHeads / cfg.KvHeads;
         foreach (var block in model.Blocks)
         {
