@@ -36,9 +36,12 @@ public sealed class CacheCommand(CliConsole console, IOptions<RunDefaults> optio
         var noBos = new Option<bool>("--no-bos") { Description = "Do not prepend the tokenizer's BOS token to --text (by default it is prepended when the tokenizer has one)" };
         var types = new Option<string[]>("--token-types") { Description = "Token types (BERT segments), one row per sequence like --tokens: 0,0,1 or \"0,0,1;0,1,1\"" };
         var mask = new Option<string[]>("--attention-mask") { Description = "Attention mask, 1 at real tokens and 0 at padding, one row per sequence like --tokens: 1,1,0" };
+        // Hook names come from HookNames only; "blocks.*." stands for every layer's prefix.
+        static string EveryLayer(Func<int, string> name) => name(0).Replace(HookNames.Block(0), "blocks.*.", StringComparison.Ordinal);
         var hooks = new Option<string[]>("--hooks")
         {
-            Description = "Hook names or globs (* matches any characters), comma-separated or repeated, e.g. blocks.*.attn.hook_pattern; default: every hook point except the per-head hook_result",
+            Description = $"Hook names or globs (* matches any characters), comma-separated or repeated, e.g. {EveryLayer(HookNames.Pattern)}; " +
+                          $"default: every hook point except the per-head results ({EveryLayer(HookNames.Result)})",
         };
         var output = new Option<string>("--out", "-o") { Description = "Output safetensors file (its folder must exist)", Required = true };
         var command = new Command("cache", "Run the model with a cache and write the activations to a safetensors file")
