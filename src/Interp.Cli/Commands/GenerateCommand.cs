@@ -29,7 +29,7 @@ public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> op
         var seed = new Option<int?>("--seed") { Description = "Seed of the sampler (default: the configured seed)" };
         var stop = new Option<string?>("--stop")
         {
-            Description = "Comma-separated stop tokens, each an integer token id or a text that is one token (e.g. \"13,.\"); the tokenizer's EOS always stops",
+            Description = "Comma-separated stop tokens, each an integer token id or a text that is one token (e.g. \"13,.\"; \\, is a comma); the tokenizer's EOS always stops",
         };
         var command = new Command("generate", "Continue a prompt (greedy, or sampled with --temperature) and print the text")
         {
@@ -67,18 +67,18 @@ public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> op
 
     /// <summary>
     /// <c>--stop</c>: comma-separated items, each a token id (an integer) or a text that is exactly one continuation
-    /// token of <paramref name="tokenizer"/> (surrounding spaces are trimmed; a text with a comma cannot be given).
+    /// token of <paramref name="tokenizer"/>; surrounding spaces are trimmed, <c>\,</c> is a literal comma and
+    /// <c>\\</c> a literal backslash.
     /// </summary>
-    /// <exception cref="InterpException">An id is outside the vocabulary, or a text is not exactly one token (the message shows its split).</exception>
+    /// <exception cref="InterpException">An item is empty, an id is outside the vocabulary, or a text is not exactly one token (the message shows its split).</exception>
     internal static HashSet<int> StopTokens(string? list, ITokenizer tokenizer, int vocab)
     {
         var stops = new HashSet<int>();
         if (string.IsNullOrWhiteSpace(list)) return stops;
-        foreach (string raw in list.Split(','))
+        foreach (var (item, literal) in Split(list))
         {
-            string item = raw.Trim();
-            if (item.Length == 0) throw new InterpException($"--stop: empty item in \"{list}\"");
-            if (int.TryParse(item, NumberStyles.Integer, CultureInfo.InvariantCulture, out int id))
+            if (item.Length == 0) throw new InterpException($"--stop: empty item in \"{list}\" (write a comma as \\,)");
+            if (!literal && int.TryParse(item, NumberStyles.Integer, CultureInfo.InvariantCulture, out int id))
             {
                 if (id < 0 || id >= vocab) throw new InterpException($"--stop: token id {id} is outside the vocabulary [0, {vocab})");
                 stops.Add(id);
@@ -87,5 +87,29 @@ public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> op
             else throw new InterpException($"--stop: a stop text must be one token, but {SingleTokens.DescribeSplit(tokenizer, item, tokenizer.EncodeContinuation(item))}");
         }
         return stops;
+    }
+
+    /// <summary>The items of a comma-separated list with <c>\,</c> and <c>\\</c> escapes, trimmed; literal: the item held an escape.</summary>
+    private static IEnumerable<(string Item, bool Literal)> Split(string list)
+    {
+        var item = new System.Text.StringBuilder();
+        bool escaped = false;
+        for (int i = 0; i < list.Length; i++)
+        {
+            char c = list[i];
+            if (c == '\\' && i + 1 < list.Length && list[i + 1] is ',' or '\\')
+            {
+                item.Append(list[++i]);
+                escaped = true;
+            }
+            else if (c == ',')
+            {
+                yield return (item.ToString().Trim(), escaped);
+                item.Clear();
+                escaped = false;
+            }
+            else item.Append(c);
+        }
+        yield return (item.ToString().Trim(), escaped);
     }
 }

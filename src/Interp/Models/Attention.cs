@@ -40,6 +40,9 @@ public sealed class Attention : Component
     /// <summary>Qwen 3's RMSNorm over each key head, before rotary (null unless <see cref="ModelConfig.QkNorm"/>).</summary>
     public Norm? KNorm { get; }
 
+    /// <summary>Up to this many rows (batch × pos), q, k and v are projected head by head (<see cref="Project"/>).</summary>
+    private const long SmallRows = 16;
+
     /// <summary>The sliding window of this layer (0: the whole prefix, or every key in an encoder).</summary>
     public int Window => _window;
 
@@ -187,10 +190,20 @@ public sealed class Attention : Component
         return (blocked, keyless.any().item<bool>() ? keyless : null);
     }
 
-    /// <summary>x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head], as one GEMM.</summary>
+    /// <summary>
+    /// x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head]: one GEMM
+    /// over W flattened to [d_model, head·d_head], or for a few rows (a decode step) one product per head.
+    /// </summary>
     private static Tensor Project(Tensor x, Tensor w, Tensor b)
     {
-        long heads = w.shape[0], dHead = w.shape[2];
+        long heads = w.shape[0], dHead = w.shape[2], rows = x.shape[0] * x.shape[1];
+        if (rows <= SmallRows)
+        {
+            // Flattening W copies all of it (its head axis moves inside); with one row per sequence that copy would cost
+            // more than the product. Here each head's [d_model, d_head] block is read where it lies.
+            var perHead = x.reshape(1, rows, w.shape[1]).matmul(w); // [head, rows, d_head]
+            return perHead.permute(1, 0, 2).reshape(x.shape[0], x.shape[1], heads, dHead).add(b, Scalars.One);
+        }
         var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]
         return Gemm.MatMul(x, flat, b.reshape(-1)).view(x.shape[0], x.shape[1], heads, dHead);
     }
