@@ -35,7 +35,7 @@ public static class BenchSuite
         int reps = options.Repetitions, warm = options.Warmup;
         var shape = options.Quick ? Gpt2Shape.Tiny : Gpt2Shape.Small;
         // The GPT-2 model is written (~0.5 GB at full size) and loaded only when a section measures it.
-        using var gpt = new[] { "gpt2", "sweep", "copying", "memory" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
+        using var gpt = new[] { "gpt2", "sweep", "copying", "memory", "generation" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
         long batch = options.Quick ? 2 : 4, pos = options.Quick ? 32 : 128;
 
         PeerProcess? peer = null;
@@ -173,7 +173,11 @@ public static class BenchSuite
         using (var builtIn = BuiltInModel.Load())
             Add(CacheLeak(builtIn.Model, options.Quick ? 120 : 1000, options.Quick ? 20 : 50, batch, Math.Min(pos, builtIn.Model.Config.NCtx), ct));
 
-        // 9. The soak under garbage-collection pressure (only when asked for: --only soak).
+        // 9. Generation with the key/value cache vs one forward over as many positions, and the cache-less loop.
+        if (options.Runs("generation"))
+            foreach (var row in GenerationVsForward(gpt!.Model, shape.Name, options.Quick ? 32 : 256, reps, warm, ct)) Add(row);
+
+        // 10. The soak under garbage-collection pressure (only when asked for: --only soak).
         if (options.Only?.Contains("soak") == true)
         {
             var soak = Soak.Run(new SoakOptions { Calls = options.SoakCalls }, ct);
@@ -224,6 +228,59 @@ public static class BenchSuite
         }
         tokens.Dispose();
         return t["plain"];
+    }
+
+    /// <summary>
+    /// Greedy generation of <paramref name="count"/> tokens from a one-token prompt with the key/value cache (so the model
+    /// reads <paramref name="count"/> positions, as one forward over [1, count] does), that forward, forwards over a few
+    /// lengths for the cache-less loop, and the bare weight products of one decode step, interleaved.
+    /// </summary>
+    private static BenchRow[] GenerationVsForward(HookedTransformer model, string name, int count, int reps, int warm, CancellationToken ct)
+    {
+        using var scope = NewDisposeScope(); // the tokens, the flattened weights and the rows below
+        var tokens = Tokens(model.Config, 1, count);
+        int[] prompt = [(int)tokens[0, 0].item<long>()];
+        var options = new GenerationOptions { MaxNewTokens = count };
+        // The cache-less loop runs forwards over 1, 2, …, count positions: timed at five lengths, summed by linear interpolation.
+        int[] lengths = [1, count / 4, count / 2, 3 * count / 4, count];
+        // A decode step multiplies one row by every block weight and the unembedding: those bare products (weights in
+        // contiguous [in, out] layouts, W_Q/W_K/W_V flattened to [d_model, head·d_head] once, before timing) are its floor.
+        var products = model.Blocks.SelectMany(b => new[] { b.Attn.W_Q, b.Attn.W_K, b.Attn.W_V }
+                .Select(w => w.detach().permute(1, 0, 2).reshape(w.shape[1], -1).contiguous())
+                .Append(b.Attn.W_O.detach().reshape(-1, model.Config.DModel))
+                .Concat(b.Mlp is null ? [] : new[] { b.Mlp.W_in.detach() }.Concat(b.Mlp.W_gate is null ? [] : [b.Mlp.W_gate.detach()]).Append(b.Mlp.W_out.detach())))
+            .Append(model.Unembed.W_U.detach()).ToArray();
+        var rows = products.Select(w => randn(1, w.shape[0])).ToArray();
+        long productBytes = products.Sum(p => p.NumberOfElements * p.ElementSize);
+        var v = new Interleaved()
+            .Add("generate", () => { using var s = NewDisposeScope(); using var r = model.Generate(prompt, options, ct); })
+            .Add("products", () => { using var s = NewDisposeScope(); for (int i = 0; i < products.Length; i++) rows[i].matmul(products[i]); });
+        foreach (int n in lengths.Distinct())
+        {
+            var t = tokens.narrow(1, 0, n);
+            v.Add($"forward{n}", () => { using var s = NewDisposeScope(); model.forward(t); });
+        }
+        var m = v.Medians(warm, reps, ct);
+        double generate = m["generate"], forward = m[$"forward{count}"];
+        double cacheless = 0;
+        for (int n = 1; n <= count; n++)
+        {
+            int hi = Array.FindIndex(lengths, l => l >= n), lo = Math.Max(0, hi - 1);
+            double a = m[$"forward{lengths[lo]}"], b = m[$"forward{lengths[hi]}"];
+            cacheless += lengths[hi] == lengths[lo] ? b : a + (b - a) * (n - lengths[lo]) / (lengths[hi] - lengths[lo]);
+        }
+        string input = $"1+{count} tokens";
+        return
+        [
+            new("generation_vs_forward", name, input, generate / forward, "ratio", 2, "<=", generate, forward,
+                $"Generate {count} new tokens (greedy, key/value cache, 1-token prompt: {count} positions read) ÷ one forward over 1x{count} tokens"),
+            new("generation_cacheless_vs_forward", name, input, cacheless / forward, "ratio", double.NaN, "report", cacheless, forward,
+                $"the cache-less loop (a forward over 1, 2, …, {count} positions), estimated from forwards timed at {string.Join(", ", lengths)} positions and interpolated linearly, ÷ one forward over 1x{count}"),
+            new("generation_cache_speedup", name, input, cacheless / generate, "ratio", double.NaN, "report", cacheless, generate,
+                "the cache-less loop (estimated as above) ÷ generation with the key/value cache"),
+            new("generation_step_vs_weight_products", name, input, generate / count / m["products"], "ratio", double.NaN, "report", generate / count, m["products"],
+                $"one decode step (generation ÷ {count}) ÷ the bare products of one row with every weight a step multiplies by ({productBytes / 1e6:F0} MB: Q, K, V flattened, W_O, the MLP's, W_U)"),
+        ];
     }
 
     /// <summary>How many calls of <paramref name="run"/> take about 0.1 s (at least 1), after two warm-up calls.</summary>

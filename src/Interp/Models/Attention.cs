@@ -15,7 +15,7 @@ public sealed class Attention : Component
 {
     private readonly ModelConfig _cfg;
     private readonly Rotary? _rotary;
-    private readonly int _window;
+    private readonly int _window, _layer;
     private readonly Scalar _scale, _softCap;   // owned: see Scalars
     private readonly HookPoint _q, _k, _v, _rotQ, _rotK, _scores, _pattern, _z, _result;
 
@@ -40,6 +40,9 @@ public sealed class Attention : Component
     /// <summary>Qwen 3's RMSNorm over each key head, before rotary (null unless <see cref="ModelConfig.QkNorm"/>).</summary>
     public Norm? KNorm { get; }
 
+    /// <summary>Up to this many rows (batch × pos), q, k and v are projected head by head (<see cref="Project"/>).</summary>
+    private const long SmallRows = 16;
+
     /// <summary>The sliding window of this layer (0: the whole prefix, or every key in an encoder).</summary>
     public int Window => _window;
 
@@ -48,6 +51,7 @@ public sealed class Attention : Component
     {
         _cfg = cfg;
         _window = cfg.WindowOf(layer);
+        _layer = layer;
         _scale = cfg.AttnScaleOrDefault.ToScalar();
         _softCap = cfg.AttnScoresSoftCap.ToScalar();
         int h = cfg.NHeads, kv = cfg.KvHeads, d = cfg.DModel, e = cfg.HeadDim;
@@ -103,7 +107,11 @@ public sealed class Attention : Component
     /// <summary>
     /// x [batch, pos, d_model] (already normalised) → attn_out [batch, pos, d_model]. No query attends to a padded key of
     /// <paramref name="context"/>; a query left with no key at all (a padded query of a left-padded row) attends nowhere,
-    /// its pattern row 0. Rotary angles follow the context's positions.
+    /// its pattern row 0. Rotary angles follow the context's positions. With a key/value cache
+    /// (<see cref="AttentionContext.Cache"/>) the new keys and values (after rotary, before grouped-query heads are
+    /// repeated) are appended to it and the queries attend to every cached key too: the hooks up to <c>hook_rot_k</c>,
+    /// <c>hook_z</c> and <c>hook_result</c> see the new positions only, <c>hook_attn_scores</c> and <c>hook_pattern</c>
+    /// are [batch, head_index, new query_pos, cached + new key_pos].
     /// </summary>
     public Tensor forward(Tensor x, AttentionContext context)
     {
@@ -119,15 +127,17 @@ public sealed class Attention : Component
             q = _rotQ.Run(_rotary.Apply(q, cos, sin));
             k = _rotK.Run(_rotary.Apply(k, cos, sin));
         }
+        if (context.Cache is { } cache) (k, v) = cache.Append(_layer, k, v); // [batch, cached + pos, kv_head, d_head]
         k = RepeatKv(k);
         v = RepeatKv(v);
+        long keys = k.shape[1];
 
         // Scaled and masked in place, on the fresh einsum output before any hook sees it: at long context the scores are
         // the largest tensors of the pass (n_heads·pos² floats, 50 MB for GPT-2 at 1,024 positions), and every new one is
         // a fresh mmap that the kernel faults in page by page (measured: ~300,000 faults per 1 × 1024 forward).
         var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_scale);
         if (_cfg.AttnScoresSoftCap > 0) scores = scores.div_(_softCap).tanh_().mul_(_softCap);
-        var (blocked, keyless) = Blocked(pos, pos, 0, context.KeyPadding, x.device);
+        var (blocked, keyless) = Blocked(pos, keys, keys - pos, context.KeyPadding, x.device);
         if (blocked is not null) scores = scores.masked_fill_(blocked, Scalars.NegativeInfinity);
         scores = _scores.Run(scores);
         var pattern = scores.softmax(-1);
@@ -156,7 +166,9 @@ public sealed class Attention : Component
     internal (Tensor? Blocked, Tensor? Keyless) Blocked(long queries, long keys, long queryOffset, Tensor? keyPadding, Device device)
     {
         Tensor? blocked = null;
-        if (_cfg.Causal)
+        // One query at the end of the key axis (a decode step) sees every key, unless a window cuts some off.
+        bool seesAll = queries == 1 && queryOffset == keys - 1 && (_window == 0 || keys <= _window);
+        if (_cfg.Causal && !seesAll)
         {
             using var first = queryOffset.ToScalar();
             using var end = (queryOffset + queries).ToScalar();
@@ -178,10 +190,20 @@ public sealed class Attention : Component
         return (blocked, keyless.any().item<bool>() ? keyless : null);
     }
 
-    /// <summary>x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head], as one GEMM.</summary>
+    /// <summary>
+    /// x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head]: one GEMM
+    /// over W flattened to [d_model, head·d_head], or for a few rows (a decode step) one product per head.
+    /// </summary>
     private static Tensor Project(Tensor x, Tensor w, Tensor b)
     {
-        long heads = w.shape[0], dHead = w.shape[2];
+        long heads = w.shape[0], dHead = w.shape[2], rows = x.shape[0] * x.shape[1];
+        if (rows <= SmallRows)
+        {
+            // Flattening W copies all of it (its head axis moves inside); with one row per sequence that copy would cost
+            // more than the product. Here each head's [d_model, d_head] block is read where it lies.
+            var perHead = x.reshape(1, rows, w.shape[1]).matmul(w); // [head, rows, d_head]
+            return perHead.permute(1, 0, 2).reshape(x.shape[0], x.shape[1], heads, dHead).add(b, Scalars.One);
+        }
         var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]
         return Gemm.MatMul(x, flat, b.reshape(-1)).view(x.shape[0], x.shape[1], heads, dHead);
     }

@@ -158,6 +158,68 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         return RunFrom(0, Embedding(tokens, context, tokenTypes), context).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// A forward pass over new tokens that extends <paramref name="cache"/> (TransformerLens's <c>past_kv_cache</c>):
+    /// tokens [batch, pos] → logits [batch, pos, d_vocab] of the new positions, equal (up to float rounding) to those
+    /// positions of one forward pass over everything cached so far followed by these tokens. Every attention layer
+    /// appends the new keys and values to the cache and attends to the cached ones; each row's positions continue
+    /// from its real tokens so far (<see cref="KeyValueCache.RealTokens"/>); sliding windows count cached positions
+    /// too. Hooks fire on the new positions only (<c>hook_attn_scores</c> and <c>hook_pattern</c> have the whole key
+    /// axis). If the pass throws (a hook, cancellation) the cache is left as it was. The first pass fixes the batch size.
+    /// </summary>
+    /// <param name="tokens">New token ids [batch, pos] (or [pos]).</param>
+    /// <param name="cache">The cache of this model to extend (empty for the first pass).</param>
+    /// <param name="attentionMask">
+    /// 1 at real tokens, 0 at padding, [batch, pos]; null: all real. Over the cache and this pass together each row's real
+    /// tokens are contiguous: a left-padded prompt, then its continuation; after padding that follows real tokens (a
+    /// row that has finished) only padding may follow. A row may be all padding so far.
+    /// </param>
+    /// <exception cref="InterpException">The model is an encoder, or the cache belongs to another model.</exception>
+    /// <exception cref="InvalidTokensException">The tokens or the mask are invalid, the batch differs from the cache's, or cache + tokens exceed n_ctx.</exception>
+    public Tensor ForwardWithCache(Tensor tokens, KeyValueCache cache, Tensor? attentionMask = null)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        EnsureCausal("a key/value cache");
+        if (!ReferenceEquals(cache.Model, this))
+            throw new InterpException($"the key/value cache belongs to another model ({cache.Model.Config.Name}), not to {Config.Name}");
+        using var scope = NewDisposeScope();
+        tokens = ValidateTokens(tokens);
+        int batch = (int)tokens.shape[0], pos = (int)tokens.shape[1];
+        var context = cache.Begin(RealTokens(attentionMask, batch, pos), batch, pos);
+        try
+        {
+            var output = RunFrom(0, Embedding(tokens, context, null), context);
+            cache.Commit();
+            return output.MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            cache.Abandon(); // after Commit, nothing to drop
+        }
+    }
+
+    /// <summary>
+    /// An attention mask [batch, pos] (or [pos]) of 0/1 values as row-major booleans on the host, true at real tokens;
+    /// null when <paramref name="attentionMask"/> is null. Rows may be all padding (a pass that extends a cache).
+    /// </summary>
+    private static bool[]? RealTokens(Tensor? attentionMask, long batch, long pos)
+    {
+        if (attentionMask is null) return null;
+        using var scope = NewDisposeScope();
+        var mask = attentionMask.dim() == 1 ? attentionMask.unsqueeze(0) : attentionMask;
+        if (mask.dim() != 2 || mask.shape[0] != batch || mask.shape[1] != pos)
+            throw new InvalidTokensException($"attention mask must have the tokens' shape [batch {batch}, pos {pos}], got [{string.Join(", ", attentionMask.shape)}]");
+        var values = mask.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var real = new bool[values.Length];
+        for (int j = 0; j < values.Length; j++)
+        {
+            if (values[j] is not (0.0 or 1.0))
+                throw new InvalidTokensException($"attention mask value {values[j]} at [batch {j / pos}, pos {j % pos}] must be 1 (real token) or 0 (padding)");
+            real[j] = values[j] == 1.0;
+        }
+        return real;
+    }
+
     /// <summary>The embedding stage: tokens [batch, pos] → blocks.0.hook_resid_pre [batch, pos, d_model].</summary>
     private Tensor Embedding(Tensor tokens, AttentionContext context, Tensor? tokenTypes)
     {

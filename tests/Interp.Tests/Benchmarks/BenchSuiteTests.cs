@@ -26,6 +26,7 @@ public sealed class BenchSuiteTests
             "matmul_gflops_torchsharp", "cache_overhead", "hooks_overhead", "plain_vs_pytorch", "cached_vs_pytorch", "forward_gflops",
             "forward_fraction_of_peak", "ablation_sweep_vs_forwards", "copying_scores_seconds", "copying_scores_peak_memory",
             "cache_peak_memory_ratio", "parquet_write_vs_disk", "cache_loop_rss_growth",
+            "generation_vs_forward", "generation_cacheless_vs_forward", "generation_cache_speedup", "generation_step_vs_weight_products",
         ];
         foreach (var name in expected) Assert.Contains(rows, r => r.Benchmark == name);
         Assert.Equal(["gpt2-tiny-bench", "stories260K", "builtin"], rows.Where(r => r.Benchmark == "cache_overhead").Select(r => r.Model));
@@ -36,6 +37,9 @@ public sealed class BenchSuiteTests
         // Ratios are what their parts say.
         var cache = rows.First(r => r.Benchmark == "cache_overhead");
         Assert.Equal(cache.A / cache.B, cache.Value, 12);
+        var generation = rows.First(r => r.Benchmark == "generation_vs_forward");
+        Assert.Equal(generation.A / generation.B, generation.Value, 12);
+        Assert.Equal("1+32 tokens", generation.Input);
 
         var columns = ParquetRead.Columns(Path.Combine(options.OutDir, "bench.parquet"));
         foreach (var c in new[] { "benchmark", "model", "input", "value", "unit", "target", "comparison", "met", "a", "b", "detail", "machine" })

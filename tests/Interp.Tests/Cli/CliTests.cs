@@ -77,12 +77,52 @@ public sealed class CliTests
         Assert.StartsWith("Once upon a time, there was a little", output);
     }
 
+    [Fact]
+    public async Task Generate_samples_reproducibly_with_a_seed()
+    {
+        string[] args = ["generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "40", "--temperature", "1.2"];
+        var a = await Run([.. args, "--seed", "5"]);
+        var b = await Run([.. args, "--seed", "5"]);
+        var c = await Run([.. args, "--seed", "6"]);
+        Assert.True(a.Code == 0, a.Err);
+        Assert.StartsWith("Once upon a time", a.Out);
+        Assert.Equal(a.Out, b.Out);
+        Assert.NotEqual(a.Out, c.Out);
+        var greedy = await Run("generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "40");
+        Assert.NotEqual(greedy.Out, a.Out);
+        // Top-k 1 and a tiny top-p leave only the most likely token: greedy again.
+        Assert.Equal(greedy.Out, (await Run([.. args, "--seed", "5", "--top-k", "1"])).Out);
+        Assert.Equal(greedy.Out, (await Run([.. args, "--seed", "5", "--top-p", "1e-9"])).Out);
+    }
+
+    [Fact]
+    public async Task Generate_stops_at_a_stop_token_given_as_text_or_as_id()
+    {
+        var byText = await Run("generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "40", "--stop", ".");
+        Assert.True(byText.Code == 0, byText.Err);
+        Assert.Equal("Once upon a time, there was a little girl named Lily.", byText.Out.TrimEnd());
+        var comma = await Run("generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "40", "--stop", "\\,, .");
+        Assert.Equal("Once upon a time,", comma.Out.TrimEnd());
+        using var loaded = ModelLoader.Load(TestModels.StoriesBin);
+        int commaId = Interp.Tokenizers.SingleTokens.Of(loaded.RequireTokenizer(), ",");
+        int there = Interp.Tokenizers.SingleTokens.Of(loaded.RequireTokenizer(), " there");
+        var byId = await Run("generate", "--model", TestModels.StoriesBin, "--text", "Once upon a time", "--max-new", "20", "--stop", $"{there}, {commaId}");
+        Assert.Equal("Once upon a time,", byId.Out.TrimEnd());
+    }
+
     [Theory]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--text", "hello", "--out", "OUT" }, "no tokenizer for this model (its vocabulary of 1000 is smaller than GPT-2's 50257)")]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,x,3", "--out", "OUT" }, "'x' is not an integer token id")]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,1000", "--out", "OUT" }, "token id 1000 at [batch 0, pos 1] is outside the vocabulary [0, 1000)")]
     [InlineData(new[] { "logits", "--model", "/no/such/model", "--tokens", "1", "--out", "OUT" }, "/no/such/model: no such file or directory")]
     [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--max-new", "-3" }, "--max-new must not be negative")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--temperature", "-1" }, "--temperature must be 0 (greedy) or positive, got -1")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--temperature", "1", "--top-p", "0" }, "--top-p must lie in (0, 1], got 0")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--temperature", "1", "--top-k", "-2" }, "--top-k must be 0 (off) or positive, got -2")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--top-k", "3" }, "--top-k and --top-p shape sampling: give a --temperature > 0 too")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--stop", "9999" }, "--stop: token id 9999 is outside the vocabulary [0, 512)")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--stop", "upon a" }, "--stop: a stop text must be one token, but \"upon a\" is")]
+    [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--max-new", "600" }, "exceeds the model's context n_ctx = 512")]
     public async Task Bad_requests_give_one_clear_line_and_exit_code_1(string[] args, string message)
     {
         using var tmp = new TempDir();

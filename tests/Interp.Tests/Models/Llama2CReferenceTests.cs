@@ -1,3 +1,4 @@
+using Interp.Models;
 using Interp.Loading;
 using Interp.Tests.Support;
 using static TorchSharp.torch;
@@ -32,7 +33,8 @@ public sealed class Llama2CReferenceTests
         using var loaded = ModelLoader.Load(TestModels.StoriesBin);
         var tok = loaded.RequireTokenizer();
         var prompt = tok.Encode("Once upon a time", prependBos: true);
-        var generated = Interp.Models.Generation.GenerateGreedy(loaded.Model, prompt, 60);
+        using var result = loaded.Model.Generate(prompt, new GenerationOptions { MaxNewTokens = 60 });
+        var generated = result.Tokens[0];
 
         // The reference's own greedy decoding: the argmax of its last position, appended, 60 times.
         var tokens = prompt.ToList();
