@@ -116,9 +116,11 @@ public sealed class Attention : Component
     public Tensor forward(Tensor x, AttentionContext context)
     {
         long pos = x.shape[1];
-        var q = _q.Run(Project(x, W_Q, b_Q));
-        var k = _k.Run(Project(x, W_K, b_K));
-        var v = _v.Run(Project(x, W_V, b_V));
+        // Decode steps (a cache, a few rows) project head by head; every other pass keeps the one-GEMM path's numerics.
+        bool decode = context.Cache is not null;
+        var q = _q.Run(Project(x, W_Q, b_Q, decode));
+        var k = _k.Run(Project(x, W_K, b_K, decode));
+        var v = _v.Run(Project(x, W_V, b_V, decode));
         if (QNorm is not null) q = QNorm.forward(q);
         if (KNorm is not null) k = KNorm.forward(k);
         if (_rotary is not null)
@@ -192,12 +194,12 @@ public sealed class Attention : Component
 
     /// <summary>
     /// x [batch, pos, d_model] · W [head, d_model, d_head] + b [head, d_head] → [batch, pos, head, d_head]: one GEMM
-    /// over W flattened to [d_model, head·d_head], or for a few rows (a decode step) one product per head.
+    /// over W flattened to [d_model, head·d_head], or for a few rows of a decode step one product per head.
     /// </summary>
-    private static Tensor Project(Tensor x, Tensor w, Tensor b)
+    private static Tensor Project(Tensor x, Tensor w, Tensor b, bool decode)
     {
         long heads = w.shape[0], dHead = w.shape[2], rows = x.shape[0] * x.shape[1];
-        if (rows <= SmallRows)
+        if (decode && rows <= SmallRows)
         {
             // Flattening W copies all of it (its head axis moves inside); with one row per sequence that copy would cost
             // more than the product. Here each head's [d_model, d_head] block is read where it lies.
