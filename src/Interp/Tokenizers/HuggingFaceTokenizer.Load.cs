@@ -106,21 +106,6 @@ public sealed partial class HuggingFaceTokenizer
         }
         if (bytes.LongLength > MaxConfigBytes)
             throw new ModelFileException(path, null, $"is {bytes.LongLength:N0} bytes; refusing a tokenizer settings file over {MaxConfigBytes >> 20} MiB");
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false }); }
-        catch (JsonException ex) { throw new ModelFileException(path, null, $"is not valid JSON (nested at most 32 deep, no duplicate keys): {ex.Message}", ex); }
-        catch (ArgumentException ex) { throw new ModelFileException(path, null, $"is not valid JSON: {ex.Message}", ex); }
-        try
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                throw new ModelFileException(path, null, $"is not a JSON object (its root is {doc.RootElement.ValueKind})");
-            JsonChecks.EnsureValidStrings(doc.RootElement, path);
-            return doc;
-        }
-        catch
-        {
-            doc.Dispose();
-            throw;
-        }
+        return JsonChecks.ParseObject(path, bytes, 32);
     }
 }

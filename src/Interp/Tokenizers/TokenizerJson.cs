@@ -124,27 +124,7 @@ internal sealed partial class TokenizerJson
     public byte[] Write(TokenizerJsonVariant variant) => WriteChecked(variant, collect: false);
 
     /// <summary>Parses the file's bytes (depth-limited, no duplicate keys) into a document.</summary>
-    internal static JsonDocument Parse(string path, byte[] bytes)
-    {
-        try
-        {
-            var doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = MaxDepth, AllowDuplicateProperties = false });
-            try
-            {
-                if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                    throw new ModelFileException(path, null, $"is not a JSON object (its root is {doc.RootElement.ValueKind})");
-                JsonChecks.EnsureValidStrings(doc.RootElement, path);
-                return doc;
-            }
-            catch
-            {
-                doc.Dispose();
-                throw;
-            }
-        }
-        catch (JsonException ex) { throw new ModelFileException(path, null, $"is not valid JSON (nested at most {MaxDepth} deep, no duplicate keys): {ex.Message}", ex); }
-        catch (ArgumentException ex) { throw new ModelFileException(path, null, $"is not valid JSON: {ex.Message}", ex); }
-    }
+    internal static JsonDocument Parse(string path, byte[] bytes) => JsonChecks.ParseObject(path, bytes, MaxDepth);
 
     private byte[] WriteChecked(TokenizerJsonVariant variant, bool collect)
     {
