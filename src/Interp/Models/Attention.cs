@@ -203,7 +203,8 @@ public sealed class Attention : Component
         {
             // Flattening W copies all of it (its head axis moves inside); with one row per sequence that copy would cost
             // more than the product. Here each head's [d_model, d_head] block is read where it lies.
-            var perHead = x.reshape(1, rows, w.shape[1]).matmul(w); // [head, rows, d_head]
+            // bmm, not matmul: matmul's broadcasting takes another route with gradients on, so that the two modes would round differently.
+            var perHead = x.reshape(1, rows, w.shape[1]).expand(heads, rows, w.shape[1]).bmm(w); // [head, rows, d_head]
             return perHead.permute(1, 0, 2).reshape(x.shape[0], x.shape[1], heads, dHead).add(b, Scalars.One);
         }
         var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]
