@@ -157,4 +157,28 @@ public static class HookNames
             _ => throw new HookException(shortName, $"unknown short hook name. Did you mean: {string.Join(", ", NameSuggestions.Closest(shortName, ShortNames))}?"),
         };
     }
+    /// <summary>
+    /// The hook points inside a sparse autoencoder spliced in at a model hook point (SAELens's
+    /// <c>HookedSAETransformer.add_sae</c>): <c>{hookName}.{leaf}</c>.
+    /// </summary>
+    public static class SaeLeaf
+    {
+        /// <summary>The SAE's input, before any normalization, [..., d_in].</summary>
+        public const string Input = "hook_sae_input";
+        /// <summary>The encoder pre-activation, [..., d_sae].</summary>
+        public const string ActsPre = "hook_sae_acts_pre";
+        /// <summary>The feature activations, [..., d_sae].</summary>
+        public const string ActsPost = "hook_sae_acts_post";
+        /// <summary>The decoder output before de-normalization, [..., d_in].</summary>
+        public const string Recons = "hook_sae_recons";
+        /// <summary>Input minus reconstruction (only with the error term), [..., d_in].</summary>
+        public const string Error = "hook_sae_error";
+        /// <summary>What the model continues from, [..., d_in].</summary>
+        public const string Output = "hook_sae_output";
+        /// <summary>The SAELens <c>cfg.json</c> key (under <c>metadata</c> in 6.x) that names the hook point an SAE reads.</summary>
+        public const string ConfigKey = "hook_name";
+
+        /// <summary>The full name of SAE hook <paramref name="leaf"/> for an SAE at <paramref name="hookName"/>.</summary>
+        public static string Of(string hookName, string leaf) => $"{hookName}.{leaf}";
+    }
 }
