@@ -65,6 +65,21 @@ public sealed class SaeReferenceTests
     }
 
     [Fact]
+    public void Error_term_keeps_the_input_and_carries_through_a_feature_edit()
+    {
+        using var sae = Sae.Load(Folder);
+        using var scope = NewDisposeScope();
+        var x = TensorAssert.ReadRawFloats(Reference("input.f32"), N, DIn);
+        using var stages = sae.Forward(x);
+        var error = stages.Error();
+        TensorAssert.Close(x, stages.Output + error, 1e-5, "reconstruction + error");
+        var edited = stages.ActsPost.clone();
+        edited[TensorIndex.Colon, TensorIndex.Single(22)] = zeros(N);
+        TensorAssert.Close(TensorAssert.ReadRawFloats(Reference("output_error_term_ablated.f32"), N, DIn), sae.Decode(edited) + error, 1e-4,
+            "output_error_term_ablated");
+    }
+
+    [Fact]
     public void From_tokens_the_active_sets_match_and_the_spliced_logits_match()
     {
         using var sae = Sae.Load(Folder);
