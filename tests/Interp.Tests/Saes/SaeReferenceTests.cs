@@ -111,6 +111,38 @@ public sealed class SaeReferenceTests
         TensorAssert.Close(TensorAssert.ReadRawFloats(Reference("logits_with_sae.f32"), N, 1000), logits[0], 2e-4, "logits_with_sae");
     }
 
+    [Fact]
+    public void Spliced_metrics_match_and_the_error_term_leaves_the_logits_unchanged()
+    {
+        using var sae = Sae.Load(Folder);
+        using var loaded = ModelLoader.Load(TestModels.Gpt2TinyDir);
+        var model = loaded.Model;
+        var ids = File.ReadAllText(Path.Combine(TestModels.Gpt2TinyDir, "reference", "tokens.txt"))
+            .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(long.Parse).ToArray();
+        using var scope = NewDisposeScope();
+        var tokens = tensor(ids, [1, N]);
+        var clean = model.RunWithHooks(tokens)[0].to(ScalarType.Float64);
+        var spliced = model.RunWithHooks(tokens, (sae.Config.HookName, (x, _) =>
+        {
+            using var s = sae.Forward(x);
+            return s.Output.clone();
+        }))[0].to(ScalarType.Float64);
+        var withError = model.RunWithHooks(tokens, (sae.Config.HookName, (x, _) =>
+        {
+            using var s = sae.Forward(x);
+            return s.Output + s.Error();
+        }))[0].to(ScalarType.Float64);
+        TensorAssert.Close(clean, withError, 1e-4, "logits with the error term");
+
+        var targets = tensor(ids[1..]).unsqueeze(1);
+        double Ce(Tensor logits) => -nn.functional.log_softmax(logits[TensorIndex.Slice(0, N - 1)], 1).gather(1, targets).mean().item<double>();
+        var logP = nn.functional.log_softmax(clean, 1);
+        double kl = (logP.exp() * (logP - nn.functional.log_softmax(spliced, 1))).sum(1).mean().item<double>();
+        Assert.InRange(Ce(clean), 8.213274043596757 - 1e-3, 8.213274043596757 + 1e-3);
+        Assert.InRange(Ce(spliced), 8.598115185331238 - 1e-3, 8.598115185331238 + 1e-3);
+        Assert.InRange(kl, 0.7915352739755713 - 1e-3, 0.7915352739755713 + 1e-3);
+    }
+
     [Theory]
     [InlineData("\"d_in\": 64", "\"d_in\": \"64\"", "cfg.json", "d_in")]
     [InlineData("\"d_in\": 64,", "", "cfg.json", "d_in")]
