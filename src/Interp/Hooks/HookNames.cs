@@ -78,7 +78,9 @@ public static class HookNames
     /// <summary>Attention pattern after softmax, [batch, head_index, query_pos, key_pos].</summary>
     public static string Pattern(int layer) => Attn(layer, "hook_pattern");
     /// <summary>Pattern-weighted values, [batch, pos, head_index, d_head].</summary>
-    public static string Z(int layer) => Attn(layer, "hook_z");
+    public static string Z(int layer) => Attn(layer, ZLeaf);
+
+    private const string ZLeaf = "hook_z";
     /// <summary>Each head's own write into the residual stream, [batch, pos, head_index, d_model]; computed only when used.</summary>
     public static string Result(int layer) => Attn(layer, "hook_result");
     /// <summary>MLP pre-activation (the gate's, for gated MLPs), [batch, pos, d_mlp].</summary>
@@ -175,8 +177,8 @@ public static class HookNames
         public const string Error = "hook_sae_error";
         /// <summary>What the model continues from, [..., d_in].</summary>
         public const string Output = "hook_sae_output";
-        /// <summary>The SAELens <c>cfg.json</c> key (under <c>metadata</c> in 6.x) that names the hook point an SAE reads.</summary>
-        public const string ConfigKey = "hook_name";
+        /// <summary>SAELens's <c>reshape_activations</c> value for an SAE that reads attention <see cref="Z"/> (its last name part).</summary>
+        public const string ReshapeHookZ = ZLeaf;
 
         /// <summary>The full name of SAE hook <paramref name="leaf"/> for an SAE at <paramref name="hookName"/>.</summary>
         public static string Of(string hookName, string leaf) => $"{hookName}.{leaf}";

@@ -32,8 +32,17 @@ public sealed class HookPoint
     /// <summary>The activation's axis names, in order (see <see cref="HookNames"/> for their meaning).</summary>
     public IReadOnlyList<string> Axes { get; }
 
-    /// <summary>True while at least one hook function is attached.</summary>
-    public bool IsActive => _hooks.Count > 0;
+    /// <summary>True while at least one hook function is attached, or something (an SAE) is spliced in here.</summary>
+    public bool IsActive => _hooks.Count > 0 || Splice is not null;
+
+    /// <summary>
+    /// What replaces the activation after every hook function has run (an SAE spliced in by <c>WithSaes</c>); its output
+    /// must keep the activation's shape.
+    /// </summary>
+    internal Func<Tensor, Tensor>? Splice { get; set; }
+
+    /// <summary>Sizes of axes that are not the model's own (an SAE's <c>d_sae</c>), for <c>HookShape</c>.</summary>
+    internal IReadOnlyDictionary<string, long>? AxisSizes { get; init; }
 
     /// <summary>Attaches a hook function; disposing the returned handle detaches it.</summary>
     public IDisposable Add(HookFunction hook)
@@ -59,6 +68,13 @@ public sealed class HookPoint
             activation = replaced.dtype == activation.dtype && replaced.device == activation.device
                 ? replaced
                 : replaced.to(activation.dtype, activation.device);
+        }
+        if (Splice is { } splice)
+        {
+            var spliced = splice(activation);
+            if (!spliced.shape.SequenceEqual(activation.shape))
+                throw new HookException(Name, $"the spliced module returned shape [{string.Join(", ", spliced.shape)}] but the activation has shape [{string.Join(", ", activation.shape)}]");
+            activation = spliced.dtype == activation.dtype ? spliced : spliced.to(activation.dtype);
         }
         return activation;
     }

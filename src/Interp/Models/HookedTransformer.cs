@@ -72,7 +72,8 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             .Concat(MlmHead?.HookPoints ?? []);
         _hooks = new Dictionary<string, HookPoint>(StringComparer.Ordinal);
         foreach (var h in all) _hooks.Add(h.Name, h);
-        HookPoints = _hooks.Values.ToArray();
+        _ownPoints = _hooks.Values.ToArray();
+        HookPoints = _ownPoints;
     }
 
     /// <summary>
@@ -107,8 +108,42 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         base.Dispose(disposing);
     }
 
-    /// <summary>Every hook point, in the order the forward pass reaches them.</summary>
-    public IReadOnlyList<HookPoint> HookPoints { get; }
+    /// <summary>Every hook point, in the order the forward pass reaches them (with those of spliced SAEs).</summary>
+    public IReadOnlyList<HookPoint> HookPoints { get; private set; }
+
+    private readonly HookPoint[] _ownPoints;
+    private readonly List<(HookPoint After, IReadOnlyList<HookPoint> Points)> _grafted = new();
+
+    /// <summary>Adds <paramref name="points"/> (an SAE's own hook points) right after <paramref name="after"/>.</summary>
+    internal void Graft(HookPoint after, IReadOnlyList<HookPoint> points)
+    {
+        foreach (var p in points)
+            if (_hooks.ContainsKey(p.Name)) throw new HookException(p.Name, "already exists: two SAEs spliced at the same hook point");
+        foreach (var p in points) _hooks.Add(p.Name, p);
+        _grafted.Add((after, points));
+        RebuildHookPoints();
+    }
+
+    /// <summary>Removes hook points added by <see cref="Graft"/>.</summary>
+    internal void Ungraft(IReadOnlyList<HookPoint> points)
+    {
+        foreach (var p in points) _hooks.Remove(p.Name);
+        _grafted.RemoveAll(g => ReferenceEquals(g.Points, points));
+        RebuildHookPoints();
+    }
+
+    private void RebuildHookPoints()
+    {
+        var list = new List<HookPoint>(_hooks.Count);
+        void Add(HookPoint h)
+        {
+            list.Add(h);
+            foreach (var g in _grafted)
+                if (ReferenceEquals(g.After, h)) foreach (var p in g.Points) Add(p);
+        }
+        foreach (var h in _ownPoints) Add(h);
+        HookPoints = list;
+    }
 
     /// <summary>The device the weights live on.</summary>
     public Device Device => Embed.W_E.device;
@@ -131,6 +166,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         "d_head" => Config.HeadDim,
         "d_mlp" => Config.DMlp,
         "one" => 1L,
+        _ when hook.AxisSizes is { } sizes && sizes.TryGetValue(axis, out long n) => n,
         _ => throw new InvalidOperationException($"hook {hook.Name}: unknown axis '{axis}'"),
     }).ToArray();
 

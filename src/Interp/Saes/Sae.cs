@@ -1,19 +1,24 @@
+using System.Text.Json;
 using Interp.Hooks;
 using Interp.Loading;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Saes;
 
 /// <summary>What one SAE forward computed, stage by stage (SAELens's hook points inside the SAE). Owns its tensors.</summary>
-/// <param name="Input">The input, <c>hook_sae_input</c>, [..., d_in].</param>
-/// <param name="ActsPre">The encoder pre-activation, <c>hook_sae_acts_pre</c>, [..., d_sae].</param>
+/// <param name="Input">The input as the SAE reads it, <c>hook_sae_input</c>, [..., d_in] (a <c>hook_z</c> input flattened).</param>
+/// <param name="ActsPre">The encoder pre-activation, <c>hook_sae_acts_pre</c>, [..., d_sae] (gated: the magnitude
+/// pre-activation; TopK: before any decoder-norm rescaling).</param>
 /// <param name="ActsPost">The feature activations, <c>hook_sae_acts_post</c>, [..., d_sae].</param>
-/// <param name="Recons">The decoder output, <c>hook_sae_recons</c>, [..., d_in].</param>
-/// <param name="Output">The reconstruction the model continues from, <c>hook_sae_output</c> (no error term), [..., d_in].</param>
+/// <param name="Recons">The decoder output before de-normalisation, <c>hook_sae_recons</c>, [..., d_out].</param>
+/// <param name="Output">The reconstruction the model continues from, <c>hook_sae_output</c> without the error term, in the
+/// input's own shape (de-normalised, a <c>hook_z</c> output unflattened, a skip transcoder's skip path added).</param>
 public sealed record SaeStages(Tensor Input, Tensor ActsPre, Tensor ActsPost, Tensor Recons, Tensor Output) : IDisposable
 {
-    /// <summary>Input minus reconstruction, <c>hook_sae_error</c>, [..., d_in]; a new tensor the caller owns.</summary>
-    public Tensor Error() => Input - Output;
+    /// <summary>Input minus reconstruction, <c>hook_sae_error</c>, in the output's shape; a new tensor the caller owns.
+    /// Not defined for transcoders, whose error is against the activation at their output hook.</summary>
+    public Tensor Error() => Input.reshape(Output.shape) - Output;
 
     /// <summary>The stages by their full hook names, for an SAE at <paramref name="hookName"/>.</summary>
     public IReadOnlyDictionary<string, Tensor> ByHookName(string hookName) => new Dictionary<string, Tensor>(StringComparer.Ordinal)
@@ -37,8 +42,9 @@ public sealed record SaeStages(Tensor Input, Tensor ActsPre, Tensor ActsPost, Te
 }
 
 /// <summary>
-/// A sparse autoencoder in SAELens's on-disk format (<c>cfg.json</c> + <c>sae_weights.safetensors</c>), computing in
-/// float32 on the CPU: encode <c>act((x − b_dec) @ W_enc + b_enc)</c>, decode <c>acts @ W_dec + b_dec</c>.
+/// A sparse autoencoder (or transcoder) in SAELens's on-disk format (<c>cfg.json</c> + <c>sae_weights.safetensors</c>),
+/// computing in float32 on the CPU as SAELens 6 does: normalise → subtract <c>b_dec</c> → encode → activation →
+/// <c>acts @ W_dec + b_dec</c> → de-normalise.
 /// </summary>
 public sealed class Sae : IDisposable
 {
@@ -46,35 +52,66 @@ public sealed class Sae : IDisposable
     public const string ConfigFile = "cfg.json";
     /// <summary>The weights file name in an SAE folder.</summary>
     public const string WeightsFile = "sae_weights.safetensors";
+    /// <summary>The feature-density file name in an SAE folder (log10 of each feature's firing fraction).</summary>
+    public const string SparsityFile = "sparsity.safetensors";
 
-    private readonly Tensor? _threshold;
+    private readonly Dictionary<string, Tensor> _weights;
+    private readonly Scalar _sqrtDIn, _eps;   // owned: see Scalars
 
-    private Sae(SaeConfig config, Tensor wEnc, Tensor bEnc, Tensor wDec, Tensor bDec, Tensor? threshold)
+    private Sae(SaeConfig config, Dictionary<string, Tensor> weights)
     {
         Config = config;
-        WEnc = wEnc;
-        BEnc = bEnc;
-        WDec = wDec;
-        BDec = bDec;
-        _threshold = threshold;
+        _weights = weights;
+        _sqrtDIn = Math.Sqrt(config.DIn).ToScalar();
+        _eps = 1e-5.ToScalar();
     }
 
     /// <summary>The configuration read from <c>cfg.json</c>.</summary>
     public SaeConfig Config { get; }
     /// <summary>Encoder weights, [d_in, d_sae].</summary>
-    public Tensor WEnc { get; }
+    public Tensor WEnc => _weights["W_enc"];
     /// <summary>Encoder bias, [d_sae].</summary>
-    public Tensor BEnc { get; }
-    /// <summary>Decoder weights, [d_sae, d_in].</summary>
-    public Tensor WDec { get; }
-    /// <summary>Decoder bias, [d_in].</summary>
-    public Tensor BDec { get; }
+    /// <exception cref="InvalidOperationException">A gated SAE (it has <c>b_gate</c> and <c>b_mag</c> instead).</exception>
+    public Tensor BEnc => Get("b_enc");
+    /// <summary>Decoder weights, [d_sae, d_out]: row f is feature f's decoder direction.</summary>
+    public Tensor WDec => _weights["W_dec"];
+    /// <summary>Decoder bias, [d_out].</summary>
+    public Tensor BDec => _weights["b_dec"];
     /// <summary>JumpReLU thresholds, [d_sae].</summary>
     /// <exception cref="InvalidOperationException">The SAE is not JumpReLU.</exception>
-    public Tensor Threshold => _threshold ?? throw new InvalidOperationException($"a {Config.Architecture} SAE has no threshold");
+    public Tensor Threshold => Get("threshold");
+
+    /// <summary>The tensors in SAELens's names, in the order SAELens saves them (what <see cref="Save"/> writes).</summary>
+    public IReadOnlyList<KeyValuePair<string, Tensor>> StateDict =>
+        TensorNames(Config).Select(n => new KeyValuePair<string, Tensor>(n, _weights[n])).ToArray();
+
+    private Tensor Get(string name) =>
+        _weights.TryGetValue(name, out var t) ? t : throw new InvalidOperationException($"a {Config.ArchitectureName} SAE has no {name}");
+
+    /// <summary>The tensors an SAE of <paramref name="config"/>'s architecture has, in SAELens's names.</summary>
+    public static IReadOnlyList<string> TensorNames(SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return config.Architecture switch
+        {
+            SaeArchitecture.Gated => ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"],
+            SaeArchitecture.JumpRelu or SaeArchitecture.JumpReluTranscoder => ["W_enc", "b_enc", "W_dec", "b_dec", "threshold"],
+            SaeArchitecture.SkipTranscoder => ["W_enc", "b_enc", "W_dec", "b_dec", "W_skip"],
+            _ => ["W_enc", "b_enc", "W_dec", "b_dec"],
+        };
+    }
+
+    private static long[] ShapeOf(SaeConfig c, string name) => name switch
+    {
+        "W_enc" => [c.DIn, c.DSae],
+        "W_dec" => [c.DSae, c.DOut],
+        "b_dec" => [c.DOut],
+        "W_skip" => [c.DOut, c.DIn],
+        _ => [c.DSae],   // b_enc, threshold, b_gate, r_mag, b_mag
+    };
 
     /// <summary>Loads the SAE in <paramref name="folder"/>, checking every tensor's shape against the config.</summary>
-    /// <exception cref="ModelFileException">A file is missing or malformed, or a tensor is missing, mistyped or misshapen.</exception>
+    /// <exception cref="ModelFileException">A file is missing or malformed, or a tensor is missing, mistyped, misshapen or not finite.</exception>
     public static Sae Load(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
@@ -83,105 +120,296 @@ public sealed class Sae : IDisposable
         string weights = Path.Combine(folder, WeightsFile);
         if (!File.Exists(weights)) throw new ModelFileException(weights, null, "does not exist");
         using var file = SafeTensorsFile.Open(weights);
-        var read = new List<Tensor>();
+        var read = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
-            Tensor Read(string name, params long[] shape)
+            var names = TensorNames(config);
+            foreach (var name in names)
             {
-                if (!file.Contains(name)) throw new ModelFileException(weights, name, $"missing, but a {config.Architecture} SAE needs it");
+                if (!file.Contains(name)) throw new ModelFileException(weights, name, $"missing, but a {config.ArchitectureName} SAE needs it");
                 var info = file.GetInfo(name);
                 if (!info.DType.IsFloatingPoint())
                     throw new ModelFileException(weights, name, $"has dtype {info.DType.HeaderName()}, but SAE weights must be floating point");
-                var t = file.ReadTensor(name, shape);
-                read.Add(t);
-                return t;
+                read[name] = file.ReadTensor(name, ShapeOf(config, name));
+                CheckFinite(weights, name, read[name]);
             }
-            long dIn = config.DIn, dSae = config.DSae;
-            var wEnc = Read("W_enc", dIn, dSae);
-            var bEnc = Read("b_enc", dSae);
-            var wDec = Read("W_dec", dSae, dIn);
-            var bDec = Read("b_dec", dIn);
-            var threshold = config.Architecture == SaeArchitecture.JumpRelu ? Read("threshold", dSae) : null;
-            var known = new HashSet<string>(StringComparer.Ordinal) { "W_enc", "b_enc", "W_dec", "b_dec" };
-            if (threshold is not null) known.Add("threshold");
-            var extra = file.Tensors.Select(t => t.Name).Where(n => !known.Contains(n)).Order(StringComparer.Ordinal).FirstOrDefault();
-            if (extra is not null)
-                throw new ModelFileException(weights, extra, $"is not a tensor of a {config.Architecture} SAE: the config and the weights disagree");
-            return new Sae(config, wEnc, bEnc, wDec, bDec, threshold);
+            foreach (var extra in file.Tensors.Select(t => t.Name).Where(n => !read.ContainsKey(n)).Order(StringComparer.Ordinal))
+            {
+                // Pre-6 SAELens saved a scaling_factor of ones for a while; SAELens drops it, and so do we.
+                if (extra == "scaling_factor")
+                {
+                    using var s = file.ReadTensor(extra);
+                    using var ones = s.eq(Scalars.One);
+                    if (s.dim() == 1 && s.shape[0] == config.DSae && ones.all().item<bool>()) continue;
+                    throw new ModelFileException(weights, extra, "is not all ones: a finetuning scaling factor is not supported (SAELens 6 dropped it)");
+                }
+                throw new ModelFileException(weights, extra, $"is not a tensor of a {config.ArchitectureName} SAE: the config and the weights disagree");
+            }
+            return new Sae(config, read);
         }
         catch
         {
-            foreach (var t in read) t.Dispose();
+            foreach (var t in read.Values) t.Dispose();
             throw;
         }
     }
 
-    /// <summary>The encoder pre-activation <c>(x − b_dec) @ W_enc + b_enc</c> (no b_dec subtraction when the config says so).</summary>
-    public Tensor EncodePre(Tensor x)
+    /// <summary>
+    /// An SAE of <paramref name="config"/> from <paramref name="tensors"/> in SAELens's names (copied, as float32 on the
+    /// CPU); every tensor the architecture needs must be there with its shape, and no other.
+    /// </summary>
+    /// <exception cref="ArgumentException">A tensor is missing, extra, misshapen or not finite.</exception>
+    public static Sae Create(SaeConfig config, IReadOnlyDictionary<string, Tensor> tensors)
     {
-        CheckInput(x, Config.DIn, "d_in");
-        using var scope = NewDisposeScope();
-        var input = x.to(ScalarType.Float32);
-        var centred = Config.ApplyBDecToInput ? input - BDec : input;
-        return centred.matmul(WEnc).add(BEnc, Scalars.One).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>The activation function applied to a pre-activation from <see cref="EncodePre"/>.</summary>
-    public Tensor Activate(Tensor pre)
-    {
-        CheckInput(pre, Config.DSae, "d_sae");
-        using var scope = NewDisposeScope();
-        Tensor result = Config.Architecture switch
-        {
-            SaeArchitecture.Standard => nn.functional.relu(pre),
-            SaeArchitecture.JumpRelu => nn.functional.relu(pre) * pre.gt(Threshold).to(ScalarType.Float32),
-            SaeArchitecture.TopK => TopK(pre, Config.K!.Value),
-            _ => throw new InvalidOperationException($"unknown architecture {Config.Architecture}"),
-        };
-        return result.MoveToOuterDisposeScope();
-    }
-
-    private static Tensor TopK(Tensor pre, int k)
-    {
-        var (values, indices) = pre.topk(k, dim: -1);
-        return zeros_like(pre).scatter(-1, indices, nn.functional.relu(values));
-    }
-
-    /// <summary>The feature activations of <paramref name="x"/>, [..., d_sae].</summary>
-    public Tensor Encode(Tensor x)
-    {
-        using var pre = EncodePre(x);
-        return Activate(pre);
-    }
-
-    /// <summary>The reconstruction <c>acts @ W_dec + b_dec</c>, [..., d_in].</summary>
-    public Tensor Decode(Tensor acts)
-    {
-        CheckInput(acts, Config.DSae, "d_sae");
-        using var scope = NewDisposeScope();
-        return acts.to(ScalarType.Float32).matmul(WDec).add(BDec, Scalars.One).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>Every stage of encode and decode on <paramref name="x"/>, [..., d_in].</summary>
-    public SaeStages Forward(Tensor x)
-    {
-        var input = x.to(ScalarType.Float32).clone();
-        Tensor? pre = null, acts = null, recons = null;
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tensors);
+        var names = TensorNames(config);
+        var extra = tensors.Keys.Where(k => !names.Contains(k)).Order(StringComparer.Ordinal).FirstOrDefault();
+        if (extra is not null) throw new ArgumentException($"tensor '{extra}' is not part of a {config.ArchitectureName} SAE ({string.Join(", ", names)})", nameof(tensors));
+        var copies = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
-            pre = EncodePre(input);
-            acts = Activate(pre);
-            recons = Decode(acts);
-            return new SaeStages(input, pre, acts, recons, recons.clone());
+            foreach (var name in names)
+            {
+                if (!tensors.TryGetValue(name, out var t)) throw new ArgumentException($"tensor '{name}' is missing: a {config.ArchitectureName} SAE needs it", nameof(tensors));
+                var shape = ShapeOf(config, name);
+                if (!t.shape.SequenceEqual(shape))
+                    throw new ArgumentException($"tensor '{name}' has shape [{string.Join(", ", t.shape)}] but the config needs [{string.Join(", ", shape)}]", nameof(tensors));
+                copies[name] = t.detach().to(ScalarType.Float32, CPU).clone();
+                using var finite = copies[name].isfinite();
+                if (!finite.all().item<bool>()) throw new ArgumentException($"tensor '{name}' has a non-finite value", nameof(tensors));
+            }
+            return new Sae(config, copies);
         }
         catch
         {
-            input.Dispose();
-            pre?.Dispose();
-            acts?.Dispose();
-            recons?.Dispose();
+            foreach (var t in copies.Values) t.Dispose();
             throw;
         }
+    }
+
+    private static void CheckFinite(string file, string name, Tensor t)
+    {
+        using var finite = t.isfinite();
+        if (!finite.all().item<bool>()) throw new ModelFileException(file, name, "has a non-finite value (NaN or infinity)");
+    }
+
+    /// <summary>
+    /// Writes the SAE to <paramref name="folder"/> as SAELens 6.x's <c>save_model</c> does: <c>cfg.json</c> and
+    /// <c>sae_weights.safetensors</c> (F32), plus <c>sparsity.safetensors</c> when <paramref name="logSparsity"/> [d_sae] is
+    /// given. Each file is written whole and renamed into place.
+    /// </summary>
+    public void Save(string folder, Tensor? logSparsity = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        if (logSparsity is not null && !logSparsity.shape.SequenceEqual([(long)Config.DSae]))
+            throw new ArgumentException($"log sparsity must have shape [{Config.DSae}], got [{string.Join(", ", logSparsity.shape)}]", nameof(logSparsity));
+        Directory.CreateDirectory(folder);
+        SafeTensorsWriter.Write(Path.Combine(folder, WeightsFile), StateDict);
+        if (logSparsity is not null) SafeTensorsWriter.Write(Path.Combine(folder, SparsityFile), [new("sparsity", logSparsity)]);
+        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), Config.ToJson().ToJsonString());
+    }
+
+    /// <summary>
+    /// A <c>hook_z</c> SAE's input [..., n_heads, d_head] flattened to [..., d_in]; any other input as it is. The
+    /// result may share memory with <paramref name="x"/>.
+    /// </summary>
+    public Tensor FlattenInput(Tensor x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (Config.ReshapeHookZ && x.dim() >= 2 && x.shape[^1] != Config.DIn && x.shape[^2] * x.shape[^1] == Config.DIn)
+            return x.flatten(-2);   // [..., n_heads, d_head] → [..., n_heads·d_head]
+        return x.alias();
+    }
+
+    /// <summary>The encoder pre-activation (<c>hook_sae_acts_pre</c>) of <paramref name="x"/> [..., d_in].</summary>
+    public Tensor EncodePre(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var (saeIn, _) = Prepare(x);
+        return PreActivation(saeIn).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The activation function applied to a pre-activation from <see cref="EncodePre"/> (TopK with decoder-norm rescaling
+    /// rescales first).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A gated SAE: its gate reads the input, so use <see cref="Encode"/>.</exception>
+    public Tensor Activate(Tensor pre)
+    {
+        if (Config.Architecture == SaeArchitecture.Gated)
+            throw new InvalidOperationException("a gated SAE's gate reads the input, not the pre-activation: use Encode");
+        CheckWidth(pre, Config.DSae, "d_sae");
+        using var scope = NewDisposeScope();
+        return ActivateFrom(pre.to(ScalarType.Float32), null).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The feature activations of <paramref name="x"/> [..., d_in], [..., d_sae].</summary>
+    public Tensor Encode(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var (saeIn, _) = Prepare(x);
+        return ActivateFrom(PreActivation(saeIn), saeIn).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The decoder output <c>acts @ W_dec + b_dec</c> (<c>hook_sae_recons</c>), [..., d_out]: the reconstruction, for an
+    /// SAE that normalises its input in normalised space (see <see cref="Forward"/> for the input's own space).
+    /// </summary>
+    public Tensor Decode(Tensor acts)
+    {
+        CheckWidth(acts, Config.DSae, "d_sae");
+        using var scope = NewDisposeScope();
+        return DecodeRaw(acts.to(ScalarType.Float32)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Every stage of encode and decode on <paramref name="x"/> ([..., d_in], or [..., n_heads, d_head] for <c>hook_z</c>).</summary>
+    public SaeStages Forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var (saeIn, norm) = Prepare(x, out var input);
+        var pre = PreActivation(saeIn);
+        var acts = ActivateFrom(pre, saeIn);
+        var recons = DecodeRaw(acts);
+        var output = Finish(recons, norm, x, input);
+        var stages = new SaeStages(input.clone(), pre, acts, recons, output);
+        stages.Input.MoveToOuterDisposeScope();
+        pre.MoveToOuterDisposeScope();
+        acts.MoveToOuterDisposeScope();
+        recons.MoveToOuterDisposeScope();
+        output.MoveToOuterDisposeScope();
+        return stages;
+    }
+
+    /// <summary>decode(encode(x)) in the input's own space and shape: <see cref="SaeStages.Output"/> alone.</summary>
+    public Tensor Reconstruct(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var (saeIn, norm) = Prepare(x, out var input);
+        var acts = ActivateFrom(PreActivation(saeIn), saeIn);
+        return Finish(DecodeRaw(acts), norm, x, input).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The spliced forward with the SAE's hook points (see <see cref="SaeSplice"/>); runs in the caller's dispose scope.</summary>
+    internal Tensor RunHooked(Tensor x, SaeHookPoints hooks, Tensor? errorTarget)
+    {
+        bool hooked = hooks.AnyInnerActive;
+        var flat = FlattenInput(x.to(ScalarType.Float32));
+        CheckWidth(flat, Config.DIn, "d_in");
+        // A hook may edit its activation in place: never let that reach the model's own tensor.
+        var input = hooks.Input.Run(hooked ? flat.clone() : flat);
+        var (normed, norm) = NormalizeIn(input);
+        var saeIn = SubtractBDec(normed);
+        var pre = hooks.ActsPre.Run(PreActivation(saeIn));
+        var acts = hooks.ActsPost.Run(ActivateFrom(pre, saeIn));
+        var recons = hooks.Recons.Run(DecodeRaw(acts));
+        var output = Finish(recons, norm, x, flat);
+        if (errorTarget is null) return hooks.Output.Run(output);
+
+        // The error term (SAELens use_error_term): target − the reconstruction computed without any SAE hook, taken
+        // as a constant. Written target + (output − clean), so that with no edit the output is the target exactly
+        // and an edit moves it by exactly the change of the reconstruction; gradients flow through `output` only.
+        Tensor clean;
+        if (hooked) using (no_grad()) clean = Reconstruct(x);
+        else clean = output.detach();
+        var target = errorTarget.detach().to(ScalarType.Float32);
+        var error = target - clean;
+        Tensor result;
+        if (!hooks.Error.IsActive) result = target.add(output - clean, Scalars.One);
+        else
+        {
+            using var before = error.clone();
+            var edited = hooks.Error.Run(error);
+            bool unedited = ReferenceEquals(edited, error) && edited.equal(before).all().item<bool>();
+            result = unedited ? target.add(output - clean, Scalars.One) : output.add(edited, Scalars.One);
+        }
+        return hooks.Output.Run(result);
+    }
+
+    private (Tensor SaeIn, NormState Norm) Prepare(Tensor x) => Prepare(x, out _);
+
+    private (Tensor SaeIn, NormState Norm) Prepare(Tensor x, out Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        input = FlattenInput(x.to(ScalarType.Float32));
+        CheckWidth(input, Config.DIn, "d_in");
+        var (normed, norm) = NormalizeIn(input);
+        return (SubtractBDec(normed), norm);
+    }
+
+    private Tensor SubtractBDec(Tensor normed) => Config.ApplyBDecToInput && !Config.IsTranscoder ? normed - BDec : normed;
+
+    private readonly record struct NormState(Tensor? Scale, Tensor? Mean, Tensor? Std);
+
+    private (Tensor, NormState) NormalizeIn(Tensor x)
+    {
+        switch (Config.Normalization)
+        {
+            case SaeNormalization.ConstantNormRescale:
+            {
+                var coeff = x.norm(-1, keepdim: true).reciprocal().mul(_sqrtDIn);   // [..., 1]: √d_in / ‖x‖
+                return (x * coeff, new NormState(coeff, null, null));
+            }
+            case SaeNormalization.LayerNorm:
+            {
+                var mu = x.mean([-1L], keepdim: true);
+                var centred = x - mu;
+                var std = centred.std(-1, unbiased: true, keepdim: true);   // torch's default: Bessel-corrected
+                return (centred / std.add(_eps, Scalars.One), new NormState(null, mu, std));
+            }
+            default:
+                return (x, default);
+        }
+    }
+
+    private static Tensor NormalizeOut(Tensor r, NormState norm) =>
+        norm.Scale is { } s ? r / s : norm.Std is { } std ? (r * std).add(norm.Mean!, Scalars.One) : r;
+
+    private Tensor PreActivation(Tensor saeIn) => Config.Architecture == SaeArchitecture.Gated
+        ? saeIn.matmul(WEnc * Get("r_mag").exp()).add(Get("b_mag"), Scalars.One)
+        : saeIn.matmul(WEnc).add(BEnc, Scalars.One);
+
+    private Tensor ActivateFrom(Tensor pre, Tensor? saeIn)
+    {
+        switch (Config.Architecture)
+        {
+            case SaeArchitecture.Standard or SaeArchitecture.Transcoder or SaeArchitecture.SkipTranscoder:
+                return nn.functional.relu(pre);
+            case SaeArchitecture.JumpRelu or SaeArchitecture.JumpReluTranscoder:
+                return nn.functional.relu(pre) * pre.gt(Threshold).to(ScalarType.Float32);
+            case SaeArchitecture.TopK:
+            {
+                var scored = Config.RescaleActsByDecoderNorm ? pre * DecoderNorms() : pre;
+                var (values, indices) = scored.topk(Config.K!.Value, dim: -1);
+                return zeros_like(scored).scatter(-1, indices, nn.functional.relu(values));
+            }
+            case SaeArchitecture.Gated:
+            {
+                var gate = saeIn!.matmul(WEnc).add(Get("b_gate"), Scalars.One).gt(Scalars.Zero).to(ScalarType.Float32);
+                return gate * nn.functional.relu(pre);
+            }
+            default:
+                throw new InvalidOperationException($"unknown architecture {Config.Architecture}");
+        }
+    }
+
+    private Tensor DecoderNorms() => WDec.norm(-1);   // [d_sae]
+
+    private Tensor DecodeRaw(Tensor acts)
+    {
+        var a = Config.Architecture == SaeArchitecture.TopK && Config.RescaleActsByDecoderNorm ? acts / DecoderNorms() : acts;
+        return a.matmul(WDec).add(BDec, Scalars.One);
+    }
+
+    /// <summary>De-normalise, unflatten a hook_z output, add a skip transcoder's skip path.</summary>
+    private Tensor Finish(Tensor recons, NormState norm, Tensor x, Tensor flatInput)
+    {
+        var output = Config.IsTranscoder ? recons : NormalizeOut(recons, norm);
+        if (Config.Architecture == SaeArchitecture.SkipTranscoder)
+            output = output.add(flatInput.matmul(Get("W_skip").t()), Scalars.One);   // SAELens: x @ W_skipᵀ, x as the SAE received it
+        if (Config.ReshapeHookZ && x.dim() >= 2 && x.shape[^1] != Config.DIn)
+            output = output.reshape(x.shape);   // [..., n_heads·d_head] → [..., n_heads, d_head]
+        return output;
     }
 
     /// <summary>Non-zero features per position of <paramref name="acts"/> [..., d_sae], as [...] int64.</summary>
@@ -193,7 +421,9 @@ public sealed class Sae : IDisposable
     }
 
     /// <summary>
-    /// Explained variance <c>1 − mean‖x − x̂‖² / (mean‖x‖² − ‖mean x‖²)</c> over the positions of [n, d_in] tensors, in float64.
+    /// Explained variance <c>1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²</c> over the positions of [n, d] tensors, in float64: the
+    /// conventional R² with the total variance about the per-dimension mean summed over dimensions (SAELens's current
+    /// definition).
     /// </summary>
     public static double ExplainedVariance(Tensor x, Tensor reconstruction)
     {
@@ -211,7 +441,7 @@ public sealed class Sae : IDisposable
         return 1 - mse / total;
     }
 
-    private static void CheckInput(Tensor t, int width, string what)
+    private static void CheckWidth(Tensor t, int width, string what)
     {
         ArgumentNullException.ThrowIfNull(t);
         if (t.dim() == 0 || t.shape[^1] != width)
@@ -221,10 +451,9 @@ public sealed class Sae : IDisposable
     /// <summary>Disposes the weights.</summary>
     public void Dispose()
     {
-        WEnc.Dispose();
-        BEnc.Dispose();
-        WDec.Dispose();
-        BDec.Dispose();
-        _threshold?.Dispose();
+        foreach (var t in _weights.Values) t.Dispose();
+        _weights.Clear();
+        _sqrtDIn.Dispose();
+        _eps.Dispose();
     }
 }

@@ -69,15 +69,12 @@ public sealed class SaeArchitectureTests
     }
 
     [Fact]
-    public void TopK_refuses_a_missing_k_and_decoder_norm_rescaling()
+    public void TopK_refuses_a_missing_or_too_large_k()
     {
         using (var dir = new TempDir())
             Assert.Equal("k", Assert.Throws<ModelFileException>(() => Sae.Load(WriteSae(dir, V6("topk")))).TensorName);
         using (var dir = new TempDir())
             Assert.Equal("k", Assert.Throws<ModelFileException>(() => Sae.Load(WriteSae(dir, V6("topk", ", \"k\": 5")))).TensorName);
-        using (var dir = new TempDir())
-            Assert.Equal("rescale_acts_by_decoder_norm", Assert.Throws<ModelFileException>(
-                () => Sae.Load(WriteSae(dir, V6("topk", ", \"k\": 2, \"rescale_acts_by_decoder_norm\": true")))).TensorName);
     }
 
     [Fact]

@@ -148,8 +148,10 @@ public sealed class SaeReferenceTests
     [InlineData("\"d_in\": 64,", "", "cfg.json", "d_in")]
     [InlineData("\"d_in\": 64", "\"d_in\": 65", "sae_weights.safetensors", "W_enc")]
     [InlineData("\"apply_b_dec_to_input\": true", "\"apply_b_dec_to_input\": 1", "cfg.json", "apply_b_dec_to_input")]
-    [InlineData("\"normalize_activations\": \"none\"", "\"normalize_activations\": \"layer_norm\"", "cfg.json", "normalize_activations")]
-    [InlineData("\"architecture\": \"standard\"", "\"architecture\": \"gated\"", "cfg.json", "architecture")]
+    [InlineData("\"normalize_activations\": \"none\"", "\"normalize_activations\": \"batch_norm\"", "cfg.json", "normalize_activations")]
+    [InlineData("\"architecture\": \"standard\"", "\"architecture\": \"matryoshka\"", "cfg.json", "architecture")]
+    [InlineData("\"architecture\": \"standard\"", "\"architecture\": \"gated\"", "sae_weights.safetensors", "b_gate")]
+    [InlineData("\"architecture\": \"standard\"", "\"architecture\": \"transcoder\"", "cfg.json", "d_out")]
     [InlineData("\"architecture\": \"standard\"", "\"architecture\": \"jumprelu\"", "sae_weights.safetensors", "threshold")]
     [InlineData("\"hook_name\": \"blocks.1.hook_resid_pre\"", "\"hook_name\": 3", "cfg.json", "metadata.hook_name")]
     public void Bad_config_names_the_file_and_key(string find, string replace, string faultyFile, string key)
