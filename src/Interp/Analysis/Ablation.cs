@@ -31,21 +31,31 @@ public enum AblationComponent
     Attention,
     /// <summary>An MLP layer: <c>blocks.{l}.hook_mlp_out</c>.</summary>
     Mlp,
+    /// <summary>One feature of an SAE spliced in with <c>model.WithSaes</c>: its entry of the SAE's <c>hook_sae_acts_post</c>.</summary>
+    SaeFeature,
 }
 
 /// <summary>
-/// One ablation site: a head (<see cref="OfHead"/>), an attention layer (<see cref="OfAttention"/>) or an MLP layer
-/// (<see cref="OfMlp"/>), at every position or at chosen positions only.
+/// One ablation site: a head (<see cref="OfHead"/>), an attention layer (<see cref="OfAttention"/>), an MLP layer
+/// (<see cref="OfMlp"/>) or a feature of a spliced SAE (<see cref="OfFeature"/>), at every position or at chosen
+/// positions only.
 /// </summary>
 public sealed class AblationTarget
 {
-    private AblationTarget(AblationComponent component, int layer, int head, IReadOnlyList<int>? positions)
+    private AblationTarget(AblationComponent component, int layer, int head, IReadOnlyList<int>? positions, string? saeHookName = null, int feature = -1)
     {
         Component = component;
         Layer = layer;
         Head = head;
         Positions = positions?.Distinct().Order().ToArray();
+        SaeHookName = saeHookName;
+        Feature = feature;
     }
+
+    /// <summary>For an SAE feature: the hook point the SAE is spliced at (its <c>hook_name</c>); null otherwise.</summary>
+    public string? SaeHookName { get; }
+    /// <summary>For an SAE feature: the feature's index; −1 otherwise.</summary>
+    public int Feature { get; }
 
     /// <summary>Head, attention layer or MLP layer.</summary>
     public AblationComponent Component { get; }
@@ -63,6 +73,16 @@ public sealed class AblationTarget
     /// <summary>The MLP of layer <paramref name="layer"/>.</summary>
     public static AblationTarget OfMlp(int layer, IReadOnlyList<int>? positions = null) => new(AblationComponent.Mlp, layer, -1, positions);
 
+    /// <summary>
+    /// Feature <paramref name="feature"/> of the SAE spliced at <paramref name="saeHookName"/> (a per-layer hook such as
+    /// <c>blocks.1.hook_resid_pre</c>); the SAE must be spliced in (<c>model.WithSaes</c>) while the ablation runs.
+    /// </summary>
+    public static AblationTarget OfFeature(string saeHookName, int feature, IReadOnlyList<int>? positions = null)
+    {
+        ArgumentNullException.ThrowIfNull(saeHookName);
+        return new(AblationComponent.SaeFeature, HookNames.LayerOf(saeHookName) ?? -1, -1, positions, saeHookName, feature);
+    }
+
     /// <summary>Every head of the model, layer by layer.</summary>
     public static IReadOnlyList<AblationTarget> AllHeads(ModelConfig config, IReadOnlyList<int>? positions = null) =>
         Enumerable.Range(0, config.NLayers).SelectMany(l => Enumerable.Range(0, config.NHeads).Select(h => OfHead(l, h, positions))).ToArray();
@@ -72,11 +92,13 @@ public sealed class AblationTarget
         Enumerable.Range(0, config.NLayers).Select(l => OfAttention(l, positions))
             .Concat(config.AttentionOnly ? [] : Enumerable.Range(0, config.NLayers).Select(l => OfMlp(l, positions))).ToArray();
 
-    /// <summary>The hook point the ablation replaces: <c>hook_z</c>, <c>hook_attn_out</c> or <c>hook_mlp_out</c> of the layer.</summary>
+    /// <summary>The hook point the ablation replaces: <c>hook_z</c>, <c>hook_attn_out</c> or <c>hook_mlp_out</c> of the
+    /// layer, or the SAE's <c>hook_sae_acts_post</c>.</summary>
     public string HookName => Component switch
     {
         AblationComponent.Head => HookNames.Z(Layer),
         AblationComponent.Attention => HookNames.AttnOut(Layer),
+        AblationComponent.SaeFeature => HookNames.SaeLeaf.Of(SaeHookName!, HookNames.SaeLeaf.ActsPost),
         _ => HookNames.MlpOut(Layer),
     };
 
@@ -101,22 +123,39 @@ public sealed class AblationTarget
         }
     }
 
-    /// <summary>The table name of a component: <c>head</c>, <c>attn</c> or <c>mlp</c>.</summary>
+    /// <summary>The table name of a component: <c>head</c>, <c>attn</c>, <c>mlp</c> or <c>sae_feature</c>.</summary>
     public static string Name(AblationComponent component) => component switch
     {
         AblationComponent.Head => "head",
         AblationComponent.Attention => "attn",
+        AblationComponent.SaeFeature => "sae_feature",
         _ => "mlp",
     };
 
     /// <inheritdoc />
-    public override string ToString() =>
-        (Component == AblationComponent.Head ? $"head {Layer}.{Head}" : $"{ComponentName} {Layer}") + $" (positions {PositionsName})";
-
-    /// <summary>Checks the target against the model: layer and head in range, an MLP to ablate.</summary>
-    /// <exception cref="InterpException">The layer, head or component does not exist in the model.</exception>
-    internal void Validate(ModelConfig cfg)
+    public override string ToString() => Component switch
     {
+        AblationComponent.Head => $"head {Layer}.{Head}",
+        AblationComponent.SaeFeature => $"feature {Feature} of the SAE at {SaeHookName}",
+        _ => $"{ComponentName} {Layer}",
+    } + $" (positions {PositionsName})";
+
+    /// <summary>Checks the target against the model: layer and head in range, an MLP to ablate, an SAE spliced in.</summary>
+    /// <exception cref="InterpException">The layer, head, component, SAE or feature does not exist in the model.</exception>
+    internal void Validate(HookedTransformer model)
+    {
+        var cfg = model.Config;
+        if (Component == AblationComponent.SaeFeature)
+        {
+            if (Layer < 0)
+                throw new InterpException($"ablation of {this}: features are ablated at SAEs on per-layer hooks (blocks.L.…), not at {SaeHookName}");
+            HookPoint point;
+            try { point = model.GetHookPoint(HookName); }
+            catch (UnknownHookException) { throw new InterpException($"ablation of {this}: no SAE is spliced at {SaeHookName} (splice it with model.WithSaes first)"); }
+            long width = model.HookShape(point, 1, 1)[^1];
+            if (Feature < 0 || Feature >= width)
+                throw new InterpException($"ablation of {this}: feature {Feature} is outside the SAE's features 0…{width - 1} ({HookName})");
+        }
         if (Layer < 0 || Layer >= cfg.NLayers)
             throw new InterpException($"ablation of {this}: layer {Layer} is outside the model's layers 0…{cfg.NLayers - 1} ({HookName})");
         if (Component == AblationComponent.Head && (Head < 0 || Head >= cfg.NHeads))
@@ -131,16 +170,29 @@ public sealed class AblationTarget
     /// Where one sequence's activation is replaced, a bool mask broadcastable to it without the batch axis:
     /// [pos, n_heads, 1] for a head (hook_z), [pos, 1] for a layer output.
     /// </summary>
-    internal bool[] Mask(ModelConfig cfg, long pos, out long[] shape)
+    internal bool[] Mask(HookedTransformer model, long pos, out long[] shape)
     {
         if (Positions is { Count: > 0 } && Positions[^1] >= pos)
             throw new InterpException($"ablation of {this}: position {Positions[^1]} is outside a sequence of {pos} tokens");
-        bool head = Component == AblationComponent.Head;
-        long width = head ? cfg.NHeads : 1;
-        shape = head ? [pos, width, 1] : [pos, 1];
+        var cfg = model.Config;
+        long width;
+        int index;
+        switch (Component)
+        {
+            case AblationComponent.Head:
+                (width, index, shape) = (cfg.NHeads, Head, [pos, cfg.NHeads, 1]);   // hook_z [batch, pos, head, d_head]
+                break;
+            case AblationComponent.SaeFeature:
+                width = model.HookShape(model.GetHookPoint(HookName), 1, 1)[^1];
+                (index, shape) = (Feature, [pos, width]);                             // acts [batch, pos, d_sae]
+                break;
+            default:
+                (width, index, shape) = (1, 0, [pos, 1]);                             // [batch, pos, d_model]
+                break;
+        }
         var mask = new bool[pos * width];
         foreach (long p in Positions?.Select(p => (long)p) ?? LongRange(pos))
-            mask[p * width + (head ? Head : 0)] = true;
+            mask[p * width + index] = true;
         return mask;
     }
 
@@ -194,7 +246,7 @@ public static class Ablation
     /// <exception cref="InterpException">A target does not exist in the model, or mean/resample ablation without a reference.</exception>
     public static (string Name, HookFunction Hook)[] Hooks(HookedTransformer model, AblationKind kind, AblationReference? reference, params AblationTarget[] targets)
     {
-        foreach (var t in targets) t.Validate(model.Config);
+        foreach (var t in targets) t.Validate(model);
         PrepareReference(model, kind, reference, targets);
         var cfg = model.Config;
         return targets.GroupBy(t => t.HookName).Select(group =>
@@ -205,7 +257,7 @@ public static class Ablation
             {
                 long pos = activation.shape[1];
                 using var scope = NewDisposeScope();
-                var mask = sites.Select(s => MaskTensor(s, cfg, pos, activation.device)).Aggregate((a, b) => a.logical_or(b)).unsqueeze(0);
+                var mask = sites.Select(s => MaskTensor(s, model, pos, activation.device)).Aggregate((a, b) => a.logical_or(b)).unsqueeze(0);
                 return Replace(activation, mask, Source(kind, reference, name, activation.shape[0], activation)).MoveToOuterDisposeScope();
             }));
         }).ToArray();
@@ -256,10 +308,10 @@ public static class Ablation
         reference.Prepare(targets.Select(t => t.HookName));
     }
 
-    /// <summary>The mask of one target as a bool tensor [pos, n_heads, 1] or [pos, 1] on <paramref name="device"/>.</summary>
-    internal static Tensor MaskTensor(AblationTarget target, ModelConfig cfg, long pos, Device device)
+    /// <summary>The mask of one target as a bool tensor [pos, n_heads, 1], [pos, d_sae] or [pos, 1] on <paramref name="device"/>.</summary>
+    internal static Tensor MaskTensor(AblationTarget target, HookedTransformer model, long pos, Device device)
     {
-        var values = target.Mask(cfg, pos, out var shape);
+        var values = target.Mask(model, pos, out var shape);
         return tensor(values, shape).to(device);
     }
 

@@ -15,6 +15,11 @@ namespace Interp.Analysis;
 /// <param name="MetricAblated">The metric with this site ablated.</param>
 public sealed record AblationRow(int Layer, int Head, string Component, AblationKind Kind, string Positions, double MetricClean, double MetricAblated)
 {
+    /// <summary>For an SAE feature: its index (the SAE is named by <see cref="Sae"/>); −1 otherwise.</summary>
+    public int Feature { get; init; } = -1;
+    /// <summary>For an SAE feature: the hook point the SAE is spliced at; "" otherwise.</summary>
+    public string Sae { get; init; } = "";
+
     /// <summary>MetricAblated − MetricClean.</summary>
     public double Delta => MetricAblated - MetricClean;
 }
@@ -64,7 +69,7 @@ public static class AblationSweep
         if (options.AblationsPerForward is < 1)
             throw new InterpException($"ablations per forward pass must be at least 1, got {options.AblationsPerForward}");
         var cfg = model.Config;
-        foreach (var t in targets) t.Validate(cfg);
+        foreach (var t in targets) t.Validate(model);
         Metrics.EnsureApplies(metric, model, "the ablation sweep (AblationSweep.Run)");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -94,7 +99,7 @@ public static class AblationSweep
                         : RunChunk(model, cache[HookNames.ResidPre(group.Key.Layer)], tokens, mask, chunkTargets, kind, metric, reference);
                     for (int j = 0; j < chunk.Length; j++) ablated[chunk[j].i] = values[j];
                 }
-            return targets.Select((t, i) => new AblationRow(t.Layer, t.Head, t.ComponentName, kind, t.PositionsName, clean, ablated[i])).ToArray();
+            return targets.Select((t, i) => new AblationRow(t.Layer, t.Head, t.ComponentName, kind, t.PositionsName, clean, ablated[i]) { Feature = t.Feature, Sae = t.SaeHookName ?? "" }).ToArray();
         }
     }
 
@@ -109,6 +114,7 @@ public static class AblationSweep
     /// </summary>
     private static string? ResumeAfter(HookedTransformer model, AblationTarget target)
     {
+        if (target.Component == AblationComponent.SaeFeature) return null;   // inside a spliced SAE: re-run the layer
         string block = HookNames.Block(target.Layer);
         if (model.HookPoints.Any(h => h.IsActive && h.Name.StartsWith(block, StringComparison.Ordinal))) return null;
         var cfg = model.Config;
@@ -130,7 +136,7 @@ public static class AblationSweep
         long batch = tokens.shape[0], pos = tokens.shape[1];
         var cfg = model.Config;
         var activation = cache[hook];                                                                           // [B, pos, …]
-        var masks = stack(targets.Select(t => Ablation.MaskTensor(t, cfg, pos, activation.device)).ToArray());   // [k, pos, …]
+        var masks = stack(targets.Select(t => Ablation.MaskTensor(t, model, pos, activation.device)).ToArray());   // [k, pos, …]
         var change = activation - Ablation.Source(kind, reference, hook, batch, activation);
         var removed = where(masks.unsqueeze(1), change.unsqueeze(0), zeros(1, dtype: change.dtype, device: change.device));   // [k, B, pos, …]
         var delta = targets[0].Component == AblationComponent.Head
@@ -162,8 +168,8 @@ public static class AblationSweep
         {
             // Copy i's mask: its own target's where it ablates at this hook, all false where it ablates elsewhere.
             var here = targets.First(t => t.HookName == name);
-            var none = zeros_like(Ablation.MaskTensor(here, cfg, pos, residPre.device));
-            var masks = stack(targets.Select(t => t.HookName == name ? Ablation.MaskTensor(t, cfg, pos, residPre.device) : none).ToArray());
+            var none = zeros_like(Ablation.MaskTensor(here, model, pos, residPre.device));
+            var masks = stack(targets.Select(t => t.HookName == name ? Ablation.MaskTensor(t, model, pos, residPre.device) : none).ToArray());
             return (name, (HookFunction)((activation, _) =>
             {
                 using var inner = NewDisposeScope();
@@ -202,7 +208,8 @@ public static class AblationSweep
     }
 
     /// <summary>
-    /// The rows as a long table: layer int32, head int32 (−1 for a whole layer), component (head | attn | mlp),
+    /// The rows as a long table: layer int32, head int32 (−1 for a whole layer), component (head | attn | mlp | sae_feature),
+    /// sae string (the SAE's hook point, "" unless a feature), feature int32 (−1 unless a feature),
     /// ablation (zero | mean | resample), positions (all | …), metric (<paramref name="metricName"/>) strings,
     /// metric_clean, metric_ablated, delta doubles.
     /// </summary>
@@ -210,7 +217,7 @@ public static class AblationSweep
     {
         var columns = new ParquetColumns();
         foreach (var r in rows)
-            columns.Row((Columns.Layer, r.Layer), (Columns.Head, r.Head), (Columns.Component, r.Component), ("ablation", Ablation.Name(r.Kind)),
+            columns.Row((Columns.Layer, r.Layer), (Columns.Head, r.Head), (Columns.Component, r.Component), ("sae", r.Sae), ("feature", r.Feature), ("ablation", Ablation.Name(r.Kind)),
                 ("positions", r.Positions), ("metric", metricName), ("metric_clean", r.MetricClean), ("metric_ablated", r.MetricAblated), ("delta", r.Delta));
         if (columns.RowCount == 0)
             throw new InterpException("an ablation table needs at least one row");

@@ -18,6 +18,9 @@ public enum PatchKind
     HeadOut,
     /// <summary>One head's attention pattern: its slice of <c>blocks.{l}.attn.hook_pattern</c> [batch, head_index, query_pos, key_pos].</summary>
     HeadPattern,
+    /// <summary>One feature of an SAE spliced in with <c>model.WithSaes</c>: its entry of the SAE's
+    /// <c>hook_sae_acts_post</c> [batch, pos, d_sae]. The SAE must be spliced in from construction to the last patch.</summary>
+    SaeFeature,
 }
 
 /// <summary>
@@ -41,6 +44,17 @@ public readonly record struct PatchSite(PatchKind Kind, int Layer, int Head = -1
     public static PatchSite HeadOut(int layer, int head, int position = -1) => new(PatchKind.HeadOut, layer, head, position);
     /// <summary>Head <paramref name="head"/>'s attention pattern for one query position, or for all (−1).</summary>
     public static PatchSite HeadPattern(int layer, int head, int queryPosition = -1) => new(PatchKind.HeadPattern, layer, head, queryPosition);
+    /// <summary>Feature <paramref name="feature"/> of the SAE spliced at <paramref name="saeHookName"/>, at one position or every position (−1).</summary>
+    public static PatchSite SaeFeature(string saeHookName, int feature, int position = -1)
+    {
+        ArgumentNullException.ThrowIfNull(saeHookName);
+        return new(PatchKind.SaeFeature, HookNames.LayerOf(saeHookName) ?? -1, -1, position) { SaeHookName = saeHookName, Feature = feature };
+    }
+
+    /// <summary>For an SAE feature: the hook point the SAE is spliced at; null otherwise.</summary>
+    public string? SaeHookName { get; init; }
+    /// <summary>For an SAE feature: the feature's index; −1 otherwise.</summary>
+    public int Feature { get; init; } = -1;
 
     /// <summary>The snake_case name used in tables: resid_pre, attn_out, mlp_out, head_out, head_pattern.</summary>
     public static string Name(PatchKind kind) => kind switch
@@ -49,6 +63,7 @@ public readonly record struct PatchSite(PatchKind Kind, int Layer, int Head = -1
         PatchKind.AttnOut => "attn_out",
         PatchKind.MlpOut => "mlp_out",
         PatchKind.HeadOut => "head_out",
+        PatchKind.SaeFeature => "sae_feature",
         _ => "head_pattern",
     };
 
@@ -62,12 +77,14 @@ public readonly record struct PatchSite(PatchKind Kind, int Layer, int Head = -1
         PatchKind.AttnOut => HookNames.AttnOut(Layer),
         PatchKind.MlpOut => HookNames.MlpOut(Layer),
         PatchKind.HeadOut => HookNames.Z(Layer),
+        PatchKind.SaeFeature => HookNames.SaeLeaf.Of(SaeHookName!, HookNames.SaeLeaf.ActsPost),
         _ => HookNames.Pattern(Layer),
     };
 
     /// <inheritdoc />
-    public override string ToString() =>
-        $"{Name(Kind)} layer {Layer}{(IsHead ? $" head {Head}" : "")} {(Position < 0 ? "all positions" : $"position {Position}")}";
+    public override string ToString() => Kind == PatchKind.SaeFeature
+        ? $"feature {Feature} of the SAE at {SaeHookName} {(Position < 0 ? "all positions" : $"position {Position}")}"
+        : $"{Name(Kind)} layer {Layer}{(IsHead ? $" head {Head}" : "")} {(Position < 0 ? "all positions" : $"position {Position}")}";
 
     /// <summary>The site's slice of an activation, for the sequences [<paramref name="from"/>, <paramref name="to"/>) of the batch.</summary>
     internal TensorIndex[] Slice(long from, long to)
@@ -78,14 +95,28 @@ public readonly record struct PatchSite(PatchKind Kind, int Layer, int Head = -1
         {
             PatchKind.HeadOut => [batch, position, TensorIndex.Single(Head)],                 // [batch, pos, head, d_head]
             PatchKind.HeadPattern => [batch, TensorIndex.Single(Head), position],             // [batch, head, query, key]
+            PatchKind.SaeFeature => [batch, position, TensorIndex.Single(Feature)],            // [batch, pos, d_sae]
             _ => [batch, position],                                                           // [batch, pos, d_model]
         };
     }
 
-    /// <summary>Throws <see cref="InterpException"/> naming the layer, head or position that <paramref name="cfg"/> lacks.</summary>
-    internal void Validate(ModelConfig cfg, long positions)
+    /// <summary>Throws <see cref="InterpException"/> naming the layer, head or position that the model lacks.</summary>
+    internal void Validate(HookedTransformer model, long positions)
     {
+        var cfg = model.Config;
         string what = ToString();
+        if (Kind == PatchKind.SaeFeature)
+        {
+            HookPoint point;
+            try { point = model.GetHookPoint(HookName); }
+            catch (UnknownHookException) { throw new InterpException($"patch {what}: no SAE is spliced at {SaeHookName} (splice it with model.WithSaes before the patching)"); }
+            long width = model.HookShape(point, 1, 1)[^1];
+            if (Feature < 0 || Feature >= width)
+                throw new InterpException($"patch {what}: feature {Feature} is outside the SAE's features [0, {width})");
+            if (Position < -1 || Position >= positions)
+                throw new InterpException($"patch {what}: position {Position} is outside the sequence [0, {positions}) (−1 = all positions)");
+            return;
+        }
         if (Layer < 0 || Layer >= cfg.NLayers)
             throw new InterpException($"patch {what}: layer {Layer} is outside the model's layers [0, {cfg.NLayers})");
         if (Kind == PatchKind.MlpOut && cfg.Mlp == MlpKind.None)
@@ -228,12 +259,13 @@ public sealed class ActivationPatching : IDisposable
     /// <summary>
     /// The standard sites of one kind for <paramref name="cfg"/> and sequences of <paramref name="positions"/> tokens:
     /// one per layer (× head for head kinds) covering every position, and with <paramref name="perPosition"/> one
-    /// per position as well.
+    /// per position as well. None for <see cref="PatchKind.SaeFeature"/>, whose sites name their SAE.
     /// </summary>
     public static IReadOnlyList<PatchSite> Sites(ModelConfig cfg, int positions, PatchKind kind, bool perPosition)
     {
         var sites = new List<PatchSite>();
         if (kind == PatchKind.MlpOut && cfg.Mlp == MlpKind.None) return sites;
+        if (kind == PatchKind.SaeFeature) return sites;   // features belong to an SAE: build them with PatchSite.SaeFeature
         bool head = kind is PatchKind.HeadOut or PatchKind.HeadPattern;
         for (int l = 0; l < cfg.NLayers; l++)
             for (int h = 0; h < (head ? cfg.NHeads : 1); h++)
@@ -252,7 +284,7 @@ public sealed class ActivationPatching : IDisposable
             throw new InterpException($"the target of a patch must have the clean tokens' shape {Shape(Clean)}; got {Shape(target)}");
         var tokens = target is null ? Corrupted : Model.ValidateTokens(target);
         long batch = tokens.shape[0], positions = tokens.shape[1];
-        foreach (var site in variants.SelectMany(v => v)) site.Validate(Model.Config, positions);
+        foreach (var site in variants.SelectMany(v => v)) site.Validate(Model, positions);
 
         var result = new double[variants.Length];
         int perPass = (int)Math.Max(1, SequencesPerPass / batch);
@@ -268,7 +300,8 @@ public sealed class ActivationPatching : IDisposable
                 .Select(g => (g.Key, (HookFunction)((activation, _) =>
                 {
                     var patched = activation.clone();
-                    var source = _cache[g.Key];
+                    var source = _cache.Contains(g.Key) ? _cache[g.Key]
+                        : throw new InterpException($"patch at {g.Key}: the clean run did not pass it (splice the SAE in before constructing the patching)");
                     foreach (var (copy, site) in g)
                         patched.index_put_(source[site.Slice(0, batch)], site.Slice(copy * batch, (copy + 1) * batch));
                     return patched;
@@ -286,7 +319,7 @@ public sealed class ActivationPatching : IDisposable
     /// <summary>The hooks a patch can read from the clean run.</summary>
     private static bool IsPatchable(string name) =>
         HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.AttnOut) || HookNames.Is(name, HookNames.MlpOut) ||
-        HookNames.Is(name, HookNames.Z) || HookNames.Is(name, HookNames.Pattern);
+        HookNames.Is(name, HookNames.Z) || HookNames.Is(name, HookNames.Pattern) || HookNames.SaeLeaf.IsLeaf(name, HookNames.SaeLeaf.ActsPost);
 
     private static string Shape(Tensor t) => $"[{string.Join(", ", t.shape)}]";
 

@@ -182,5 +182,12 @@ public static class HookNames
 
         /// <summary>The full name of SAE hook <paramref name="leaf"/> for an SAE at <paramref name="hookName"/>.</summary>
         public static string Of(string hookName, string leaf) => $"{hookName}.{leaf}";
+
+        /// <summary>True when <paramref name="name"/> is SAE hook <paramref name="leaf"/> of an SAE at some hook point.</summary>
+        public static bool IsLeaf(string name, string leaf)
+        {
+            ArgumentNullException.ThrowIfNull(name);
+            return name.Length > leaf.Length + 1 && name.EndsWith(leaf, StringComparison.Ordinal) && name[^(leaf.Length + 1)] == '.';
+        }
     }
 }

@@ -130,7 +130,8 @@ public sealed class Sae : IDisposable
                 var info = file.GetInfo(name);
                 if (!info.DType.IsFloatingPoint())
                     throw new ModelFileException(weights, name, $"has dtype {info.DType.HeaderName()}, but SAE weights must be floating point");
-                read[name] = file.ReadTensor(name, ShapeOf(config, name));
+                // The SAE owns its weights: never let a caller's dispose scope free them.
+                read[name] = file.ReadTensor(name, ShapeOf(config, name)).DetachFromDisposeScope();
                 CheckFinite(weights, name, read[name]);
             }
             foreach (var extra in file.Tensors.Select(t => t.Name).Where(n => !read.ContainsKey(n)).Order(StringComparer.Ordinal))
@@ -175,7 +176,7 @@ public sealed class Sae : IDisposable
                 var shape = ShapeOf(config, name);
                 if (!t.shape.SequenceEqual(shape))
                     throw new ArgumentException($"tensor '{name}' has shape [{string.Join(", ", t.shape)}] but the config needs [{string.Join(", ", shape)}]", nameof(tensors));
-                copies[name] = t.detach().to(ScalarType.Float32, CPU).clone();
+                copies[name] = t.detach().to(ScalarType.Float32, CPU).clone().DetachFromDisposeScope();
                 using var finite = copies[name].isfinite();
                 if (!finite.all().item<bool>()) throw new ArgumentException($"tensor '{name}' has a non-finite value", nameof(tensors));
             }

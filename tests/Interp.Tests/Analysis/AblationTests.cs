@@ -320,7 +320,7 @@ public sealed class AblationTests
         string path = Path.Combine(tmp.Path, "t.parquet");
         await AblationSweep.ToTable(rows, "loss").WriteAsync(path);
         var t = ParquetRead.Columns(path);
-        Assert.Equal(["layer", "head", "component", "ablation", "positions", "metric", "metric_clean", "metric_ablated", "delta"], t.Keys);
+        Assert.Equal(["layer", "head", "component", "sae", "feature", "ablation", "positions", "metric", "metric_clean", "metric_ablated", "delta"], t.Keys);
         Assert.Equal(rows.Length, t["layer"].Length);
         Assert.Equal(rows.Select(r => r.Delta), t["delta"].Cast<double>());
         Assert.Equal(rows.Select(r => r.Head), t["head"].Cast<int>());

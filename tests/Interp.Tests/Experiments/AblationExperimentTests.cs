@@ -13,7 +13,7 @@ namespace Interp.Tests.Experiments;
 /// </summary>
 public sealed class AblationExperimentTests
 {
-    private static readonly string[] Columns = ["layer", "head", "component", "ablation", "positions", "metric", "metric_clean", "metric_ablated", "delta", "run_id"];
+    private static readonly string[] Columns = ["layer", "head", "component", "sae", "feature", "ablation", "positions", "metric", "metric_clean", "metric_ablated", "delta", "run_id"];
 
     [Fact]
     public async Task Built_in_model_zero_ablating_the_induction_head_costs_far_more_than_any_other_head()
