@@ -202,8 +202,9 @@ public sealed record SaeConfig(
 
         var normalization = ReadNormalization(path, root);
         string? reshape = OptionalString(path, root, "reshape_activations", "reshape_activations");
-        // Pre-6 configs have no key: SAELens defaults it to hook_z for a hook_z hook.
-        reshape ??= IsZ(hookName) ? HookNames.SaeLeaf.ReshapeHookZ : "none";
+        // Pre-6 configs have no key: SAELens (handle_pre_6_0_config) defaults it to hook_z for a hook_z hook. A 6.x
+        // config without it takes SAEConfig's default, none.
+        reshape ??= IsZ(hookName) && IsPre6(path, root, metadata) ? HookNames.SaeLeaf.ReshapeHookZ : "none";
         bool reshapeHookZ = reshape switch
         {
             "none" => false,
@@ -267,6 +268,19 @@ public sealed record SaeConfig(
     }
 
     private static bool IsZ(string hookName) => HookNames.Is(hookName, HookNames.Z);
+
+    /// <summary>
+    /// Whether SAELens's <c>handle_config_defaulting</c> treats the config as pre-6: no <c>sae_lens_version</c> (top level,
+    /// else <c>metadata</c>), or one below 6. A version whose major part is not a number counts as pre-6.
+    /// </summary>
+    private static bool IsPre6(string path, JsonElement root, JsonElement? metadata)
+    {
+        string? version = OptionalString(path, root, "sae_lens_version", "sae_lens_version");
+        if (string.IsNullOrEmpty(version) && metadata is { } md) version = OptionalString(path, md, "sae_lens_version", "metadata.sae_lens_version");
+        if (string.IsNullOrEmpty(version)) return true;
+        string major = new(version.TrimStart('v').TakeWhile(char.IsAsciiDigit).ToArray());
+        return !int.TryParse(major, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int m) || m < 6;
+    }
 
     private static SaeNormalization ReadNormalization(string path, JsonElement root)
     {
