@@ -13,11 +13,12 @@ namespace Interp.Cli.Commands;
 
 /// <summary>
 /// <c>interp cache --model PATH (--tokens 1,2,3 | --text "...") [--token-types 0,0,1] [--attention-mask 1,1,0]
-/// [--hooks GLOB,…] --out FILE.safetensors</c>: runs <see cref="HookedTransformer.RunWithCache(Tensor, Tensor?, Tensor?, Func{string, bool}?)"/>
+/// [--hooks GLOB,…] [--sae DIR …] [--sae-error-term] --out FILE.safetensors</c>: runs <see cref="HookedTransformer.RunWithCache(Tensor, Tensor?, Tensor?, Func{string, bool}?)"/>
 /// and writes every cached activation, float32 and shaped [batch, …] as in the cache, under its hook name. A batch is
 /// several sequences: <c>--tokens</c> given several times or separated by <c>;</c> (the masks and token types likewise,
 /// one row per sequence), or <c>--text</c> given several times (right-padded and masked). The file is written under a
-/// temporary name and renamed into place.
+/// temporary name and renamed into place. With <c>--sae</c> the SAEs are spliced in and their stages
+/// (<c>…hook_sae_acts_post</c> and the rest) are hook points like any other.
 /// </summary>
 public sealed class CacheCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<CacheCommand> logger)
     : VerbBase(console, options, logger)
@@ -44,8 +45,10 @@ public sealed class CacheCommand(CliConsole console, IOptions<RunDefaults> optio
                           $"default: every hook point except the per-head results ({EveryLayer(HookNames.Result)})",
         };
         var output = new Option<string>("--out", "-o") { Description = "Output safetensors file (its folder must exist)", Required = true };
+        var sae = SaeOptions.Sae();
+        var errorTerm = SaeOptions.ErrorTerm();
         var command = new Command("cache", "Run the model with a cache and write the activations to a safetensors file")
-            { model, tokenizer, device, tokens, text, noBos, types, mask, hooks, output };
+            { model, tokenizer, device, tokens, text, noBos, types, mask, hooks, sae, errorTerm, output };
         command.Validators.Add(result =>
         {
             if ((result.GetValue(tokens) is not { Length: > 0 }) == (result.GetValue(text) is not { Length: > 0 }))
@@ -57,6 +60,8 @@ public sealed class CacheCommand(CliConsole console, IOptions<RunDefaults> optio
             using var loaded = LoadModel(parse.GetValue(model)!, parse.GetValue(tokenizer), parse.GetValue(device));
             var batch = CacheInputs.Resolve(parse.GetValue(tokens), parse.GetValue(text), !parse.GetValue(noBos),
                 parse.GetValue(types), parse.GetValue(mask), loaded);
+            using var saes = SaeOptions.Open(loaded.Model, parse.GetValue(sae), parse.GetValue(errorTerm));
+            foreach (var line in saes.Describe()) Logger.LogInformation("{Sae}", line);
             var selected = parse.GetValue(hooks) is { Length: > 0 } globs ? HookGlobs.Match(loaded.Model, globs) : null;
             int written;
             long bytes;

@@ -10,7 +10,9 @@ namespace Interp.Cli.Commands;
 
 /// <summary>
 /// <c>interp generate --model PATH --text "..." [--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
-/// [--stop LIST]</c>: the prompt's continuation (greedy unless a temperature is given), printed as text.
+/// [--stop LIST] [--sae DIR …] [--sae-error-term] [--steer SAE:FEATURE:ALPHA …] [--clamp SAE:FEATURE:VALUE …]</c>: the
+/// prompt's continuation (greedy unless a temperature is given), printed as text; optionally with SAEs spliced in, a
+/// feature's decoder direction added, or a feature clamped, at every position of the prompt and of each new token.
 /// </summary>
 public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<GenerateCommand> logger)
     : VerbBase(console, options, logger)
@@ -31,9 +33,13 @@ public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> op
         {
             Description = "Comma-separated stop tokens, each an integer token id or a text that is one token (e.g. \"13,.\"; \\, is a comma); the tokenizer's EOS always stops",
         };
+        var sae = SaeOptions.Sae();
+        var errorTerm = SaeOptions.ErrorTerm();
+        var steer = SaeOptions.Steer();
+        var clamp = SaeOptions.Clamp();
         var command = new Command("generate", "Continue a prompt (greedy, or sampled with --temperature) and print the text")
         {
-            model, tokenizer, device, text, maxNew, temperature, topK, topP, seed, stop,
+            model, tokenizer, device, text, maxNew, temperature, topK, topP, seed, stop, sae, errorTerm, steer, clamp,
         };
         command.SetAction((parse, ct) => Guard(async () =>
         {
@@ -56,6 +62,9 @@ public sealed class GenerateCommand(CliConsole console, IOptions<RunDefaults> op
             {
                 MaxNewTokens = n, Temperature = t, TopK = k, TopP = p, Seed = parse.GetValue(seed) ?? Options.Seed, StopTokens = stops,
             };
+            using var saes = SaeOptions.Open(loaded.Model, parse.GetValue(sae), parse.GetValue(errorTerm), parse.GetValue(steer), parse.GetValue(clamp));
+            foreach (var line in saes.Describe()) Logger.LogInformation("{Sae}", line);
+            using var hooks = loaded.Model.Hooks(saes.Hooks.Select(h => h.Hook).ToArray());
             using var result = loaded.Model.Generate(ids, generation, ct);
             // The prompt as typed, then the continuation, stop tokens included except EOS (decoding it would print a
             // marker such as <|endoftext|>).

@@ -9,8 +9,9 @@ using static TorchSharp.torch;
 namespace Interp.Cli.Commands;
 
 /// <summary>
-/// <c>interp logits --model PATH (--tokens 1,2,3 | --text "...") --out FILE.parquet</c>: the logits of one sequence,
-/// every vocabulary entry at every position, as Parquet columns position (int32), vocab (int32), logit (float32).
+/// <c>interp logits --model PATH (--tokens 1,2,3 | --text "...") [--sae DIR …] [--sae-error-term] --out FILE.parquet</c>:
+/// the logits of one sequence, every vocabulary entry at every position, as Parquet columns position (int32), vocab
+/// (int32), logit (float32); with <c>--sae</c>, of the model with those SAEs spliced in.
 /// </summary>
 public sealed class LogitsCommand(CliConsole console, IOptions<RunDefaults> options, ILogger<LogitsCommand> logger)
     : VerbBase(console, options, logger)
@@ -25,7 +26,9 @@ public sealed class LogitsCommand(CliConsole console, IOptions<RunDefaults> opti
         var text = new Option<string?>("--text") { Description = "Text to tokenise with the model's tokenizer" };
         var bos = new Option<bool>("--prepend-bos") { Description = "Prepend the tokenizer's BOS token to --text" };
         var output = new Option<string>("--out", "-o") { Description = "Output Parquet file", Required = true };
-        var command = new Command("logits", "Write the logits of one sequence to Parquet") { model, tokenizer, device, tokens, text, bos, output };
+        var sae = SaeOptions.Sae();
+        var errorTerm = SaeOptions.ErrorTerm();
+        var command = new Command("logits", "Write the logits of one sequence to Parquet") { model, tokenizer, device, tokens, text, bos, sae, errorTerm, output };
         command.Validators.Add(result =>
         {
             if ((result.GetValue(tokens) is null) == (result.GetValue(text) is null))
@@ -36,6 +39,8 @@ public sealed class LogitsCommand(CliConsole console, IOptions<RunDefaults> opti
             using var loaded = LoadModel(parse.GetValue(model)!, parse.GetValue(tokenizer), parse.GetValue(device));
             int[] ids = TokenInput.Resolve(parse.GetValue(tokens), parse.GetValue(text), parse.GetValue(bos), loaded);
             string outPath = parse.GetValue(output)!;
+            using var saes = SaeOptions.Open(loaded.Model, parse.GetValue(sae), parse.GetValue(errorTerm));
+            foreach (var line in saes.Describe()) Logger.LogInformation("{Sae}", line);
             ParquetTable table;
             // Torch's grad mode and dispose scopes are per thread: finish the tensor work before awaiting.
             using (var scope = NewDisposeScope())

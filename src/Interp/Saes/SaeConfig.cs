@@ -250,8 +250,11 @@ public sealed record SaeConfig(
         else
         {
             // Pre-6 flat configs: lift the model fields SAELens moves under metadata.
-            foreach (var key in new[] { "model_name", "hook_head_index", "context_size", "prepend_bos", "dataset_path", "model_from_pretrained_kwargs", "sae_lens_training_version", "neuronpedia_id" })
+            foreach (var key in new[] { "model_name", "hook_head_index", "context_size", "prepend_bos", "dataset_path", "model_from_pretrained_kwargs",
+                         "sae_lens_training_version", "neuronpedia_id", "model_class_name", "exclude_special_tokens", "seqpos_slice" })
                 if (root.TryGetProperty(key, out var v)) meta[key] = JsonNode.Parse(v.GetRawText());
+            if (!meta.ContainsKey("hook_head_index") && root.TryGetProperty("hook_point_head_index", out var head)) meta["hook_head_index"] = JsonNode.Parse(head.GetRawText());
+            meta.TryAdd("prepend_bos", true);   // handle_pre_6_0_config's default
         }
         meta.Remove(HookKey);
         meta.Remove("model_name");
