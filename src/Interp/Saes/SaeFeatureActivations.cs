@@ -211,6 +211,7 @@ public sealed class SaeFeatureActivations
         var active = cpu.gt(Scalars.Zero);                                                      // [b, pos, d_sae]
         var where = active.nonzero().to(ScalarType.Int32).contiguous();                         // [nnz, 3]: (sequence, position, feature), row-major order
         var values = cpu.masked_select(active).contiguous();                                    // [nnz], the same order
+        if (values.shape[0] == 0) return;
         var idx = where.data<int>().ToArray();
         var v = values.data<float>().ToArray();
         for (int i = 0; i < v.Length; i++)
