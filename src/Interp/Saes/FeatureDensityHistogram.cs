@@ -18,7 +18,7 @@ public sealed record FeatureDensityHistogram(double[] Edges, long[] Counts, int 
     /// The histogram of log10(density) of <paramref name="stats"/>' live features in <paramref name="bins"/> equal bins
     /// over [<paramref name="min"/>, <paramref name="max"/>]. Without <paramref name="min"/> the range starts at the floor
     /// of the smallest live log10 density (−1 at the least: one decade); <paramref name="max"/> defaults to 0
-    /// (a feature active everywhere). Densities below the range fall in the first bin, none can exceed 0.
+    /// (a feature active everywhere). A density outside a range given by hand falls in the nearest end bin.
     /// </summary>
     /// <exception cref="InterpException">Fewer than one bin, a range that is empty or not finite, or a density outside [0, 1].</exception>
     public static FeatureDensityHistogram Of(IReadOnlyList<FeatureStats> stats, int bins = 40, double? min = null, double max = 0)
