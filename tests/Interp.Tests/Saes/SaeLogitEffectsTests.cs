@@ -69,6 +69,42 @@ public sealed class SaeLogitEffectsTests
     }
 
     [Fact]
+    public void With_the_norms_folded_the_gain_is_inside_W_U_and_the_option_changes_nothing()
+    {
+        using var fx = new SaeFeatureFixture();
+        var wDec = Flat(fx.Sae.WDec);
+        var wU = Flat(fx.Model.Unembed.W_U);
+        var gain = Flat(fx.Model.LnFinal!.W);
+        Interp.Models.WeightProcessing.ProcessWeights(fx.Model, new Interp.Models.WeightProcessingOptions { FoldLn = true });
+        var folded = SaeLogitEffects.Matrix(fx.Model, fx.Sae, [4, 30]);
+        TensorAssert.Close(folded, SaeLogitEffects.Matrix(fx.Model, fx.Sae, [4, 30], throughFinalNormGain: true), 0, "the option on folded weights");
+        // Folding puts the gain in W_U's rows and centres them over d_model: W_U' = diag(w)·W_U − mean over rows.
+        int[] features = [4, 30];
+        for (int k = 0; k < 2; k++)
+        {
+            var expected = new double[Vocab];
+            for (int v = 0; v < Vocab; v++)
+            {
+                double mean = 0;
+                for (int i = 0; i < DModel; i++) mean += (double)gain[i] * wU[i * Vocab + v] / DModel;
+                for (int i = 0; i < DModel; i++) expected[v] += wDec[features[k] * DModel + i] * ((double)gain[i] * wU[i * Vocab + v] - mean);
+            }
+            TensorAssert.Close(tensor(expected.Select(x => (float)x).ToArray()), folded[k], 1e-4, $"folded W_dec[{features[k]}]·W_U");
+        }
+    }
+
+    [Fact]
+    public void Collection_stops_when_cancelled()
+    {
+        using var fx = new SaeFeatureFixture();
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.Throws<OperationCanceledException>(() => SaeFeatureActivations.Collect(fx.Model, fx.Sae, SaeFeatureFixture.Tokens(), cancellationToken: cts.Token));
+        Assert.Throws<OperationCanceledException>(() => SaeLogitEffects.Compute(fx.Model, fx.Sae, cancellationToken: cts.Token));
+        Assert.Throws<OperationCanceledException>(() => SaeMessageAlignment.Compute(fx.Model, fx.Sae, cancellationToken: cts.Token));
+    }
+
+    [Fact]
     public void Logit_effects_refuse_saes_off_the_residual_stream_and_bad_features()
     {
         using var fx = new SaeFeatureFixture();
