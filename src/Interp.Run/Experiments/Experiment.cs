@@ -16,7 +16,7 @@ public sealed record ExperimentInfo(string Name, string Description, bool UsesMo
 
 /// <summary>
 /// The entry point of an experiment script (<c>experiments/*.cs</c>, or any program of a researcher's own): parses
-/// <c>--model</c>, <c>--out</c>, <c>--seed</c>, <c>--device</c>, <c>--prompts FILE</c> and <c>--set key=value</c>, binds
+/// <c>--model</c>, <c>--out</c>, <c>--seed</c>, <c>--device</c>, <c>--prompts FILE</c>, <c>--sae DIR</c> and <c>--set key=value</c>, binds
 /// the settings record (<see cref="ExperimentSettings"/>: an unknown key or bad value exits 1 naming it and listing the
 /// valid ones), and runs the study through <see cref="ExperimentRunner"/> inside a Microsoft.Extensions.Hosting host
 /// (configuration from <c>INTERP_</c> environment variables: <c>INTERP_Interp__Seed</c>, <c>__Device</c>,
@@ -56,9 +56,10 @@ public static class Experiment
         var seed = new Option<int?>("--seed") { Description = "Seed for every random draw (default 0, or INTERP_Interp__Seed)" };
         var device = new Option<string?>("--device") { Description = "Device for the weights (cpu, cuda:0, …)" };
         var prompts = new Option<string?>("--prompts") { Description = "A prompt set (JSON Lines): the same as --set prompts=FILE" };
+        var sae = new Option<string?>("--sae") { Description = "An SAE folder in SAELens's format, for scripts that read one: the same as --set sae=DIR" };
         var set = new Option<string[]>("--set") { Description = "A setting key=value (repeatable; the settings are listed below)" };
         var command = new RootCommand($"{info.Name}: {info.Description}\n\nSettings (--set key=value; defaults in parentheses):\n{ExperimentSettings.List<TSettings>()}")
-            { model, outDir, seed, device, prompts, set };
+            { model, outDir, seed, device, prompts, sae, set };
         command.SetAction(async (parse, ct) =>
         {
             try
@@ -71,6 +72,7 @@ public static class Experiment
                     pairs[pair[..eq].Trim()] = pair[(eq + 1)..];
                 }
                 if (parse.GetValue(prompts) is { } file) pairs["prompts"] = file;
+                if (parse.GetValue(sae) is { } saeDir) pairs["sae"] = saeDir;
                 var settings = ExperimentSettings.Bind<TSettings>(pairs, info.Name);
                 if (defaults.Threads > 0) torch.set_num_threads(defaults.Threads);
                 var runOptions = new ExperimentRunOptions
