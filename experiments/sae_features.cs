@@ -1,0 +1,144 @@
+#:project ../src/Interp.Run/Interp.Run.csproj
+// Features of a sparse autoencoder on the residual stream: train one with the default recipe (stories260K's middle
+// residual stream, on stories the model writes itself; or the built-in model's), or load one with --sae DIR; evaluate it
+// (L0, explained variance, CE loss score); then read its top features: where each fires most (token-coloured contexts),
+// which tokens it promotes and suppresses through the unembedding, and which heads' message circuits move it.
+// Run: dotnet run --project src/Interp.Cli -- run sae_features --model ../shared/models/stories260K/stories260K.bin
+
+using System.ComponentModel;
+using Interp;
+using Interp.Experiments;
+using Interp.Plots;
+using Interp.Saes;
+using Interp.Training.Saes;
+using ScottPlot;
+using static TorchSharp.torch;
+
+return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", "Train (or load with --sae) an SAE on the residual stream, evaluate it, and show its top features: contexts, logit effects, heads that move them"), async (context, settings, ct) =>
+{
+    var model = context.Model.Model;
+    var tokenizer = context.Model.Tokenizer;
+    int bos = tokenizer?.BosId ?? settings.Bos;
+
+    // 1. The SAE: loaded, or trained here with the recipe for this model.
+    string saeDir;
+    if (settings.Sae is { } given) saeDir = given;
+    else
+    {
+        var recipe = SaeRecipe.Named(settings.Recipe ?? (context.Model.Tokenizer is null ? "builtin" : "stories260K"));
+        saeDir = Path.Combine(context.OutputDirectory, "sae");
+        context.ReportProgress($"training ({recipe.Name} recipe)", 0.0);
+        var progress = new Progress<SaeTrainingProgress>(p => context.ReportProgress($"training: step {p.Step}/{p.TotalSteps}, L0 {p.L0:0.0}, EV {p.ExplainedVariance:0.000}", 0.6 * p.Step / p.TotalSteps));
+        var report = recipe.Run(model, saeDir, context.Logger, progress, ct);
+        context.AddText($"**Trained** with the `{recipe.Name}` recipe at `{recipe.HookName}`: {recipe.Options.Architecture} (k {recipe.Options.K}), d_sae {recipe.Options.DSae}, " +
+                        $"{report.Training.Tokens:N0} activations in {report.Training.Steps} steps, {report.Training.Elapsed.TotalSeconds:0} s of training " +
+                        $"(+ {report.GenerationTime.TotalSeconds:0} s generating a corpus of {report.CorpusTokens:N0} tokens). Saved in SAELens's format in `sae/`.");
+        context.AddNumber("training_seconds", report.Training.Elapsed.TotalSeconds, "wall time of SAE training (buffer filling included)", "0");
+    }
+    using var sae = Sae.Load(saeDir);
+
+    // 2. Held-out text the model samples itself (a seed the recipe did not train on).
+    int contextSize = Math.Min(settings.ContextSize, model.Config.NCtx);
+    context.ReportProgress("held-out corpus", 0.65);
+    var corpus = new GeneratedTokenSource(model, bos, 2 * settings.Sequences, contextSize - 1, settings.CorpusSeed, batchSize: 32);
+    var windows = TokenWindows.Pack(corpus.Documents(ct), contextSize, bos, prependBos: true).Take(settings.Sequences).ToArray();
+    if (windows.Length == 0) throw new InterpException($"the held-out corpus has no window of {contextSize} tokens");
+    using var scope = NewDisposeScope();
+    var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [sequences, pos]
+
+    // 3. Evaluation.
+    context.ReportProgress("evaluating", 0.7);
+    var eval = SaeEvaluation.Run(model, sae, tokens, cancellationToken: ct);
+    await context.WriteTableAsync("sae_eval.parquet", eval.ToTable(), $"SAELens's evals on {windows.Length} held-out windows of {contextSize} tokens (docs/saes.md)", ct);
+    context.AddNumber("l0", eval.L0, "mean features active per position", "0.0");
+    context.AddNumber("explained_variance", eval.ExplainedVariance, "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² on held-out text");
+    context.AddNumber("ce_loss_score", eval.CeLossScore, "(CE zero-ablated − CE with the SAE) / (CE zero-ablated − CE clean)");
+    context.AddNumber("dead_fraction", eval.DeadFraction, "features never active on the held-out text");
+    context.AddText($"CE loss on held-out text: clean {eval.CeLossClean:0.000}, with the SAE spliced in {eval.CeLossWithSae:0.000}, with `{sae.Config.HookName}` " +
+                    $"zero-ablated {eval.CeLossZeroAblated:0.000}; KL score {eval.KlDivScore:0.000}.");
+
+    // 4. Feature activations: the sparse table, densities.
+    context.ReportProgress("features", 0.8);
+    var acts = SaeFeatureActivations.Collect(model, sae, tokens, cancellationToken: ct);
+    await context.WriteTableAsync("sae_feature_acts.parquet", acts.ToTable(), "every non-zero feature activation: sequence, position, feature, value", ct);
+    await context.WriteTableAsync("sae_feature_stats.parquet", acts.StatsTable(), "each feature's density, log10 density, max and mean when active", ct);
+    var histogram = FeatureDensityHistogram.Of(acts.Stats);
+    context.SaveFigure("feature_density.png", Figures.FeatureDensity(histogram, $"Feature density: SAE at {sae.Config.HookName}"),
+        $"log10 of the fraction of held-out positions each feature fires on; {histogram.Dead} of {sae.Config.DSae} never fire.", 850, 500);
+
+    // 5. The top features: the most total activation among those that are not dense (> 10 % of positions), so that
+    // the list is not a few always-on features.
+    var top = acts.Stats.Where(s => !s.IsDead && s.Density <= settings.MaxDensity)
+        .OrderByDescending(s => s.Density * s.MeanWhenActive).ThenBy(s => s.Feature).Take(settings.TopFeatures).Select(s => s.Feature).ToArray();
+    if (top.Length == 0) throw new InterpException("no feature fires on the held-out text below the density limit");
+    var contexts = SaeFeatureContexts.Top(acts, tokenizer, new SaeFeatureContextOptions { TopN = settings.ContextsPerFeature, Features = top });
+    await context.WriteTableAsync("sae_feature_contexts.parquet", contexts.ToTable(), "the top-activating contexts of the top features: the window around each maximum, with the feature's activation on every token", ct);
+    var contextPlot = Figures.FeatureContexts(contexts.Contexts, acts.Stats);
+    var (w, h) = Figures.FeatureContextsSize(contexts.Contexts);
+    context.SaveFigure("feature_contexts.png", contextPlot,
+        $"The top {top.Length} features (most total activation, density ≤ {settings.MaxDensity:P0}): each panel the feature's top contexts, tokens coloured by its activation.", w, h);
+
+    bool onStream = true;
+    try { SaeLogitEffects.CheckApplies(model, sae); }
+    catch (InterpException) { onStream = false; }
+    if (onStream)
+    {
+        var effects = SaeLogitEffects.Compute(model, sae, new SaeLogitEffectOptions { TopK = 8, Features = top }, tokenizer, ct);
+        await context.WriteTableAsync("sae_logit_effects.parquet", effects.ToTable(), "W_dec[f]·W_U for the top features: the tokens each promotes and suppresses most (direct path)", ct);
+        var shown = top.Take(6).ToArray();
+        context.SaveFigure("logit_effects.png", Figures.LogitEffects(effects.Rows, shown),
+            "Direct logit effect of the top features: W_dec[f]·W_U, the 8 most promoted (right) and suppressed (left) tokens of each.", 900, 220 * shown.Length + 120);
+
+        var alignment = SaeMessageAlignment.Compute(model, sae, new SaeMessageAlignmentOptions { Features = top }, ct);
+        await context.WriteTableAsync("sae_message_alignment.parquet", alignment.ToTable(),
+            "each top feature's decoder direction through every later head's message (OV) circuit: the gain ‖d·W_V·W_O‖/‖d‖ and the feature the result is most like", ct);
+        var gains = new double[top.Length, alignment.Layers * alignment.Heads];
+        for (int i = 0; i < top.Length; i++)
+        {
+            var map = alignment.GainMap(top[i]);
+            for (int l = 0; l < alignment.Layers; l++)
+                for (int hd = 0; hd < alignment.Heads; hd++) gains[i, l * alignment.Heads + hd] = map[l, hd];
+        }
+        var heads = Enumerable.Range(0, alignment.Layers * alignment.Heads).Select(i => $"{alignment.FirstLayer + i / alignment.Heads}.{i % alignment.Heads}").ToArray();
+        context.SaveFigure("message_gains.png", Figures.Matrix(gains, "How much each head's message circuit moves each top feature", "head (layer.head)", "feature",
+                top.Select(f => $"f{f}").ToArray(), heads),
+            "Gain ‖d_f·W_V·W_O‖/‖d_f‖ of each top feature's decoder direction d_f through each head that reads it (layer norms ignored, as in the direct-path circuits).", 900, 120 + 40 * top.Length);
+
+        // The report: each top feature in words.
+        foreach (int f in top.Take(6))
+        {
+            var stat = acts.Stats[f];
+            string promoted = string.Join(" ", effects.Of(f, LogitEffectDirection.Promoted).Take(5).Select(e => $"`{Figures.VisibleToken(e.Token)}`"));
+            var best = contexts.Of(f).FirstOrDefault();
+            string window = best is null ? "" : string.Concat(best.Tokens.Select(t => t.Offset == 0 ? $"**[{t.Token}]**" : t.Token));
+            var strongest = alignment.Rows.Where(r => r.Feature == f).OrderByDescending(r => r.Gain).First();
+            context.AddText($"- **feature {f}**: fires on {stat.Density:P2} of positions (max {stat.Max:0.00}); top context “{window.Replace("\n", "↵")}”; " +
+                            $"promotes {promoted}; moved most by head {strongest.Layer}.{strongest.Head} (gain {strongest.Gain:0.00}, writes most like feature {strongest.TopTargetFeature}, cosine {strongest.Cosine:0.00}).");
+        }
+    }
+    else context.AddText($"The SAE reads `{sae.Config.HookName}`, not a residual-stream write: logit effects and message alignment are skipped.");
+    context.ReportProgress("done", 1.0);
+});
+
+/// <summary>Settings of sae_features (--set key=value).</summary>
+sealed record SaeFeaturesSettings
+{
+    [Description("an SAE folder in SAELens's format to read (also --sae DIR); default: train one with the recipe")]
+    public string? Sae { get; init; }
+    [Description("the training recipe: builtin or stories260K (default: builtin for a model without a tokenizer, else stories260K)")]
+    public string? Recipe { get; init; }
+    [Description("held-out windows evaluated and read")]
+    public int Sequences { get; init; } = 64;
+    [Description("tokens per held-out window (at most n_ctx), BOS first")]
+    public int ContextSize { get; init; } = 128;
+    [Description("seed of the held-out corpus (the recipes train on seed 1 and evaluate on 1000001)")]
+    public int CorpusSeed { get; init; } = 2_000_001;
+    [Description("the BOS id of a model without a tokenizer (the built-in model's is 0)")]
+    public int Bos { get; init; }
+    [Description("features shown")]
+    public int TopFeatures { get; init; } = 12;
+    [Description("top contexts per feature")]
+    public int ContextsPerFeature { get; init; } = 5;
+    [Description("features denser than this fraction of positions are left out of the top list")]
+    public double MaxDensity { get; init; } = 0.1;
+}
