@@ -205,19 +205,24 @@ public sealed class TrainingSae : IDisposable
     {
         ArgumentNullException.ThrowIfNull(config);
         if (!(scalingFactor > 0) || !double.IsFinite(scalingFactor)) throw new ArgumentException($"scaling factor {scalingFactor} must be positive", nameof(scalingFactor));
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        using var s = scalingFactor.ToScalar();
-        bool fold = scalingFactor != 1.0;
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+        // Sae.Create copies into the current dispose scope, if any: the inputs are made and freed here, outside any scope.
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
         {
-            ["W_enc"] = fold ? WEnc.detach().mul(s) : WEnc.detach(),
-            ["b_enc"] = BEnc.detach(),
-            ["W_dec"] = fold ? WDec.detach().div(s) : WDec.detach(),
-            ["b_dec"] = fold ? BDec.detach().div(s) : BDec.detach(),
-        };
-        if (LogThreshold is not null) tensors["threshold"] = LogThreshold.detach().exp();
-        return Sae.Create(config, tensors);
+            using var noGrad = no_grad();
+            using var s = scalingFactor.ToScalar();
+            bool fold = scalingFactor != 1.0;
+            tensors["W_enc"] = (fold ? WEnc.detach().mul(s) : WEnc.detach()).DetachFromDisposeScope();
+            tensors["b_enc"] = BEnc.detach().DetachFromDisposeScope();
+            tensors["W_dec"] = (fold ? WDec.detach().div(s) : WDec.detach()).DetachFromDisposeScope();
+            tensors["b_dec"] = (fold ? BDec.detach().div(s) : BDec.detach()).DetachFromDisposeScope();
+            if (LogThreshold is not null) tensors["threshold"] = LogThreshold.detach().exp().DetachFromDisposeScope();
+            return Sae.Create(config, tensors);
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
     }
 
     /// <summary>Loads the weights of <paramref name="sae"/> (a checkpoint this trainer wrote, unfolded: scaling factor 1) into this module.</summary>
