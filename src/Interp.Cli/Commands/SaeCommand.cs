@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using Interp.Experiments;
+using Interp.Hooks;
 using Interp.Loading;
 using Interp.Saes;
 using Interp.Training.Saes;
@@ -41,7 +42,7 @@ public sealed class SaeCommand(CliConsole console, IOptions<RunDefaults> options
         model.Description += $"; '{BuiltInName}' for the built-in model";
         var tokenizer = TokenizerOption();
         var device = DeviceOption();
-        var hook = new Option<string>("--hook") { Description = "Hook point to train on, e.g. blocks.2.hook_resid_pre", Required = true };
+        var hook = new Option<string>("--hook") { Description = $"Hook point to train on, e.g. {HookNames.ResidPre(2)}", Required = true };
         var architecture = new Option<string>("--architecture") { Description = "standard (L1), topk or jumprelu", DefaultValueFactory = _ => "standard" };
         architecture.AcceptOnlyFromAmong("standard", "topk", "jumprelu");
         var k = new Option<int>("--k") { Description = "TopK: features kept per token", DefaultValueFactory = _ => d.K };

@@ -26,20 +26,20 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
     /// <summary>
     /// The built-in model (2-layer attention-only, d_model 64, n_ctx 64, no tokenizer; BOS is token 0 as in its training
     /// data): the residual stream between its two layers, <c>blocks.1.hook_resid_pre</c>. TopK, k 16, d_sae 512 (8 × d_in),
-    /// context 64, batch 4096 tokens, 3M tokens (732 steps), Adam lr 1e-3 with 50 warm-up steps and a linear decay over
-    /// the last 20%, inputs normalised (expected_average_only_in, folded at save). Corpus: 1,000 sequences of 63 tokens the
+    /// context 64, batch 4096 tokens, 2M tokens (488 steps), Adam lr 1e-3 with 50 warm-up steps and a linear decay over
+    /// the last 100 steps to lr / 10, inputs normalised (expected_average_only_in, folded at save). Corpus: 1,000 sequences of 63 tokens the
     /// model samples itself (temperature 1) from BOS, looped; evaluation on 64 others.
     /// </summary>
-    public static SaeRecipe BuiltIn { get; } = new("builtin", HookNames.ResidPre(1), Common with { ContextSize = 64, LrDecaySteps = 146 },
+    public static SaeRecipe BuiltIn { get; } = new("builtin", HookNames.ResidPre(1), Common with { ContextSize = 64, LrDecaySteps = 100 },
         Bos: 0, CorpusDocuments: 1000, DocumentTokens: 63, CorpusSeed: 1, EvalDocuments: 64, EvalSeed: 1_000_001);
 
     /// <summary>
     /// stories260K (5 layers, d_model 64): the residual stream entering its middle block, <c>blocks.2.hook_resid_pre</c>.
-    /// TopK, k 16, d_sae 512, context 128, batch 4096 tokens, 3M tokens (732 steps), the schedule of <see cref="BuiltIn"/>.
+    /// TopK, k 16, d_sae 512, context 128, batch 4096 tokens, 2M tokens (488 steps), the schedule of <see cref="BuiltIn"/>.
     /// Corpus: 1,000 stories of at most 255 tokens the model samples itself (temperature 1, ending at EOS) from BOS,
     /// looped; evaluation on 64 others.
     /// </summary>
-    public static SaeRecipe Stories260K { get; } = new("stories260K", HookNames.ResidPre(2), Common with { ContextSize = 128, LrDecaySteps = 146 },
+    public static SaeRecipe Stories260K { get; } = new("stories260K", HookNames.ResidPre(2), Common with { ContextSize = 128, LrDecaySteps = 100 },
         Bos: 1, CorpusDocuments: 1000, DocumentTokens: 255, CorpusSeed: 1, EvalDocuments: 64, EvalSeed: 1_000_001);
 
     private static SaeTrainingOptions Common => new()
@@ -48,7 +48,7 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
         K = 16,
         DSae = 512,
         BatchSizeTokens = 4096,
-        TrainingTokens = 3_000_000,
+        TrainingTokens = 2_000_000,
         BufferTokens = 65_536,
         StoreBatchSizePrompts = 32,
         LearningRate = 1e-3,
@@ -131,7 +131,7 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
                     var diff = x - recon;
                     se += (diff * diff).sum().item<double>();
                     sumSq += (x * x).sum().item<double>();
-                    var colSum = x.sum(0).data<double>().ToArray();
+                    var colSum = x.sum(dim: 0).data<double>().ToArray();
                     for (int i = 0; i < sum.Length; i++) sum[i] += colSum[i];
                     n += x.shape[0];
                 }
