@@ -129,7 +129,15 @@ public sealed class SaeTrainer
                 bool report = step == steps || step % o.LogEverySteps == 0;
                 using (var scope = NewDisposeScope())
                 {
-                    var x = source.NextBatch(o.BatchSizeTokens);
+                    Tensor x;
+                    try { x = source.NextBatch(o.BatchSizeTokens); }
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        // Cancelled while the buffer was filling: nothing of this step happened yet.
+                        string dir = SaveCheckpoint(sae, target, outDir, stats, (long)(step - 1) * o.BatchSizeTokens);
+                        _logger.LogWarning("Cancelled after {Steps} steps; checkpoint saved to {Directory}", step - 1, dir);
+                        throw;
+                    }
                     if (ScalingFactor != 1.0) x.mul_(scale);
                     double coefficient = o.SparsityWarmUpAt(step) * (o.Architecture == SaeArchitecture.JumpRelu ? o.L0Coefficient : o.L1Coefficient);
                     var losses = sae.Step(x, coefficient, o.Architecture == SaeArchitecture.TopK ? stats.DeadMask(o.DeadFeatureWindow) : null);
@@ -178,7 +186,7 @@ public sealed class SaeTrainer
             ct.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
             var x = source.NextBatch(_options.BatchSizeTokens);
-            sum += x.to(ScalarType.Float64).norm(1).sum().item<double>();
+            sum += x.to(ScalarType.Float64).norm(1, keepdim: false).sum().item<double>();   // Σ over tokens of ‖x‖
             count += x.shape[0];
         }
         double mean = sum / count;

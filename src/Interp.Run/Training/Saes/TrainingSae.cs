@@ -115,7 +115,7 @@ public sealed class TrainingSae : IDisposable
             case SaeArchitecture.Standard:
                 acts = nn.functional.relu(pre);
                 // SAELens: (λ · (acts · ‖W_dec‖).norm(p = 1, dim = −1)).mean()
-                sparsity = (acts * WDec.norm(1)).abs().sum(-1).mean().mul(coefficient);
+                sparsity = (acts * WDec.norm(1, keepdim: false)).abs().sum(-1).mean().mul(coefficient);
                 break;
             case SaeArchitecture.TopK:
                 acts = TopK(pre, Options.K);

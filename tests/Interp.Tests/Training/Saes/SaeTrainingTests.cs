@@ -137,7 +137,7 @@ public sealed class SaeTrainingTests
         // The factor is √d_in / mean‖x‖, against an independent estimate on fresh samples.
         using var scope = NewDisposeScope();
         var x = data.NextBatch(4096);
-        double meanNorm = x.to(ScalarType.Float64).norm(1).mean().item<double>();
+        double meanNorm = (x * x).sum(dim: 1).to(ScalarType.Float64).sqrt().mean().item<double>();
         Assert.InRange(trainer.ScalingFactor / (4.0 / meanNorm), 0.97, 1.03);
 
         using var saved = Sae.Load(tmp.Path);
@@ -194,6 +194,68 @@ public sealed class SaeTrainingTests
     {
         Assert.Equal(expected.Length, actual.Length);
         for (int i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-9 * Math.Abs(expected[i]), $"[{i}]: {actual[i]} ≠ {expected[i]}");
+    }
+
+    [Fact]
+    public void Standard_loss_is_mse_plus_l1_weighted_by_decoder_norms_against_a_naive_reference()
+    {
+        double[,] wEnc = { { 1, -1 }, { 0.5, 1 } }, wDec = { { 2, 0 }, { 1, 1 } };
+        double[] bEnc = { 0.1, -0.2 }, bDec = { 0.5, -0.5 };
+        double[][] xs = [[1, 2], [-3, 0]];
+        const double lambda = 0.3;
+        // Naive SAELens 6 standard loss: mean over the batch of Σ_d (x̂ − x)² + λ Σ_f |a_f| ‖W_dec,f‖.
+        double expected = 0;
+        foreach (var x in xs)
+        {
+            var acts = new double[2];
+            for (int f = 0; f < 2; f++)
+            {
+                double pre = bEnc[f];
+                for (int d = 0; d < 2; d++) pre += (x[d] - bDec[d]) * wEnc[d, f];
+                acts[f] = Math.Max(0, pre);
+            }
+            for (int d = 0; d < 2; d++)
+            {
+                double r = bDec[d];
+                for (int f = 0; f < 2; f++) r += acts[f] * wDec[f, d];
+                expected += (r - x[d]) * (r - x[d]) / xs.Length;
+            }
+            for (int f = 0; f < 2; f++) expected += lambda * Math.Abs(acts[f]) * Math.Sqrt(wDec[f, 0] * wDec[f, 0] + wDec[f, 1] * wDec[f, 1]) / xs.Length;
+        }
+        using var sae = new TrainingSae(2, 2, new SaeTrainingOptions(), 0);
+        using var scope = NewDisposeScope();
+        using (no_grad())
+        {
+            sae.WEnc.copy_(tensor(new float[] { 1, -1, 0.5f, 1 }, [2, 2]));
+            sae.BEnc.copy_(tensor(new float[] { 0.1f, -0.2f }));
+            sae.WDec.copy_(tensor(new float[] { 2, 0, 1, 1 }, [2, 2]));
+            sae.BDec.copy_(tensor(new float[] { 0.5f, -0.5f }));
+        }
+        var losses = sae.Step(tensor(new float[] { 1, 2, -3, 0 }, [2, 2]), lambda, null);
+        Assert.Equal(expected, losses.Loss.item<float>(), 4);
+        Assert.Equal(expected, losses.Mse + losses.Sparsity, 4);
+    }
+
+    [Fact]
+    public void A_hook_z_sae_trains_on_the_flattened_heads_and_splices_back_in()
+    {
+        using var tmp = new TempDir();
+        using var loaded = ModelLoader.Load(TestModels.StoriesBin);
+        var corpus = new TextFileTokenSource(WriteCorpus(tmp), loaded.RequireTokenizer());
+        string hook = HookNames.Z(1);
+        string outDir = tmp.Sub("z");
+        new SaeTrainer(Quick(SaeArchitecture.TopK) with { TrainingTokens = 128 * 3, CheckpointEverySteps = 0 }).TrainOnModel(loaded.Model, hook, corpus, outDir);
+        using var sae = Sae.Load(outDir);
+        Assert.True(sae.Config.ReshapeHookZ);
+        Assert.Equal(64, sae.Config.DIn);   // 8 heads × d_head 8
+        Assert.Contains("\"reshape_activations\":\"hook_z\"", File.ReadAllText(Path.Combine(outDir, Sae.ConfigFile)));
+        using var scope = NewDisposeScope();
+        var tokens = loaded.Model.ToTokens("Once upon a time, Lily and Tom went to the park.");
+        using (loaded.Model.WithSaes(sae))
+        {
+            var logits = loaded.Model.forward(tokens);
+            Assert.True(logits.isfinite().all().item<bool>());
+        }
     }
 
     [Fact]
