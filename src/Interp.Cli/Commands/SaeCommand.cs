@@ -68,35 +68,43 @@ public sealed class SaeCommand(CliConsole console, IOptions<RunDefaults> options
         var generate = new Option<int?>("--generate") { Description = "Instead of a corpus: N documents the model samples itself from BOS (temperature 1)" };
         var bos = new Option<int?>("--bos") { Description = "BOS token id for a model without a tokenizer (the built-in model's is 0)" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (cfg.json, sae_weights.safetensors, sparsity.safetensors)", Required = true };
+        var optionsFile = new Option<string?>("--options") { Description = "A JSON object of training options in SAELens's names (architecture, d_sae, k, lr, training_tokens, …); flags given on the command line override it" };
         var command = new Command("train", "Train an SAE on a hook point over a corpus and save it in SAELens's format")
-            { model, tokenizer, device, hook, architecture, k, dSae, l1, l0, warmUp, lr, lrWarmUp, lrDecay, tokens, batch, buffer, context, normalize, bDecInit, checkpoint, seed, corpus, textKey, generate, bos, output };
+            { optionsFile, model, tokenizer, device, hook, architecture, k, dSae, l1, l0, warmUp, lr, lrWarmUp, lrDecay, tokens, batch, buffer, context, normalize, bDecInit, checkpoint, seed, corpus, textKey, generate, bos, output };
         command.Validators.Add(r =>
         {
             if ((r.GetValue(corpus) is null) == (r.GetValue(generate) is null)) r.AddError("give exactly one of --corpus FILE and --generate N");
         });
         command.SetAction((parse, ct) => Guard(async () =>
         {
-            int batchSize = parse.GetValue(batch);
-            var o = new SaeTrainingOptions
+            // An options file first (SAELens-style keys, unknown keys rejected), then every flag given on the command line.
+            var o = parse.GetValue(optionsFile) is { } file ? SaeTrainingOptionsFile.Load(file) : new SaeTrainingOptions();
+            bool Given<T>(Option<T> option) => parse.GetResult(option) is { Implicit: false };
+            T Pick<T>(Option<T> option, T current) => Given(option) ? parse.GetValue(option)! : current;
+            o = o with
             {
-                Architecture = parse.GetValue(architecture) switch { "topk" => SaeArchitecture.TopK, "jumprelu" => SaeArchitecture.JumpRelu, _ => SaeArchitecture.Standard },
-                K = parse.GetValue(k),
-                DSae = parse.GetValue(dSae),
-                L1Coefficient = parse.GetValue(l1),
-                L0Coefficient = parse.GetValue(l0),
-                SparsityWarmUpSteps = parse.GetValue(warmUp),
-                LearningRate = parse.GetValue(lr),
-                LrWarmUpSteps = parse.GetValue(lrWarmUp),
-                LrDecaySteps = parse.GetValue(lrDecay),
-                TrainingTokens = parse.GetValue(tokens),
-                BatchSizeTokens = batchSize,
-                BufferTokens = parse.GetValue(buffer) ?? Math.Max(d.BufferTokens, 4 * batchSize),
-                ContextSize = parse.GetValue(context),
-                NormalizeActivations = parse.GetValue(normalize) == "none" ? SaeNormalization.None : SaeNormalization.ExpectedAverageOnlyIn,
-                BDecInit = parse.GetValue(bDecInit) == "mean" ? SaeBDecInit.Mean : SaeBDecInit.Zeros,
-                CheckpointEverySteps = parse.GetValue(checkpoint),
-                Seed = parse.GetValue(seed),
+                Architecture = Given(architecture)
+                    ? parse.GetValue(architecture) switch { "topk" => SaeArchitecture.TopK, "jumprelu" => SaeArchitecture.JumpRelu, _ => SaeArchitecture.Standard }
+                    : o.Architecture,
+                K = Pick(k, o.K),
+                DSae = Pick(dSae, o.DSae),
+                L1Coefficient = Pick(l1, o.L1Coefficient),
+                L0Coefficient = Pick(l0, o.L0Coefficient),
+                SparsityWarmUpSteps = Pick(warmUp, o.SparsityWarmUpSteps),
+                LearningRate = Pick(lr, o.LearningRate),
+                LrWarmUpSteps = Pick(lrWarmUp, o.LrWarmUpSteps),
+                LrDecaySteps = Pick(lrDecay, o.LrDecaySteps),
+                TrainingTokens = Pick(tokens, o.TrainingTokens),
+                BatchSizeTokens = Pick(batch, o.BatchSizeTokens),
+                ContextSize = Pick(context, o.ContextSize),
+                NormalizeActivations = Given(normalize)
+                    ? parse.GetValue(normalize) == "none" ? SaeNormalization.None : SaeNormalization.ExpectedAverageOnlyIn
+                    : o.NormalizeActivations,
+                BDecInit = Given(bDecInit) ? parse.GetValue(bDecInit) == "mean" ? SaeBDecInit.Mean : SaeBDecInit.Zeros : o.BDecInit,
+                CheckpointEverySteps = Pick(checkpoint, o.CheckpointEverySteps),
+                Seed = Pick(seed, o.Seed),
             };
+            o = o with { BufferTokens = Given(buffer) ? parse.GetValue(buffer)!.Value : Math.Max(o.BufferTokens, 4 * o.BatchSizeTokens) };
             SaeTrainer trainer;
             try { trainer = new SaeTrainer(o, Logger); }
             catch (ArgumentException e) { throw new InterpException(e.Message); }

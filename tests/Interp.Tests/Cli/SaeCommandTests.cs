@@ -25,9 +25,11 @@ public sealed class SaeCommandTests
             $"{{\"text\": \"Once upon a time, there was a little girl named Lily. She had {i} red balls and loved to play outside with her friend Tom.\"}}"));
         string outDir = tmp.File("sae");
         string hook = HookNames.ResidPre(2);
-        var (code, output, err) = await Run("sae", "train", "--model", TestModels.StoriesBin, "--hook", hook, "--architecture", "topk", "--k", "8",
-            "--d-sae", "128", "--corpus", corpus, "--out", outDir, "--training-tokens", "1024", "--batch-size", "128", "--context-size", "32",
-            "--checkpoint-every", "4");
+        // An options file, with one of its values overridden by a flag.
+        string options = tmp.File("options.json");
+        File.WriteAllText(options, "{\"architecture\": \"topk\", \"k\": 4, \"d_sae\": 128, \"train_batch_size_tokens\": 128}");
+        var (code, output, err) = await Run("sae", "train", "--options", options, "--model", TestModels.StoriesBin, "--hook", hook, "--k", "8",
+            "--corpus", corpus, "--out", outDir, "--training-tokens", "1024", "--context-size", "32", "--checkpoint-every", "4");
         Assert.True(code == 0, err);
         Assert.Contains("trained 8 steps (1,024 tokens)", output);
         using (var sae = Sae.Load(outDir))

@@ -289,6 +289,32 @@ public sealed class SaeTrainingTests
     }
 
     [Fact]
+    public void An_options_file_sets_what_it_names_and_rejects_unknown_keys_and_bad_values()
+    {
+        using var tmp = new TempDir();
+        string path = tmp.File("options.json");
+        File.WriteAllText(path, "{\"architecture\": \"jumprelu\", \"d_sae\": 256, \"lr\": 0.002, \"training_tokens\": 1000000, \"normalize_activations\": \"expected_average_only_in\", \"l1_warm_up_steps\": 7}");
+        var o = SaeTrainingOptionsFile.Load(path);
+        Assert.Equal(new SaeTrainingOptions
+        {
+            Architecture = SaeArchitecture.JumpRelu, DSae = 256, LearningRate = 0.002, TrainingTokens = 1_000_000,
+            NormalizeActivations = SaeNormalization.ExpectedAverageOnlyIn, SparsityWarmUpSteps = 7,
+        }, o);
+        void Expect(string json, string message)
+        {
+            File.WriteAllText(path, json);
+            var e = Assert.Throws<InterpException>(() => SaeTrainingOptionsFile.Load(path));
+            Assert.Contains(path, e.Message);
+            Assert.Contains(message, e.Message);
+        }
+        Expect("{\"learning_rate\": 0.1}", "unknown key \"learning_rate\"");
+        Expect("{\"k\": \"8\"}", "key \"k\" must be an integer, not the string \"8\"");
+        Expect("{\"architecture\": \"gated\"}", "key \"architecture\" is 'gated'");
+        Expect("{\"lr\": -1}", "SAE training option lr: must be positive");
+        Expect("[1]", "must be a JSON object");
+    }
+
+    [Fact]
     public void Corpus_errors_name_the_file_the_line_and_the_key()
     {
         using var tmp = new TempDir();
