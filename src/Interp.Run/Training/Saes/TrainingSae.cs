@@ -225,22 +225,6 @@ public sealed class TrainingSae : IDisposable
         }
     }
 
-    /// <summary>Loads the weights of <paramref name="sae"/> (a checkpoint this trainer wrote, unfolded: scaling factor 1) into this module.</summary>
-    public void LoadFrom(Sae sae)
-    {
-        ArgumentNullException.ThrowIfNull(sae);
-        using var noGrad = no_grad();
-        WEnc.copy_(sae.WEnc);
-        BEnc.copy_(sae.BEnc);
-        WDec.copy_(sae.WDec);
-        BDec.copy_(sae.BDec);
-        if (LogThreshold is not null)
-        {
-            using var log = sae.Threshold.log();
-            LogThreshold.copy_(log);
-        }
-    }
-
     /// <summary>Frees the parameters.</summary>
     public void Dispose()
     {
