@@ -45,6 +45,7 @@ public static class CliApp
             services.GetRequiredService<BenchCommand>().Build(),
             services.GetRequiredService<PromptsCommand>().Build(),
             services.GetRequiredService<TokensCommand>().Build(),
+            services.GetRequiredService<SaeCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -82,6 +83,7 @@ public static class CliApp
         builder.Services.AddSingleton<BenchCommand>();
         builder.Services.AddSingleton<PromptsCommand>();
         builder.Services.AddSingleton<TokensCommand>();
+        builder.Services.AddSingleton<SaeCommand>();
 
         return builder.Build();
     }

@@ -177,7 +177,12 @@ public static class BenchSuite
         if (options.Runs("generation"))
             foreach (var row in GenerationVsForward(gpt!.Model, shape.Name, options.Quick ? 32 : 256, reps, warm, ct)) Add(row);
 
-        // 10. The soak under garbage-collection pressure (only when asked for: --only soak).
+        // 10. SAE training throughput vs the model's forward rate.
+        if (options.Runs("sae"))
+        using (var builtIn = BuiltInModel.Load())
+            foreach (var row in SaeTrainingThroughput(builtIn.Model, options, reps, warm, ct)) Add(row);
+
+        // 11. The soak under garbage-collection pressure (only when asked for: --only soak).
         if (options.Only?.Contains("soak") == true)
         {
             var soak = Soak.Run(new SoakOptions { Calls = options.SoakCalls }, ct);
@@ -280,6 +285,46 @@ public static class BenchSuite
                 "the cache-less loop (estimated as above) ÷ generation with the key/value cache"),
             new("generation_step_vs_weight_products", name, input, generate / count / m["products"], "ratio", double.NaN, "report", generate / count, m["products"],
                 $"one decode step (generation ÷ {count}) ÷ the bare products of one row with every weight a step multiplies by ({productBytes / 1e6:F0} MB: Q, K, V flattened, W_O, the MLP's, W_U)"),
+        ];
+    }
+
+    /// <summary>
+    /// One SAE training run on the built-in model (TopK, k 16, d_sae 512 at <c>blocks.1.hook_resid_pre</c>, batch 4096,
+    /// context 64, buffer 16,384; quick: batch 1024, buffer 4096), timed whole — buffer filling (the model's forwards)
+    /// included, the corpus generated beforehand — as activations trained on per second, against the model's plain forward
+    /// rate over the windows the buffer runs ([32, 64] tokens per forward), timed before and after the run.
+    /// </summary>
+    private static BenchRow[] SaeTrainingThroughput(HookedTransformer model, BenchOptions options, int reps, int warm, CancellationToken ct)
+    {
+        const int context = 64, prompts = 32;
+        int batch = options.Quick ? 1024 : 4096, steps = options.Quick ? 8 : 60;
+        var corpus = new Training.Saes.GeneratedTokenSource(model, 0, options.Quick ? 40 : 200, context - 1, seed: 1, batchSize: 40);
+        corpus.Documents(ct).Count();   // generate before timing
+        var sae = new Training.Saes.SaeTrainingOptions
+        {
+            Architecture = Saes.SaeArchitecture.TopK, K = 16, DSae = 512, ContextSize = context, StoreBatchSizePrompts = prompts,
+            BatchSizeTokens = batch, BufferTokens = 4 * batch, TrainingTokens = (long)batch * steps, LogEverySteps = steps,
+        };
+        string dir = Path.Combine(options.OutDir, "tmp-sae");
+        var tokens = Tokens(model.Config, prompts, context);
+        int inner = Repeats(() => { using var s = NewDisposeScope(); model.forward(tokens); });
+        var time = Loop(inner, () => { using var s = NewDisposeScope(); model.forward(tokens); });
+        var forwards = new List<double>();
+        for (int r = -warm; r < reps; r++) { double t = time(); if (r >= 0) forwards.Add(t); }
+        Training.Saes.SaeTrainingResult result;
+        try { result = new Training.Saes.SaeTrainer(sae).TrainOnModel(model, HookNames.ResidPre(1), corpus, dir, bos: 0, cancellationToken: ct); }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        for (int r = 0; r < reps; r++) forwards.Add(time());
+        tokens.Dispose();
+        double trainRate = result.Tokens / result.Elapsed.TotalSeconds;
+        double forwardRate = prompts * context / Interleaved.Median(forwards);
+        string input = $"{steps} x {batch} acts";
+        return
+        [
+            new("sae_training_activations_per_s", "builtin", input, trainRate, "acts/s", double.NaN, "report", result.Tokens, result.Elapsed.TotalSeconds,
+                $"TopK SAE (d_sae 512, k 16) at {HookNames.ResidPre(1)}: {result.Tokens:N0} activations trained on in {result.Elapsed.TotalSeconds:F2} s, buffer filling included"),
+            new("sae_training_vs_forward", "builtin", input, trainRate / forwardRate, "ratio", double.NaN, "report", trainRate, forwardRate,
+                $"activations trained on per second ÷ tokens per second of plain forwards over [{prompts}, {context}] (median of {2 * reps}, half before and half after the run)"),
         ];
     }
 

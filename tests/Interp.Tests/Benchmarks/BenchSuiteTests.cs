@@ -27,6 +27,7 @@ public sealed class BenchSuiteTests
             "forward_fraction_of_peak", "ablation_sweep_vs_forwards", "copying_scores_seconds", "copying_scores_peak_memory",
             "cache_peak_memory_ratio", "parquet_write_vs_disk", "cache_loop_rss_growth",
             "generation_vs_forward", "generation_cacheless_vs_forward", "generation_cache_speedup", "generation_step_vs_weight_products",
+            "sae_training_activations_per_s", "sae_training_vs_forward",
         ];
         foreach (var name in expected) Assert.Contains(rows, r => r.Benchmark == name);
         Assert.Equal(["gpt2-tiny-bench", "stories260K", "builtin"], rows.Where(r => r.Benchmark == "cache_overhead").Select(r => r.Model));
