@@ -26,6 +26,12 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     else
     {
         var recipe = SaeRecipe.Named(settings.Recipe ?? (context.Model.Tokenizer is null ? "builtin" : "stories260K"));
+        if (settings.TrainingTokens is long budget)
+        {
+            // A shorter run (a quick look, or a test): the schedule's warm-up and decay shrink with it.
+            int steps = (int)Math.Max(1, budget / recipe.Options.BatchSizeTokens);
+            recipe = recipe with { Options = recipe.Options with { TrainingTokens = budget, LrWarmUpSteps = Math.Min(recipe.Options.LrWarmUpSteps, steps / 4), LrDecaySteps = Math.Min(recipe.Options.LrDecaySteps, steps / 4) } };
+        }
         saeDir = Path.Combine(context.OutputDirectory, "sae");
         context.ReportProgress($"training ({recipe.Name} recipe)", 0.0);
         var progress = new Progress<SaeTrainingProgress>(p => context.ReportProgress($"training: step {p.Step}/{p.TotalSteps}, L0 {p.L0:0.0}, EV {p.ExplainedVariance:0.000}", 0.6 * p.Step / p.TotalSteps));
@@ -127,6 +133,8 @@ sealed record SaeFeaturesSettings
     public string? Sae { get; init; }
     [Description("the training recipe: builtin or stories260K (default: builtin for a model without a tokenizer, else stories260K)")]
     public string? Recipe { get; init; }
+    [Description("activations to train on (default: the recipe's 2,000,000)")]
+    public long? TrainingTokens { get; init; }
     [Description("held-out windows evaluated and read")]
     public int Sequences { get; init; } = 64;
     [Description("tokens per held-out window (at most n_ctx), BOS first")]

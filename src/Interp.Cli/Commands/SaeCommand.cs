@@ -214,7 +214,7 @@ public sealed class SaeCommand(CliConsole console, IOptions<RunDefaults> options
             var s = report.Scores;
             await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
                 $"{recipe.Name} {recipe.HookName}: trained {report.Training.Tokens:N0} tokens in {report.Training.Elapsed.TotalSeconds:F0} s (+ {report.GenerationTime.TotalSeconds:F0} s generating {report.CorpusTokens:N0} corpus tokens); " +
-                $"held out ({s.Tokens:N0} tokens): L0 {s.L0:F1}, explained variance {s.ExplainedVariance:F3}, CE clean {s.CeClean:F3} / with SAE {s.CeWithSae:F3} / zero-ablated {s.CeZeroAblated:F3}, CE loss score {s.CeLossScore:F3}; saved to {outDir}"));
+                $"held out ({s.Positions:N0} tokens): L0 {s.L0:F1}, explained variance {s.ExplainedVariance:F3}, CE clean {s.CeLossClean:F3} / with SAE {s.CeLossWithSae:F3} / zero-ablated {s.CeLossZeroAblated:F3}, CE loss score {s.CeLossScore:F3}; saved to {outDir}"));
             return 0;
         }));
         return command;

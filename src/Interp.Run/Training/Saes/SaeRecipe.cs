@@ -87,17 +87,16 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
         var eval = new GeneratedTokenSource(model, Bos, EvalDocuments, DocumentTokens, EvalSeed, batchSize: 64);
         var scores = Evaluate(model, sae, eval, Options.ContextSize ?? Math.Min(128, model.Config.NCtx), model.Tokenizer?.BosId ?? Bos, cancellationToken);
         logger.LogInformation("{Recipe}: L0 {L0:F1}, explained variance {Ev:F3}, CE clean {Clean:F3} / SAE {Sae:F3} / zero {Zero:F3}: score {Score:F3}",
-            Name, scores.L0, scores.ExplainedVariance, scores.CeClean, scores.CeWithSae, scores.CeZeroAblated, scores.CeLossScore);
+            Name, scores.L0, scores.ExplainedVariance, scores.CeLossClean, scores.CeLossWithSae, scores.CeLossZeroAblated, scores.CeLossScore);
         return new SaeRecipeReport(this, result, scores, generation, tokens);
     }
 
     /// <summary>
-    /// L0, explained variance and the CE loss score of <paramref name="sae"/> on the windows of <paramref name="corpus"/>:
-    /// next-token cross-entropy (mean over every predicted position) of the model alone, with the SAE spliced in (no error
-    /// term) and with the SAE's hook point zero-ablated; score = (CE_zero − CE_sae) / (CE_zero − CE_clean).
-    /// (A small private evaluation: the core's SaeEvaluation is not available on this branch.)
+    /// SAELens's evals (<see cref="SaeEvaluation"/>: L0, explained variance, CE loss score, …) of <paramref name="sae"/>
+    /// on the windows of <paramref name="corpus"/>, packed as training packs them (BOS first).
     /// </summary>
-    public static SaeEvaluationScores Evaluate(HookedTransformer model, Sae sae, ISaeTokenSource corpus, int contextSize, int bos,
+    /// <exception cref="InterpException">The corpus holds no window.</exception>
+    public static SaeEvalResult Evaluate(HookedTransformer model, Sae sae, ISaeTokenSource corpus, int contextSize, int bos,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -105,65 +104,11 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
         ArgumentNullException.ThrowIfNull(corpus);
         var windows = TokenWindows.Pack(corpus.Documents(cancellationToken), contextSize, bos, prependBos: true).ToArray();
         if (windows.Length == 0) throw new InterpException($"evaluation corpus {corpus.Description} holds no window of {contextSize} tokens");
-        string hook = sae.Config.HookName;
-        double clean = 0, withSae = 0, zero = 0, l0 = 0, se = 0, sumSq = 0;
-        double[] sum = new double[sae.Config.DIn];
-        long n = 0;
-        const int chunk = 16;
-        using var noGrad = no_grad();
-        for (int start = 0; start < windows.Length; start += chunk)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            using var scope = NewDisposeScope();
-            var rows = windows.Skip(start).Take(chunk).ToArray();
-            var tokens = tensor(rows.SelectMany(r => r.Select(t => (long)t)).ToArray(), [rows.Length, contextSize]);
-            double weight = rows.Length;
-            var (logits, cache) = model.RunWithCache(tokens, name => name == hook);
-            using (cache)
-            {
-                clean += Ce(logits, tokens) * weight;
-                var x = sae.FlattenInput(cache[hook]).reshape(-1, sae.Config.DIn).to(ScalarType.Float64);
-                var stages = sae.Forward(cache[hook]);
-                using (stages)
-                {
-                    var recon = stages.Output.reshape(-1, sae.Config.DIn).to(ScalarType.Float64);
-                    l0 += Sae.L0(stages.ActsPost).to(ScalarType.Float64).sum().item<double>();
-                    var diff = x - recon;
-                    se += (diff * diff).sum().item<double>();
-                    sumSq += (x * x).sum().item<double>();
-                    var colSum = x.sum(dim: 0).data<double>().ToArray();
-                    for (int i = 0; i < sum.Length; i++) sum[i] += colSum[i];
-                    n += x.shape[0];
-                }
-            }
-            using (model.WithSaes(sae, useErrorTerm: false))
-                withSae += Ce(model.forward(tokens), tokens) * weight;
-            zero += Ce(model.RunWithHooks(tokens, (hook, (act, _) => zeros_like(act))), tokens) * weight;
-        }
-        double count = windows.Length;
-        (clean, withSae, zero) = (clean / count, withSae / count, zero / count);
-        double total = sumSq - sum.Sum(s => s * s) / n;   // Σ‖x − x̄‖²
-        return new SaeEvaluationScores(windows.Length, n, l0 / n, 1 - se / total, clean, withSae, zero, (zero - withSae) / (zero - clean));
-    }
-
-    private static double Ce(Tensor logits, Tensor tokens)
-    {
-        int vocab = (int)logits.shape[^1];
-        return nn.functional.cross_entropy(logits[.., ..^1].reshape(-1, vocab), tokens[.., 1..].reshape(-1)).item<float>();
+        using var scope = NewDisposeScope();
+        var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [windows, pos]
+        return SaeEvaluation.Run(model, sae, tokens, new SaeEvalOptions(BatchSize: 16), cancellationToken);
     }
 }
-
-/// <summary>What <see cref="SaeRecipe.Evaluate"/> measured.</summary>
-/// <param name="Windows">Context windows evaluated.</param>
-/// <param name="Tokens">Tokens (activations) evaluated.</param>
-/// <param name="L0">Mean active features per token.</param>
-/// <param name="ExplainedVariance">1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² over all tokens.</param>
-/// <param name="CeClean">Next-token cross-entropy of the model alone.</param>
-/// <param name="CeWithSae">With the SAE's reconstruction in place of the activation.</param>
-/// <param name="CeZeroAblated">With the activation replaced by zeros.</param>
-/// <param name="CeLossScore">(CE_zero − CE_sae) / (CE_zero − CE_clean): 1 when the SAE loses nothing, 0 when it is as bad as zeros.</param>
-public sealed record SaeEvaluationScores(int Windows, long Tokens, double L0, double ExplainedVariance, double CeClean, double CeWithSae,
-    double CeZeroAblated, double CeLossScore);
 
 /// <summary>A recipe run: the recipe, the training result, the held-out scores, and the corpus generation's cost.</summary>
 /// <param name="Recipe">The recipe.</param>
@@ -171,4 +116,4 @@ public sealed record SaeEvaluationScores(int Windows, long Tokens, double L0, do
 /// <param name="Scores">Held-out evaluation.</param>
 /// <param name="GenerationTime">Time spent generating the training corpus.</param>
 /// <param name="CorpusTokens">Tokens in the generated training corpus.</param>
-public sealed record SaeRecipeReport(SaeRecipe Recipe, SaeTrainingResult Training, SaeEvaluationScores Scores, TimeSpan GenerationTime, int CorpusTokens);
+public sealed record SaeRecipeReport(SaeRecipe Recipe, SaeTrainingResult Training, SaeEvalResult Scores, TimeSpan GenerationTime, int CorpusTokens);
