@@ -31,15 +31,13 @@ return await Experiment.RunAsync<SaeEvalSettings>(args, new("sae_eval", "SAELens
         var f => new TextFileTokenSource(f, context.Model.RequireTokenizer()),
     };
     context.ReportProgress("corpus", 0.05);
-    var windows = TokenWindows.Pack(corpus.Documents(ct), contextSize, bos, prependBos: true).Take(settings.Sequences).ToArray();
-    if (windows.Length == 0) throw new InterpException($"the corpus {corpus.Description} has no window of {contextSize} tokens");
     using var scope = NewDisposeScope();
-    var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [sequences, pos]
+    var tokens = TokenWindows.Batch(corpus, contextSize, bos, settings.Sequences, ct);   // [sequences, pos]
 
     context.ReportProgress("evaluating", 0.2);
     var result = SaeEvaluation.Run(model, sae, tokens, new SaeEvalOptions(settings.BatchSize, settings.ExcludeFirstPosition), ct);
     await context.WriteTableAsync("sae_eval.parquet", result.ToTable(),
-        $"SAELens's evals on {windows.Length} windows of {contextSize} tokens of {corpus.Description} (definitions in docs/saes.md)", ct);
+        $"SAELens's evals on {tokens.shape[0]} windows of {contextSize} tokens of {corpus.Description} (definitions in docs/saes.md)", ct);
 
     context.ReportProgress("features", 0.8);
     var acts = SaeFeatureActivations.Collect(model, sae, tokens, cancellationToken: ct);

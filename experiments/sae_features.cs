@@ -47,15 +47,13 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     int contextSize = Math.Min(settings.ContextSize, model.Config.NCtx);
     context.ReportProgress("held-out corpus", 0.65);
     var corpus = new GeneratedTokenSource(model, bos, 2 * settings.Sequences, contextSize - 1, settings.CorpusSeed, batchSize: 32);
-    var windows = TokenWindows.Pack(corpus.Documents(ct), contextSize, bos, prependBos: true).Take(settings.Sequences).ToArray();
-    if (windows.Length == 0) throw new InterpException($"the held-out corpus has no window of {contextSize} tokens");
     using var scope = NewDisposeScope();
-    var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [sequences, pos]
+    var tokens = TokenWindows.Batch(corpus, contextSize, bos, settings.Sequences, ct);   // [sequences, pos]
 
     // 3. Evaluation.
     context.ReportProgress("evaluating", 0.7);
     var eval = SaeEvaluation.Run(model, sae, tokens, cancellationToken: ct);
-    await context.WriteTableAsync("sae_eval.parquet", eval.ToTable(), $"SAELens's evals on {windows.Length} held-out windows of {contextSize} tokens (docs/saes.md)", ct);
+    await context.WriteTableAsync("sae_eval.parquet", eval.ToTable(), $"SAELens's evals on {tokens.shape[0]} held-out windows of {contextSize} tokens (docs/saes.md)", ct);
     context.AddNumber("l0", eval.L0, "mean features active per position", "0.0");
     context.AddNumber("explained_variance", eval.ExplainedVariance, "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² on held-out text");
     context.AddNumber("ce_loss_score", eval.CeLossScore, "(CE zero-ablated − CE with the SAE) / (CE zero-ablated − CE clean)");

@@ -102,8 +102,8 @@ public partial class HookNamesTests
         Assert.Equal(HookNames.Scale(1, "ln2"), HookNames.ScaleOf("blocks.1.ln2"));
     }
 
-    // SAELens's cfg.json keys (hook_name, hook_name_out, hook_point, hook_head_index, hook_layer) are keys, not hook names.
-    [GeneratedRegex("\"[^\"\\n]*hook_(?!(name|name_out|point|head_index|layer)\")[a-z]")]
+    // SAELens's cfg.json keys (hook_name, hook_name_out, hook_point, hook_point_head_index, hook_head_index, hook_layer) are keys, not hook names.
+    [GeneratedRegex("\"[^\"\\n]*hook_(?!(name|name_out|point|point_head_index|head_index|layer)\")[a-z]")]
     private static partial Regex HookLiteral();
 
     /// <summary>

@@ -102,10 +102,8 @@ public sealed record SaeRecipe(string Name, string HookName, SaeTrainingOptions 
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(corpus);
-        var windows = TokenWindows.Pack(corpus.Documents(cancellationToken), contextSize, bos, prependBos: true).ToArray();
-        if (windows.Length == 0) throw new InterpException($"evaluation corpus {corpus.Description} holds no window of {contextSize} tokens");
         using var scope = NewDisposeScope();
-        var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [windows, pos]
+        var tokens = TokenWindows.Batch(corpus, contextSize, bos, cancellationToken: cancellationToken);   // [windows, pos]
         return SaeEvaluation.Run(model, sae, tokens, new SaeEvalOptions(BatchSize: 16), cancellationToken);
     }
 }

@@ -18,6 +18,19 @@ public static class TokenWindows
         return PackIterator(documents, contextSize, bos, prependBos);
     }
 
+    /// <summary>
+    /// At most <paramref name="maxWindows"/> windows of <paramref name="source"/> (BOS first) as int64 tokens
+    /// [windows, contextSize], for an evaluation or a read-out pass.
+    /// </summary>
+    /// <exception cref="InterpException">The source holds no window of that length.</exception>
+    public static TorchSharp.torch.Tensor Batch(ISaeTokenSource source, int contextSize, int bos, int maxWindows = int.MaxValue, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var windows = Pack(source.Documents(cancellationToken), contextSize, bos, prependBos: true).Take(maxWindows).ToArray();
+        if (windows.Length == 0) throw new InterpException($"{source.Description} holds no window of {contextSize} tokens");
+        return TorchSharp.torch.tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, contextSize]);   // [windows, pos]
+    }
+
     private static IEnumerable<int[]> PackIterator(IEnumerable<int[]> documents, int contextSize, int? bos, bool prependBos)
     {
         int body = prependBos ? contextSize - 1 : contextSize;
