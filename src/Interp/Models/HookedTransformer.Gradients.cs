@@ -7,8 +7,44 @@ namespace Interp.Models;
 
 public sealed partial class HookedTransformer
 {
-    /// <summary>The dtype of the weights (float32 unless converted, e.g. with <c>model.to(ScalarType.Float64)</c>).</summary>
+    /// <summary>The dtype of the weights (float32 unless converted with <see cref="ToDtype"/>).</summary>
     public ScalarType DType => Embed.W_E.dtype;
+
+    /// <summary>
+    /// A copy of this model whose weights, biases and constant tables are in <paramref name="dtype"/> (e.g. float64 for
+    /// finite-difference checks), with the same values (rounded when narrowing), weight processing, tokenizer and device;
+    /// the forward pass then runs in that dtype. The caller disposes the copy. (TorchSharp's <c>Module.to(dtype)</c>
+    /// cannot re-point the components' read-only weight properties, so it is not supported on this model.)
+    /// </summary>
+    /// <exception cref="InterpException"><paramref name="dtype"/> is not a floating-point type.</exception>
+    public HookedTransformer ToDtype(ScalarType dtype)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new InterpException($"ToDtype: {dtype} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
+        var previous = Component.BuildDtype;
+        Component.BuildDtype = dtype;
+        HookedTransformer copy;
+        try { copy = new HookedTransformer(Config); }
+        finally { Component.BuildDtype = previous; }
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var parameters = named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter, StringComparer.Ordinal);
+            foreach (var (name, p) in copy.named_parameters()) p.copy_(parameters[name]);
+            var buffers = named_buffers().ToDictionary(b => b.name, b => b.buffer, StringComparer.Ordinal);
+            foreach (var (name, b) in copy.named_buffers()) b.copy_(buffers[name]);
+            copy.Processing = Processing;
+            copy.Tokenizer = Tokenizer;
+            if (Device.type != DeviceType.CPU) copy.to(Device);
+            return copy;
+        }
+        catch
+        {
+            copy.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>
     /// Attaches backward hook functions (<see cref="HookPoint.AddBackward"/>) until the returned scope is disposed. They
