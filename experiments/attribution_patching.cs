@@ -83,8 +83,11 @@ return await Experiment.RunAsync<AttributionPatchingSettings>(args, new("attribu
             }
         var heads = comparison.Rows.Where(r => r.Site.Kind == PatchKind.HeadOut && r.Site.Position < 0).OrderByDescending(r => Math.Abs(r.Activation)).Take(5)
             .Select(r => $"{r.Site.Layer}.{r.Site.Head}: {r.Activation:0.000} patched, {r.Attribution:0.000} estimated");
+        var patterns = comparison.Rows.Where(r => r.Site.Kind == PatchKind.HeadPattern).OrderByDescending(r => Math.Abs(r.Activation)).Take(5)
+            .Select(r => $"{r.Site.Layer}.{r.Site.Head}: {r.Activation:0.000} patched, {r.Attribution:0.000} estimated");
         context.AddText($"**Set-up.** {setup}: **{activation.CleanMetric:0.000}** clean, **{activation.CorruptedMetric:0.000}** corrupted. " +
-                        $"Correlation of the two methods, by site kind: {string.Join("; ", lines)}. Heads with the largest patching effect (all positions): {string.Join(", ", heads)}.");
+                        $"Correlation of the two methods, by site kind: {string.Join("; ", lines)}. Heads with the largest patching effect (output, all positions): {string.Join(", ", heads)}. " +
+                        $"Head patterns with the largest effect: {string.Join(", ", patterns)}.");
         context.ReportProgress("done", 1.0);
     }
     finally
