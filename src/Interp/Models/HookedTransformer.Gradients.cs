@@ -92,7 +92,8 @@ public sealed partial class HookedTransformer
     /// weights' <c>requires_grad</c> is turned off for the call (and restored), so no weight gradient is computed or
     /// accumulated and nothing upstream of the accepted hooks is recorded. Every other pass is unaffected.
     /// Forward and backward hooks already attached stay in force; the recorded gradient at a hook point is what flows
-    /// upstream from it (after its own backward hooks).
+    /// upstream from it (after its own backward hooks). Toggling the weights' <c>requires_grad</c> makes the call unsafe
+    /// to run concurrently with another pass on the same model that records gradients (training).
     /// </summary>
     /// <param name="tokens">Token ids [batch, pos] (or [pos]).</param>
     /// <param name="metric">

@@ -4,6 +4,7 @@ using Interp.Loading;
 using Interp.Models;
 using Interp.Prompts;
 using Interp.Results;
+using Interp.Saes;
 using Interp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -88,6 +89,51 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
 
         var table = PatchingTable.Build([], results);
         Assert.Equal(results.Count, table.RowCount);
+    }
+
+    [Fact]
+    public void Sae_features_are_sites_whose_gradient_is_that_of_the_feature_activations()
+    {
+        var cfg = TestModels.Gpt2Like;
+        using var model = TestModels.Random(cfg, seed: 11);
+        const int dSae = 48;
+        var config = new SaeConfig(cfg.DModel, dSae, SaeArchitecture.Standard, HookNames.ResidPost(0), true, "float32", "cpu", null, null);
+        using var gen = new Generator(11);
+        using var scope = NewDisposeScope();
+        using var sae = Sae.Create(config, new Dictionary<string, Tensor>
+        {
+            ["W_enc"] = randn([cfg.DModel, dSae], generator: gen) * 0.3, ["b_enc"] = randn([dSae], generator: gen) * 0.1,
+            ["W_dec"] = randn([dSae, cfg.DModel], generator: gen) * 0.3, ["b_dec"] = randn([cfg.DModel], generator: gen) * 0.1,
+        });
+        var clean = TestModels.RandomTokens(cfg.DVocab, Batch, Pos, seed: 11);
+        var corrupted = TestModels.RandomTokens(cfg.DVocab, Batch, Pos, seed: 12);
+        var metric = Metrics.Loss();
+        string acts = HookNames.SaeLeaf.Of(config.HookName, HookNames.SaeLeaf.ActsPost);
+        using var splice = model.WithSaes(sae, useErrorTerm: true);
+        using var attribution = new AttributionPatching(model, clean, corrupted, metric);
+
+        // By hand: the feature activations of both runs and the gradient at hook_sae_acts_post.
+        Func<Tensor, Tensor> scalar = logits => Metrics.PerSequence(metric, logits, corrupted).mean();
+        using var run = model.RunWithCacheAndGradients(corrupted, scalar, n => n == acts);
+        var (_, cleanCache) = model.RunWithCache(clean, n => n == acts);
+        using var _c = cleanCache;
+        var product = (cleanCache[acts] - run.Activations[acts]) * run.Gradients[acts];
+        foreach (var (feature, position) in new[] { (3, -1), (7, 4), (0, 0) })
+        {
+            var slice = position < 0 ? product[.., .., feature] : product[.., position, feature];
+            Assert.Equal(slice.sum().item<float>(), attribution.Attribution(PatchSite.SaeFeature(config.HookName, feature, position)), 4);
+        }
+        // The gradient at the feature activations against central differences (float32: a looser tolerance).
+        var d = randn(run.Activations[acts].shape, generator: new Generator(4));
+        double Perturb(double eps)
+        {
+            using var inner = NewDisposeScope();
+            using var noGrad = no_grad();
+            return scalar(model.RunWithHooks(corrupted, (acts, (a, _) => a + d * eps))).item<float>();
+        }
+        double fd = (Perturb(1e-2) - Perturb(-1e-2)) / 2e-2;
+        double analytic = (run.Gradients[acts] * d).sum().item<float>();
+        Assert.True(Math.Abs(fd - analytic) <= 2e-2 * Math.Abs(fd) + 1e-4, $"finite differences {fd:G6}, gradient {analytic:G6}");
     }
 
     /// <summary>
