@@ -227,12 +227,19 @@ public sealed class ActivationPatching : IDisposable
     /// (<paramref name="raw"/> − m_corrupted) / (m_clean − m_corrupted): 0 = the corrupted run's metric, 1 = the clean run's.
     /// </summary>
     /// <exception cref="InterpException">The metric is the same on both runs: there is nothing to recover.</exception>
-    public double Normalise(double raw)
+    public double Normalise(double raw) => Normalise(raw, CleanMetric, CorruptedMetric);
+
+    /// <summary>
+    /// (<paramref name="raw"/> − <paramref name="corrupted"/>) / (<paramref name="clean"/> − <paramref name="corrupted"/>):
+    /// the normalisation every patching method shares (activation and attribution patching).
+    /// </summary>
+    /// <exception cref="InterpException">The metric is the same on both runs: there is nothing to recover.</exception>
+    internal static double Normalise(double raw, double clean, double corrupted)
     {
-        double gap = CleanMetric - CorruptedMetric;
-        if (Math.Abs(gap) <= 1e-9 * Math.Max(1, Math.Abs(CleanMetric)))
-            throw new InterpException($"nothing to recover: the metric is {CleanMetric:G6} on the clean run and {CorruptedMetric:G6} on the corrupted run, so a normalised patching score is undefined");
-        return (raw - CorruptedMetric) / gap;
+        double gap = clean - corrupted;
+        if (Math.Abs(gap) <= 1e-9 * Math.Max(1, Math.Abs(clean)))
+            throw new InterpException($"nothing to recover: the metric is {clean:G6} on the clean run and {corrupted:G6} on the corrupted run, so a normalised patching score is undefined");
+        return (raw - corrupted) / gap;
     }
 
     /// <summary>
@@ -317,7 +324,7 @@ public sealed class ActivationPatching : IDisposable
     }
 
     /// <summary>The hooks a patch can read from the clean run.</summary>
-    private static bool IsPatchable(string name) =>
+    internal static bool IsPatchable(string name) =>
         HookNames.Is(name, HookNames.ResidPre) || HookNames.Is(name, HookNames.AttnOut) || HookNames.Is(name, HookNames.MlpOut) ||
         HookNames.Is(name, HookNames.Z) || HookNames.Is(name, HookNames.Pattern) || HookNames.SaeLeaf.IsLeaf(name, HookNames.SaeLeaf.ActsPost);
 

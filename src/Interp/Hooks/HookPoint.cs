@@ -11,6 +11,15 @@ namespace Interp.Hooks;
 public delegate Tensor? HookFunction(Tensor activation, HookPoint hook);
 
 /// <summary>
+/// A backward hook function sees the gradient of whatever is being differentiated with respect to the activation that
+/// flows out of a <see cref="HookPoint"/> (after its forward hooks), as the backward pass reaches it. Return null to
+/// leave it as it is, or a tensor of the same shape to replace it: the replacement is what flows on to everything
+/// upstream (the chain rule then uses it in place of the true gradient). It runs during the backward pass, possibly on
+/// an autograd thread: keep a gradient with <c>gradient.detach().clone()</c> and <c>DetachFromDisposeScope()</c>.
+/// </summary>
+public delegate Tensor? BackwardHookFunction(Tensor gradient, HookPoint hook);
+
+/// <summary>
 /// A named place in the forward pass where an activation can be read or replaced (TransformerLens's HookPoint).
 /// Its <see cref="Name"/> is its module path, e.g. <c>blocks.0.attn.hook_pattern</c>; its <see cref="Axes"/> name
 /// the activation's dimensions, e.g. <c>batch pos head_index d_head</c>.
@@ -18,6 +27,8 @@ public delegate Tensor? HookFunction(Tensor activation, HookPoint hook);
 public sealed class HookPoint
 {
     private readonly List<HookFunction> _hooks = new();
+    private readonly List<BackwardHookFunction> _backward = new();
+    private Exception? _backwardError;
 
     /// <summary>Creates a hook point.</summary>
     public HookPoint(string name, params string[] axes)
@@ -32,8 +43,11 @@ public sealed class HookPoint
     /// <summary>The activation's axis names, in order (see <see cref="HookNames"/> for their meaning).</summary>
     public IReadOnlyList<string> Axes { get; }
 
-    /// <summary>True while at least one hook function is attached, or something (an SAE) is spliced in here.</summary>
-    public bool IsActive => _hooks.Count > 0 || Splice is not null;
+    /// <summary>True while at least one hook function (forward or backward) is attached, or something (an SAE) is spliced in here.</summary>
+    public bool IsActive => _hooks.Count > 0 || _backward.Count > 0 || Splice is not null;
+
+    /// <summary>True while at least one backward hook function is attached.</summary>
+    public bool HasBackwardHooks => _backward.Count > 0;
 
     /// <summary>
     /// What replaces the activation after every hook function has run (an SAE spliced in by <c>WithSaes</c>); its output
@@ -51,8 +65,60 @@ public sealed class HookPoint
         return new Handle(this, hook);
     }
 
-    /// <summary>Detaches every hook function.</summary>
-    public void Clear() => _hooks.Clear();
+    /// <summary>
+    /// Attaches a backward hook function; disposing the returned handle detaches it. It applies to the graphs of forward
+    /// passes run while it is attached (a pass records the backward hooks of each hook point as it passes it), and only
+    /// where gradients are recorded: with gradients off (<c>no_grad</c>), or when nothing upstream of the activation
+    /// requires a gradient, the pass adds nothing here and the hook never runs. Backward hooks run in the order they
+    /// were added, each seeing the previous one's replacement.
+    /// </summary>
+    public IDisposable AddBackward(BackwardHookFunction hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        _backward.Add(hook);
+        return new BackwardHandle(this, hook);
+    }
+
+    /// <summary>Detaches every hook function, forward and backward.</summary>
+    public void Clear()
+    {
+        _hooks.Clear();
+        _backward.Clear();
+    }
+
+    /// <summary>The first failure of a backward hook function here since the last call (null if none), cleared.</summary>
+    internal Exception? TakeBackwardError() => Interlocked.Exchange(ref _backwardError, null);
+
+    /// <summary>
+    /// Runs <paramref name="hooks"/> (those attached when the forward pass passed here) on <paramref name="gradient"/>.
+    /// Called by the autograd engine, from native code: nothing may throw out of it, so a failure is recorded (see
+    /// <see cref="TakeBackwardError"/>) and the gradient passes on unchanged from there.
+    /// </summary>
+    internal Tensor RunBackward(Tensor gradient, BackwardHookFunction[] hooks)
+    {
+        var original = gradient;
+        try
+        {
+            foreach (var hook in hooks)
+            {
+                var replaced = hook(gradient, this);
+                if (replaced is null || ReferenceEquals(replaced, gradient)) continue;
+                if (!replaced.shape.SequenceEqual(gradient.shape))
+                    throw new HookException(Name,
+                        $"a backward hook returned a gradient of shape [{string.Join(", ", replaced.shape)}] but the activation has shape [{string.Join(", ", gradient.shape)}] ({string.Join(" ", Axes)})");
+                gradient = replaced.dtype == gradient.dtype && replaced.device == gradient.device
+                    ? replaced
+                    : replaced.to(gradient.dtype, gradient.device);
+            }
+            return gradient;
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _backwardError,
+                e is InterpException or OperationCanceledException ? e : new HookException(Name, $"a backward hook failed: {e.Message}", e), null);
+            return original;
+        }
+    }
 
     /// <summary>Passes the activation through the attached hook functions, in the order they were added.</summary>
     public Tensor Run(Tensor activation)
@@ -76,11 +142,25 @@ public sealed class HookPoint
                 throw new HookException(Name, $"the spliced module returned shape [{string.Join(", ", spliced.shape)}] but the activation has shape [{string.Join(", ", activation.shape)}]");
             activation = spliced.dtype == activation.dtype ? spliced : spliced.to(activation.dtype);
         }
+        // Backward hooks cost nothing unless attached and the pass records gradients through this activation.
+        if (_backward.Count > 0 && activation.requires_grad && is_grad_enabled())
+            activation = GradientTap.apply(activation, this, _backward.ToArray());
         return activation;
     }
 
     /// <inheritdoc />
     public override string ToString() => $"{Name} [{string.Join(", ", Axes)}]";
+
+    private sealed class BackwardHandle(HookPoint point, BackwardHookFunction hook) : IDisposable
+    {
+        private bool _disposed;
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            point._backward.Remove(hook);
+        }
+    }
 
     private sealed class Handle(HookPoint point, HookFunction hook) : IDisposable
     {
@@ -91,6 +171,35 @@ public sealed class HookPoint
             _disposed = true;
             point._hooks.Remove(hook);
         }
+    }
+}
+
+/// <summary>
+/// The identity, as an autograd function whose backward runs a hook point's backward hooks on the gradient: how a
+/// <see cref="HookPoint"/> sees and replaces gradients (TorchSharp has no tensor hooks).
+/// </summary>
+internal sealed class GradientTap : torch.autograd.SingleTensorFunction<GradientTap>
+{
+    private const string PointKey = "point", HooksKey = "hooks";
+
+    /// <inheritdoc />
+    public override string Name => "HookPointBackward";
+
+    /// <summary>vars: the activation, its <see cref="HookPoint"/>, the backward hooks → a view of the activation.</summary>
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var activation = (Tensor)vars[0];
+        ctx.save_data(PointKey, vars[1]);
+        ctx.save_data(HooksKey, vars[2]);
+        return activation.view(activation.shape);
+    }
+
+    /// <inheritdoc />
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var point = (HookPoint)ctx.get_data(PointKey);
+        var hooks = (BackwardHookFunction[])ctx.get_data(HooksKey);
+        return [point.RunBackward(grad_output, hooks), null!, null!];
     }
 }
 

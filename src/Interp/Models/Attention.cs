@@ -137,13 +137,18 @@ public sealed class Attention : Component
         // Scaled and masked in place, on the fresh einsum output before any hook sees it: at long context the scores are
         // the largest tensors of the pass (n_heads·pos² floats, 50 MB for GPT-2 at 1,024 positions), and every new one is
         // a fresh mmap that the kernel faults in page by page (measured: ~300,000 faults per 1 × 1024 forward).
+        // While gradients are recorded, the steps whose backward reads their own output (tanh, softmax) are followed
+        // by out-of-place operations: writing over that output would invalidate the backward pass.
+        bool recording = q.requires_grad || k.requires_grad;
         var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_scale);
-        if (_cfg.AttnScoresSoftCap > 0) scores = scores.div_(_softCap).tanh_().mul_(_softCap);
+        if (_cfg.AttnScoresSoftCap > 0)
+            scores = recording ? scores.div(_softCap).tanh().mul(_softCap) : scores.div_(_softCap).tanh_().mul_(_softCap);
         var (blocked, keyless) = Blocked(pos, keys, keys - pos, context.KeyPadding, x.device);
-        if (blocked is not null) scores = scores.masked_fill_(blocked, Scalars.NegativeInfinity);
+        if (blocked is not null) scores = recording ? scores.masked_fill(blocked, Scalars.NegativeInfinity) : scores.masked_fill_(blocked, Scalars.NegativeInfinity);
         scores = _scores.Run(scores);
         var pattern = scores.softmax(-1);
-        if (keyless is not null) pattern = pattern.masked_fill_(keyless, Scalars.Zero); // 0/0 rows: attend nowhere
+        if (keyless is not null) // 0/0 rows: attend nowhere
+            pattern = pattern.requires_grad ? pattern.masked_fill(keyless, Scalars.Zero) : pattern.masked_fill_(keyless, Scalars.Zero);
         pattern = _pattern.Run(pattern);
         var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
 

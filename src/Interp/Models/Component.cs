@@ -48,6 +48,14 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     /// </summary>
     [ThreadStatic] internal static ShapePlan? Planning;
 
+    /// <summary>
+    /// While set (on this thread), components create their weights, biases and floating-point constants in this dtype
+    /// instead of float32: how <see cref="HookedTransformer.ToDtype"/> builds a converted copy.
+    /// </summary>
+    [ThreadStatic] internal static ScalarType? BuildDtype;
+
+    private static Tensor Zeros(long[] shape) => BuildDtype is { } dtype ? zeros(shape, dtype) : zeros(shape);
+
     /// <summary>Elements a model would allocate, recorded while <see cref="Planning"/> is set.</summary>
     internal sealed class ShapePlan
     {
@@ -64,7 +72,7 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     protected Parameter Weight(string name, params long[] shape)
     {
         if (Planning is { } plan) plan.Parameters += ShapePlan.Elements(shape);
-        var p = new Parameter(Planning is null ? zeros(shape) : empty(0), requires_grad: true);
+        var p = new Parameter(Planning is null ? Zeros(shape) : empty(0), requires_grad: true);
         p.DetachFromDisposeScope(); // a model built inside a caller's dispose scope must outlive it
         register_parameter(name, p);
         return p;
@@ -75,7 +83,7 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     {
         if (trainable) return Weight(name, shape);
         if (Planning is { } plan) plan.Buffers += ShapePlan.Elements(shape);
-        var b = (Planning is null ? zeros(shape) : empty(0)).DetachFromDisposeScope();
+        var b = (Planning is null ? Zeros(shape) : empty(0)).DetachFromDisposeScope();
         register_buffer(name, b, persistent: false);
         return b;
     }
@@ -85,6 +93,7 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     {
         if (Planning is { } plan) plan.Buffers += ShapePlan.Elements(shape);
         var value = Planning is null ? make() : empty(0);
+        if (BuildDtype is { } dtype && value.is_floating_point() && value.dtype != dtype) value = value.to(dtype);
         value.DetachFromDisposeScope();
         register_buffer(name, value, persistent: false);
         return value;

@@ -426,7 +426,9 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (UnembedOrNull is null) return resid;
         if (MlmHead is not null) resid = MlmHead.forward(resid);
         var logits = UnembedOrNull.forward(resid);
-        return _logitCap is null ? logits : logits.div_(_logitCap).tanh_().mul_(_logitCap);
+        if (_logitCap is null) return logits;
+        // Out of place while gradients are recorded: tanh's backward reads its output.
+        return logits.requires_grad ? logits.div(_logitCap).tanh().mul(_logitCap) : logits.div_(_logitCap).tanh_().mul_(_logitCap);
     }
 
     /// <summary>

@@ -74,6 +74,42 @@ public sealed class ArchitecturePassesTests
         TensorAssert.Close(expected, actual, relative * scale, what);
     }
 
+    // ---- Gradients -----------------------------------------------------------------------------------------------
+
+    [Theory, MemberData(nameof(AllModels))]
+    public void Gradients_match_central_differences_and_attribution_patching_runs(string name)
+    {
+        using var single = Build(name);
+        using var model = single.ToDtype(ScalarType.Float64);
+        using var scope = NewDisposeScope();
+        var tokens = Tokens(model, batch: 2, pos: 12);
+        Func<Tensor, Tensor> metric = logits => (logits[.., -1, 1] - logits[.., 3, 2]).sum() + logits.log_softmax(-1)[.., 5, 4].sum();
+        int last = model.Config.NLayers - 1;
+        var names = new List<string> { HookNames.ResidPre(last), HookNames.Pattern(0), HookNames.Z(0), HookNames.AttnOut(0) };
+        if (model.Config.Mlp != MlpKind.None) names.Add(HookNames.MlpOut(0));
+        using var run = model.RunWithCacheAndGradients(tokens, metric, names.Contains);
+        var generator = new Generator(5);
+        foreach (var hook in names)
+        {
+            var d = randn(run.Activations[hook].shape, ScalarType.Float64, generator: generator);
+            double Perturb(double eps)
+            {
+                using var inner = NewDisposeScope();
+                using var noGrad = no_grad();
+                return metric(model.RunWithHooks(tokens, (hook, (a, _) => a + d * eps))).item<double>();
+            }
+            double fd = (Perturb(1e-5) - Perturb(-1e-5)) / 2e-5;
+            double analytic = (run.Gradients[hook] * d).sum().item<double>();
+            Assert.True(Math.Abs(fd - analytic) <= 1e-3 * Math.Max(Math.Abs(fd), Math.Abs(analytic)) + 1e-8, $"{name} {hook}: finite differences {fd:G8}, gradient {analytic:G8}");
+        }
+        if (!single.Config.HasUnembed) return;   // a base encoder: gradients of its hidden state only (attribution patching refuses it)
+        using var attribution = new AttributionPatching(single, tokens, tokens.flip(1), Metrics.LogitDiff(1, 2, position: 5));
+        var sites = ActivationPatching.Sites(single.Config, (int)tokens.shape[1], PatchKind.HeadOut, perPosition: true);
+        var results = attribution.Sweep(sites);
+        if (single.Config.Causal)   // nothing after the metric's position can change it
+            Assert.All(results.Where(r => r.Site.Position > 5), r => Assert.Equal(0, r.Attribution, 12));
+    }
+
     // ---- Direct logit attribution ------------------------------------------------------------------------------
 
     [Theory, MemberData(nameof(DecodersRawAndProcessed))]
@@ -463,6 +499,8 @@ public sealed class ArchitecturePassesTests
         ["base ablation"] = ("bert-base-like", (m, t) => Ablation.Run(m, t, AblationTarget.OfMlp(0), AblationKind.Zero, Metrics.LogitDiff(1, 2)), ["ablation (Ablation.Run) (its metric reads logits)", "has none"]),
         ["base sweep"] = ("bert-base-like", (m, t) => AblationSweep.Heads(m, t, AblationKind.Zero, Metrics.LogitDiff(1, 2)), ["ablation sweep", "has none"]),
         ["base patching"] = ("bert-base-like", (m, t) => new ActivationPatching(m, t, t.flip(1), Metrics.LogitDiff(1, 2)).Dispose(), ["activation patching", "has none"]),
+        ["bert attribution patching with loss"] = ("bert-tiny-random", (m, t) => new AttributionPatching(m, t, t.flip(1), Metrics.Loss()).Dispose(), ["attribution patching", "Metrics.Loss", "bidirectional encoder"]),
+        ["base attribution patching"] = ("bert-base-like", (m, t) => new AttributionPatching(m, t, t.flip(1), Metrics.LogitDiff(1, 2)).Dispose(), ["attribution patching", "has none"]),
         ["base loss by position"] = ("bert-base-like", (m, t) => LossByPosition.Mean(m, t), ["loss by position", "has none"]),
         ["base full message"] = ("bert-base-like", (m, _) => FullCircuits.Message(m).Dispose(), ["FullCircuits.Message", "has none"]),
         // Gemma 2: attention's output normalised (ln1_post), q/k norms in gemma2-like
