@@ -96,15 +96,17 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
         var alignment = SaeMessageAlignment.Compute(model, sae, new SaeMessageAlignmentOptions { Features = top }, ct);
         await context.WriteTableAsync("sae_message_alignment.parquet", alignment.ToTable(),
             "each top feature's decoder direction through every later head's message (OV) circuit: the gain ‖d·W_V·W_O‖/‖d‖ and the feature the result is most like", ct);
-        var gains = new double[top.Length, alignment.Layers * alignment.Heads];
+        // The heads that read the SAE's stream: layers FirstLayer … n_layers − 1 (GainMap is over all layers).
+        int readers = alignment.Layers - alignment.FirstLayer;
+        var gains = new double[top.Length, readers * alignment.Heads];
         for (int i = 0; i < top.Length; i++)
         {
             var map = alignment.GainMap(top[i]);
-            for (int l = 0; l < alignment.Layers; l++)
-                for (int hd = 0; hd < alignment.Heads; hd++) gains[i, l * alignment.Heads + hd] = map[l, hd];
+            for (int l = 0; l < readers; l++)
+                for (int hd = 0; hd < alignment.Heads; hd++) gains[i, l * alignment.Heads + hd] = map[alignment.FirstLayer + l, hd];
         }
-        var heads = Enumerable.Range(0, alignment.Layers * alignment.Heads).Select(i => $"{alignment.FirstLayer + i / alignment.Heads}.{i % alignment.Heads}").ToArray();
-        context.SaveFigure("message_gains.png", Figures.Matrix(gains, "How much each head's message circuit moves each top feature", "head (layer.head)", "feature",
+        var heads = Enumerable.Range(0, readers * alignment.Heads).Select(i => $"{alignment.FirstLayer + i / alignment.Heads}.{i % alignment.Heads}").ToArray();
+        if (readers > 0) context.SaveFigure("message_gains.png", Figures.Matrix(gains, "How much each head's message circuit moves each top feature", "head (layer.head)", "feature",
                 top.Select(f => $"f{f}").ToArray(), heads),
             "Gain ‖d_f·W_V·W_O‖/‖d_f‖ of each top feature's decoder direction d_f through each head that reads it (layer norms ignored, as in the direct-path circuits).", 900, 120 + 40 * top.Length);
 
@@ -115,9 +117,11 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
             string promoted = string.Join(" ", effects.Of(f, LogitEffectDirection.Promoted).Take(5).Select(e => $"`{Figures.VisibleToken(e.Token)}`"));
             var best = contexts.Of(f).FirstOrDefault();
             string window = best is null ? "" : string.Concat(best.Tokens.Select(t => t.Offset == 0 ? $"**[{t.Token}]**" : t.Token));
-            var strongest = alignment.Rows.Where(r => r.Feature == f).OrderByDescending(r => r.Gain).First();
+            var strongest = alignment.Rows.Where(r => r.Feature == f).OrderByDescending(r => r.Gain).FirstOrDefault();
+            string moved = strongest is null ? "no later head reads it"
+                : $"moved most by head {strongest.Layer}.{strongest.Head} (gain {strongest.Gain:0.00}, writes most like feature {strongest.TopTargetFeature}, cosine {strongest.Cosine:0.00})";
             context.AddText($"- **feature {f}**: fires on {stat.Density:P2} of positions (max {stat.Max:0.00}); top context “{window.Replace("\n", "↵")}”; " +
-                            $"promotes {promoted}; moved most by head {strongest.Layer}.{strongest.Head} (gain {strongest.Gain:0.00}, writes most like feature {strongest.TopTargetFeature}, cosine {strongest.Cosine:0.00}).");
+                            $"promotes {promoted}; {moved}.");
         }
     }
     else context.AddText($"The SAE reads `{sae.Config.HookName}`, not a residual-stream write: logit effects and message alignment are skipped.");
