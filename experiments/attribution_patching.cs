@@ -66,6 +66,18 @@ return await Experiment.RunAsync<AttributionPatchingSettings>(args, new("attribu
             "head −1 = not a head site, position −1 = every position (query position for head_pattern)", ct);
 
         var comparison = AttributionPatching.Compare(patched, estimated);
+        // One point per head output (every position): the sites where attribution patching is used most.
+        var headPoints = comparison.Rows.Where(r => r.Site.Kind == PatchKind.HeadOut)
+            .Select(r => (Label: r.Site.Position < 0 ? $"{r.Site.Layer}.{r.Site.Head}" : "", X: r.Activation, Y: r.Attribution)).ToArray();
+        if (headPoints.Length > 0)
+        {
+            double lo = Math.Min(0, headPoints.Min(p => Math.Min(p.X, p.Y))), hi = Math.Max(1, headPoints.Max(p => Math.Max(p.X, p.Y)));
+            var scatter = Interp.Plots.Figures.Scatter("Head outputs: attribution vs activation patching", "activation patching (normalised)",
+                "attribution patching (normalised)", headPoints, (lo - 0.05, hi + 0.05), (lo - 0.05, hi + 0.05));
+            scatter.Add.Line(lo, lo, hi, hi).LinePattern = ScottPlot.LinePattern.Dotted;
+            context.SaveFigure("attribution_vs_activation.png", scatter,
+                "Each head's output patched from clean into corrupted (x) against the gradient estimate of the same patch (y); labelled points patch every position, unlabelled ones a single position; dotted: y = x.", 800, 650);
+        }
         context.AddNumber("metric_clean", activation.CleanMetric, "the metric on the clean run");
         context.AddNumber("metric_corrupted", activation.CorruptedMetric, "the metric on the corrupted run");
         if (!double.IsNaN(comparison.Correlation)) context.AddNumber("correlation_all_sites", comparison.Correlation, "Pearson correlation of activation and attribution patching over every site");
