@@ -50,6 +50,28 @@ public sealed class LoadedModel : IDisposable
     public ITokenizer RequireTokenizer() =>
         Tokenizer ?? throw new InterpException($"{Source}: no tokenizer for this model ({_noTokenizerReason}); pass token ids instead of text, or name a tokenizer file");
 
+    /// <summary>This model moved to <paramref name="device"/> (a new LoadedModel; this one is disposed, the tokenizer moves over).</summary>
+    /// <exception cref="InterpException">The device name is not valid, or the device does not exist in this libtorch build.</exception>
+    internal LoadedModel OnDevice(string device)
+    {
+        torch.Device target;
+        try { target = new torch.Device(device); }
+        catch (Exception ex) when (ex is ArgumentException or FormatException or InvalidOperationException or System.Runtime.InteropServices.ExternalException)
+        {
+            Dispose();
+            throw new InterpException($"--device '{device}' is not a device name (cpu, cuda, cuda:0, …): {ex.Message}", ex);
+        }
+        HookedTransformer moved;
+        try { moved = Model.ToDevice(target); }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+        Model.Dispose();
+        return new LoadedModel(moved, Tokenizer, Source, Format, _noTokenizerReason);
+    }
+
     /// <summary>Frees the weights.</summary>
     public void Dispose()
     {
@@ -88,7 +110,7 @@ public static class ModelLoader
                 throw;
             }
         }
-        if (options.Device != "cpu") loaded.Model.to(new torch.Device(options.Device));
+        if (options.Device != "cpu") loaded = loaded.OnDevice(options.Device);
         return loaded;
     }
 

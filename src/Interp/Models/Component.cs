@@ -54,7 +54,13 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     /// </summary>
     [ThreadStatic] internal static ScalarType? BuildDtype;
 
-    private static Tensor Zeros(long[] shape) => BuildDtype is { } dtype ? zeros(shape, dtype) : zeros(shape);
+    /// <summary>
+    /// While set (on this thread), components create their weights, biases and constants on this device: how
+    /// <see cref="HookedTransformer.ToDevice"/> builds a moved copy.
+    /// </summary>
+    [ThreadStatic] internal static Device? BuildDevice;
+
+    private static Tensor Zeros(long[] shape) => zeros(shape, BuildDtype ?? ScalarType.Float32, BuildDevice);
 
     /// <summary>Elements a model would allocate, recorded while <see cref="Planning"/> is set.</summary>
     internal sealed class ShapePlan
@@ -94,6 +100,7 @@ public abstract class Component : nn.Module<Tensor, Tensor>
         if (Planning is { } plan) plan.Buffers += ShapePlan.Elements(shape);
         var value = Planning is null ? make() : empty(0);
         if (BuildDtype is { } dtype && value.is_floating_point() && value.dtype != dtype) value = value.to(dtype);
+        if (BuildDevice is { } device && value.device != device) value = value.to(device);
         value.DetachFromDisposeScope();
         register_buffer(name, value, persistent: false);
         return value;

@@ -1,4 +1,5 @@
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using Interp.Hooks;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -21,11 +22,33 @@ public sealed partial class HookedTransformer
     {
         if (dtype is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new InterpException($"ToDtype: {dtype} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
-        var previous = Component.BuildDtype;
+        return Rebuild(dtype, Device);
+    }
+
+    /// <summary>
+    /// A copy of this model with every weight, bias and constant table on <paramref name="device"/> (e.g. <c>cuda:0</c>),
+    /// the same values, weight processing and tokenizer; the caller disposes the copy. (TorchSharp's
+    /// <c>Module.to(device)</c> cannot re-point the components' weight properties, so it is not supported on this model.)
+    /// </summary>
+    /// <exception cref="InterpException">The device does not exist in this build of libtorch.</exception>
+    public HookedTransformer ToDevice(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return Rebuild(DType, device);
+    }
+
+    private HookedTransformer Rebuild(ScalarType dtype, Device device)
+    {
+        var (previousDtype, previousDevice) = (Component.BuildDtype, Component.BuildDevice);
         Component.BuildDtype = dtype;
+        Component.BuildDevice = device;
         HookedTransformer copy;
         try { copy = new HookedTransformer(Config); }
-        finally { Component.BuildDtype = previous; }
+        catch (Exception ex) when (ex is ExternalException or ArgumentException or InvalidOperationException)
+        {
+            throw new InterpException($"cannot place {Config.Name} on {device}: {ex.Message.Split('\n')[0]}", ex);
+        }
+        finally { (Component.BuildDtype, Component.BuildDevice) = (previousDtype, previousDevice); }
         try
         {
             using var scope = NewDisposeScope();
@@ -36,7 +59,6 @@ public sealed partial class HookedTransformer
             foreach (var (name, b) in copy.named_buffers()) b.copy_(buffers[name]);
             copy.Processing = Processing;
             copy.Tokenizer = Tokenizer;
-            if (Device.type != DeviceType.CPU) copy.to(Device);
             return copy;
         }
         catch

@@ -113,6 +113,8 @@ public sealed class CliTests
     [Theory]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--text", "hello", "--out", "OUT" }, "no tokenizer for this model (its vocabulary of 1000 is smaller than GPT-2's 50257)")]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,x,3", "--out", "OUT" }, "'x' is not an integer token id")]
+    [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,2,3", "--device", "cuda:0", "--out", "OUT" }, "cannot place")]
+    [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,2,3", "--device", "gpu-please", "--out", "OUT" }, "is not a device name")]
     [InlineData(new[] { "logits", "--model", "MODEL:gpt2", "--tokens", "1,1000", "--out", "OUT" }, "token id 1000 at [batch 0, pos 1] is outside the vocabulary [0, 1000)")]
     [InlineData(new[] { "logits", "--model", "/no/such/model", "--tokens", "1", "--out", "OUT" }, "/no/such/model: no such file or directory")]
     [InlineData(new[] { "generate", "--model", "MODEL:stories", "--text", "hi", "--max-new", "-3" }, "--max-new must not be negative")]
