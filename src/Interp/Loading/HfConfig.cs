@@ -61,14 +61,8 @@ public sealed class HfConfig
         var info = new FileInfo(path);
         if (!info.Exists) throw new ModelFileException(path, null, "config.json not found");
         if (info.Length > 16 << 20) throw new ModelFileException(path, null, $"config.json is {info.Length} bytes; refusing anything over 16 MiB");
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false });
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ModelFileException(path, null, "is not a JSON object");
-            JsonChecks.EnsureValidStrings(doc.RootElement, path);
-            return new HfConfig(path, doc.RootElement.Clone());
-        }
-        catch (JsonException ex) { throw new ModelFileException(path, null, $"is not valid JSON: {ex.Message}", ex); }
+        using var doc = JsonChecks.ParseObject(path, File.ReadAllBytes(path), maxDepth: 32);
+        return new HfConfig(path, doc.RootElement.Clone());
     }
 
     /// <summary>The <c>model_type</c>, or null.</summary>
