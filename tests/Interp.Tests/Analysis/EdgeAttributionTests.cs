@@ -195,6 +195,32 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Input_attribution_is_complete_up_to_an_error_that_shrinks_with_steps()
+    {
+        using var model = TestModels.Random(TestModels.Gpt2Like, seed: 8);
+        using var scope = NewDisposeScope();
+        var tokens = TestModels.RandomTokens(model.Config.DVocab, 3, 8, seed: 41);
+        var metric = Metrics.LogitDiff(2, 7, position: 6);
+        var coarse = InputAttribution.IntegratedGradients(model, tokens, metric, steps: 2);
+        var fine = InputAttribution.IntegratedGradients(model, tokens, metric, steps: 32);
+        using (no_grad())
+        {
+            var direct = metric(model.forward(tokens), tokens).to(ScalarType.Float64).data<double>().ToArray();
+            Assert.Equal(direct, fine.Metric, (a, b) => Math.Abs(a - b) < 1e-5);
+        }
+        for (int b = 0; b < 3; b++)
+        {
+            double span = Math.Abs(fine.Metric[b] - fine.BaselineMetric[b]);
+            output.WriteLine($"sequence {b}: Δmetric {span:G4}, gap with 2 steps {coarse.CompletenessGap(b):G3}, with 32 steps {fine.CompletenessGap(b):G3}");
+            Assert.True(Math.Abs(fine.CompletenessGap(b)) <= 5e-3 * span, $"sequence {b}: 32 steps miss completeness by {fine.CompletenessGap(b):G3}");
+            Assert.True(Math.Abs(fine.CompletenessGap(b)) <= Math.Abs(coarse.CompletenessGap(b)) / 50, $"sequence {b}: the gap shrank only from {coarse.CompletenessGap(b):G3} to {fine.CompletenessGap(b):G3}");
+            // Causality: tokens after the metric's position get nothing.
+            Assert.Equal(0.0, fine.Attributions[b][7], 12);
+        }
+        Assert.Throws<InterpException>(() => InputAttribution.IntegratedGradients(model, tokens, metric, steps: 0));
+    }
+
+    [Fact]
     public void Edge_attribution_refuses_post_norm_models()
     {
         using var model = new HookedTransformer(TestModels.BertLike);
