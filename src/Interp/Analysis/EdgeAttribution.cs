@@ -366,6 +366,30 @@ public sealed class EdgeAttribution : IDisposable
     public double Faithfulness(IEnumerable<Edge> circuit, CancellationToken cancellationToken = default) =>
         ActivationPatching.Normalise(CircuitMetric(circuit, cancellationToken), CleanMetric, CorruptedMetric);
 
+    /// <summary>
+    /// The faithfulness of the top-n circuits of <paramref name="method"/>'s scores for each n of <paramref name="sizes"/>
+    /// (null: 0, 1, 2, 5, 10, 20, 50, … up to every edge; sizes above the edge count are capped at it): one pass per size.
+    /// </summary>
+    public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IEnumerable<int>? sizes = null, int steps = 30, CancellationToken cancellationToken = default)
+    {
+        var ranked = Circuit.Ranked(Scores(method, steps, cancellationToken)).Select(s => s.Edge).ToArray();
+        var points = new List<FaithfulnessPoint>();
+        foreach (int n in (sizes ?? DefaultSizes(ranked.Length)).Select(n => Math.Clamp(n, 0, ranked.Length)).Distinct().Order())
+            points.Add(new FaithfulnessPoint(method, n, Faithfulness(ranked.Take(n), cancellationToken)));
+        return points;
+    }
+
+    /// <summary>0, 1, 2, 5, 10, 20, 50, … below <paramref name="edges"/>, then <paramref name="edges"/>.</summary>
+    public static IReadOnlyList<int> DefaultSizes(int edges)
+    {
+        var sizes = new List<int> { 0 };
+        for (long scale = 1; scale < edges; scale *= 10)
+            foreach (long m in new[] { 1L, 2, 5 })
+                if (m * scale < edges) sizes.Add((int)(m * scale));
+        sizes.Add(edges);
+        return sizes;
+    }
+
     private double CircuitPass(Chunk chunk, bool[,] kept)
     {
         using var scope = NewDisposeScope();
