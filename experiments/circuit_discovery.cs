@@ -74,7 +74,7 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
             "faithfulness = (m_circuit − m_corrupted) / (m_clean − m_corrupted) of the circuit of the top `edges` edges by |score| of `method`: the clean run with every other edge's upstream output replaced by its corrupted one", ct);
 
         context.ReportProgress("edges patched one by one", 0.7);
-        var ranked = Circuit.Ranked(igScores).ToArray();
+        var ranked = EdgeCircuit.Ranked(igScores).ToArray();
         var eapByEdge = eapScores.ToDictionary(s => s.Edge, s => s.Score);
         var scatter = new List<(string Label, double X, double Y)>();
         var patchedValues = new List<double>();
@@ -94,7 +94,7 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
             $"The {scatter.Count} edges of largest |EAP-IG| score, each patched alone into the corrupted run (x) against its EAP score (y), both divided by m_clean − m_corrupted; Pearson r = {rEap:0.000} (EAP-IG: {rIg:0.000}).");
 
         context.ReportProgress("figures and input attribution", 0.85);
-        var circuit = Circuit.Top(igScores, settings.CircuitEdges, EdgeMethod.EapIg);
+        var circuit = EdgeCircuit.Top(igScores, settings.CircuitEdges, EdgeMethod.EapIg);
         double circuitFaithfulness = eap.Faithfulness(circuit.EdgeSet, ct);
         context.SaveFigure("circuit_graph.png", Figures.CircuitGraph(eap.Graph, circuit, $"Top {circuit.Edges.Count} EAP-IG edges (faithfulness {circuitFaithfulness:0.000})"),
             $"The circuit of the {circuit.Edges.Count} edges of largest |EAP-IG| score: nodes by layer, edge width by |score|, blue positive, red negative; it recovers {circuitFaithfulness:0.000} of m_clean − m_corrupted.",

@@ -15,7 +15,7 @@ public static partial class Figures
     /// the circuit's.
     /// </summary>
     /// <exception cref="InterpException">The circuit has an edge that is not in the graph.</exception>
-    public static Plot CircuitGraph(EdgeGraph graph, Circuit circuit, string title)
+    public static Plot CircuitGraph(EdgeGraph graph, EdgeCircuit circuit, string title)
     {
         ArgumentNullException.ThrowIfNull(graph);
         ArgumentNullException.ThrowIfNull(circuit);

@@ -372,7 +372,7 @@ public sealed class EdgeAttribution : IDisposable
     /// </summary>
     public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IEnumerable<int>? sizes = null, int steps = 30, CancellationToken cancellationToken = default)
     {
-        var ranked = Circuit.Ranked(Scores(method, steps, cancellationToken)).Select(s => s.Edge).ToArray();
+        var ranked = EdgeCircuit.Ranked(Scores(method, steps, cancellationToken)).Select(s => s.Edge).ToArray();
         var points = new List<FaithfulnessPoint>();
         foreach (int n in (sizes ?? DefaultSizes(ranked.Length)).Select(n => Math.Clamp(n, 0, ranked.Length)).Distinct().Order())
             points.Add(new FaithfulnessPoint(method, n, Faithfulness(ranked.Take(n), cancellationToken)));

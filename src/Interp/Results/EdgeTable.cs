@@ -34,7 +34,7 @@ public static class EdgeTable
     }
 
     /// <summary>A circuit's edges as an <c>edge_attribution</c> table.</summary>
-    public static ParquetTable Build(Circuit circuit)
+    public static ParquetTable Build(EdgeCircuit circuit)
     {
         ArgumentNullException.ThrowIfNull(circuit);
         return Build((circuit.Method, circuit.Edges));
