@@ -267,7 +267,7 @@ public sealed class EdgeAttribution : IDisposable
     {
         bool first = chunk.CorruptedOutputs is null;
         var frozen = Model.parameters().Where(p => p.requires_grad).ToArray();
-        var sums = new Tensor?[Graph.Downstream.Count];
+        var columnsOf = new Tensor?[DownstreamHooks().Count()];
         try
         {
             using var scope = NewDisposeScope();
@@ -289,14 +289,11 @@ public sealed class EdgeAttribution : IDisposable
                     return start.detach().requires_grad_(true);
                 }));
             }
-            var backward = DownstreamHooks().Select(h => (h.Hook, (BackwardHookFunction)((gradient, _) =>
+            var downstream = DownstreamHooks().ToArray();
+            var backward = downstream.Select((h, k) => (h.Hook, (BackwardHookFunction)((gradient, _) =>
             {
-                // Runs during the backward pass, possibly on another thread: every temporary is disposed here.
-                int prefix = Graph.UpstreamCount(h.Column);
-                using var g = AsColumns(gradient, h.Columns);                               // [columns, batch·pos·d_model]
-                using var d = delta.narrow(0, 0, prefix).reshape(prefix, -1);            // [prefix, batch·pos·d_model]
-                using var product = d.mm(g.t());                                         // [prefix, columns]
-                sums[h.Column] = product.to(ScalarType.Float64, CPU).DetachFromDisposeScope();
+                // Runs during the backward pass, possibly on another thread: kept as [columns, batch·pos·d_model], contracted after.
+                columnsOf[k] = AsColumns(gradient, h.Columns).contiguous().clone().DetachFromDisposeScope();
                 return null;
             }))).ToArray();
 
@@ -318,19 +315,26 @@ public sealed class EdgeAttribution : IDisposable
             if (!value.requires_grad)
                 throw new InterpException("edge attribution: the metric's value does not depend on the logits (was it computed from detached logits or from a number?)");
             Model.Backward(value.reshape(Array.Empty<long>()));
-            for (int j = 0; j < sums.Length; j++)
+            // One product per group of inputs fed by the same upstream nodes (a layer's q, k and v inputs): the
+            // gradients [columns, batch·pos·d_model] times the nodes' clean − corrupted [prefix, batch·pos·d_model]ᵀ.
+            foreach (var group in downstream.Select((h, k) => (h.Column, h.Columns, Index: k)).GroupBy(h => Graph.UpstreamCount(h.Column)))
             {
-                if (sums[j] is not { } s) continue;
-                var host = s.data<double>().ToArray();
-                int columns = (int)s.shape[1], prefix = (int)s.shape[0];
-                for (int i = 0; i < prefix; i++)
-                    for (int c = 0; c < columns; c++) scores[i, j + c] += host[i * columns + c];
+                int prefix = group.Key;
+                var parts = group.Where(p => columnsOf[p.Index] is not null).ToArray();   // none: no path to the metric, zero
+                if (parts.Length == 0) continue;
+                using var stacked = parts.Length == 1 ? columnsOf[parts[0].Index]!.alias() : cat(parts.Select(p => columnsOf[p.Index]!).ToArray(), 0);
+                using var product = stacked.mm(delta.narrow(0, 0, prefix).reshape(prefix, -1).t()).to(ScalarType.Float64, CPU); // [columns, prefix]
+                var host = product.data<double>().ToArray();
+                int row = 0;
+                foreach (var (column, columns, _) in parts)
+                    for (int c = 0; c < columns; c++, row++)
+                        for (int i = 0; i < prefix; i++) scores[i, column + c] += host[row * prefix + i];
             }
             return metric;
         }
         finally
         {
-            foreach (var s in sums) s?.Dispose();
+            foreach (var c in columnsOf) c?.Dispose();
             foreach (var p in frozen) p.requires_grad_(true);
         }
     }

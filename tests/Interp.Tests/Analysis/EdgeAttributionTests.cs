@@ -185,6 +185,17 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         Assert.Equal(eap.CleanMetric, eap.CircuitMetric(eap.Graph.Edges));
         Assert.Equal(0.0, eap.Faithfulness([]), 4);
         Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 5);
+        // Circuits by count and by threshold: the same edges, best first; threshold 0 keeps every edge.
+        var scores = eap.Scores(EdgeMethod.Eap);
+        var top = EdgeCircuit.Top(scores, 7, EdgeMethod.Eap);
+        Assert.Equal(7, top.Edges.Count);
+        Assert.True(top.Edges.Zip(top.Edges.Skip(1)).All(p => Math.Abs(p.First.Score) >= Math.Abs(p.Second.Score)));
+        Assert.Equal(top.EdgeSet, EdgeCircuit.Threshold(scores, Math.Abs(top.Edges[^1].Score), EdgeMethod.Eap).EdgeSet.Take(7));
+        Assert.Equal(1.0, eap.Faithfulness(EdgeCircuit.Threshold(scores, 0, EdgeMethod.Eap).EdgeSet));
+        var curve = eap.FaithfulnessCurve(EdgeMethod.Eap, [0, 7, 100000]);
+        Assert.Equal([0, 7, eap.Graph.Edges.Count], curve.Select(c => c.Edges));
+        Assert.Equal(eap.Faithfulness(top.EdgeSet), curve[1].Faithfulness);
+        Assert.Equal(1.0, curve[2].Faithfulness);
         // Parallel blocks: a head does not feed its own layer's MLP.
         if (model.Config.Block == BlockKind.Parallel)
             Assert.DoesNotContain(eap.Graph.Edges, e => e.Downstream.Input == EdgeInput.Mlp && e.Upstream.Kind == UpstreamKind.Head && e.Upstream.Layer == e.Downstream.Layer);
