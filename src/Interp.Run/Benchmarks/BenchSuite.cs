@@ -35,7 +35,7 @@ public static class BenchSuite
         int reps = options.Repetitions, warm = options.Warmup;
         var shape = options.Quick ? Gpt2Shape.Tiny : Gpt2Shape.Small;
         // The GPT-2 model is written (~0.5 GB at full size) and loaded only when a section measures it.
-        using var gpt = new[] { "gpt2", "sweep", "copying", "memory", "generation" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
+        using var gpt = new[] { "gpt2", "sweep", "copying", "memory", "generation", "eap" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
         long batch = options.Quick ? 2 : 4, pos = options.Quick ? 32 : 128;
 
         PeerProcess? peer = null;
@@ -182,7 +182,11 @@ public static class BenchSuite
         using (var builtIn = BuiltInModel.Load())
             foreach (var row in SaeTrainingThroughput(builtIn.Model, options, reps, warm, ct)) Add(row);
 
-        // 11. The soak under garbage-collection pressure (only when asked for: --only soak).
+        // 11. Edge attribution patching (EAP, EAP-IG with 30 steps) over every edge vs one forward.
+        if (options.Runs("eap"))
+            foreach (var row in EdgeAttributionCost(gpt!.Model, shape.Name, options.Quick, reps, warm, ct)) Add(row);
+
+        // 12. The soak under garbage-collection pressure (only when asked for: --only soak).
         if (options.Only?.Contains("soak") == true)
         {
             var soak = Soak.Run(new SoakOptions { Calls = options.SoakCalls }, ct);
@@ -325,6 +329,46 @@ public static class BenchSuite
                 $"TopK SAE (d_sae 512, k 16) at {HookNames.ResidPre(1)}: {result.Tokens:N0} activations trained on in {result.Elapsed.TotalSeconds:F2} s, buffer filling included"),
             new("sae_training_vs_forward", "builtin", input, trainRate / forwardRate, "ratio", double.NaN, "report", trainRate, forwardRate,
                 $"activations trained on per second ÷ tokens per second of plain forwards over [{prompts}, {context}] (median of {2 * reps}, half before and half after the run)"),
+        ];
+    }
+
+    /// <summary>
+    /// Edge attribution patching over every edge of the GPT-2 model (144 heads' q, k, v inputs, 12 MLPs, the logits;
+    /// quick: the tiny shape) on one sequence of 128 random tokens (quick: 16) against random corrupted tokens, metric the
+    /// mean next-token log-probability: EAP (the whole <see cref="EdgeAttribution"/> construction: one clean forward, one
+    /// corrupted forward and backward, every edge's score) and EAP-IG with 30 steps (construction and 29 more forward and
+    /// backward passes), each ÷ one plain forward of the same input, medians of interleaved repetitions (EAP-IG: one run
+    /// unless quick, it takes tens of seconds).
+    /// </summary>
+    private static BenchRow[] EdgeAttributionCost(HookedTransformer model, string name, bool quick, int reps, int warm, CancellationToken ct)
+    {
+        const int steps = 30;
+        long pos = quick ? 16 : 128;
+        var clean = Tokens(model.Config, 1, pos);
+        using var corrupted = randint(0, model.Config.DVocab, [1, pos], generator: new Generator(99), dtype: ScalarType.Int64);
+        var loss = Metrics.Loss();
+        Metric metric = (logits, tokens) =>
+        {
+            using var scope = NewDisposeScope();
+            return (-loss(logits, tokens)).MoveToOuterDisposeScope();
+        };
+        int edges = EdgeGraph.For(model.Config).Edges.Count;
+        int inner = Repeats(() => { using var s = NewDisposeScope(); model.forward(clean); });
+        var t = new Interleaved()
+            .Add("forward", Loop(inner, () => { using var s = NewDisposeScope(); model.forward(clean); }))
+            .Add("eap", () => { using var s = NewDisposeScope(); using var e = new EdgeAttribution(model, clean, corrupted, metric, cancellationToken: ct); e.Scores(EdgeMethod.Eap); })
+            .Medians(warm, reps, ct);
+        var ig = new Interleaved()
+            .Add("eap_ig", () => { using var s = NewDisposeScope(); using var e = new EdgeAttribution(model, clean, corrupted, metric, cancellationToken: ct); e.Scores(EdgeMethod.EapIg, steps, ct); })
+            .Medians(0, quick ? reps : 1, ct);
+        clean.Dispose();
+        string input = $"1x{pos}";
+        return
+        [
+            new("eap_vs_forward", name, input, t["eap"] / t["forward"], "ratio", 4, "<=", t["eap"], t["forward"],
+                $"EAP over all {edges:N0} edges (clean forward, corrupted forward + backward through the split q/k/v/MLP inputs, every score) ÷ one plain forward"),
+            new("eap_ig_vs_forward", name, input, ig["eap_ig"] / t["forward"], "ratio", 40, "<=", ig["eap_ig"], t["forward"],
+                $"EAP-IG with {steps} steps over all {edges:N0} edges (clean forward, {steps} forward + backward passes on interpolated embeddings) ÷ one plain forward{(quick ? "" : " (one run)")}"),
         ];
     }
 

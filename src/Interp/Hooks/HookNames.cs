@@ -83,6 +83,20 @@ public static class HookNames
     private const string ZLeaf = "hook_z";
     /// <summary>Each head's own write into the residual stream, [batch, pos, head_index, d_model]; computed only when used.</summary>
     public static string Result(int layer) => Attn(layer, "hook_result");
+    /// <summary>
+    /// Split inputs only (<c>HookedTransformer.UseSplitInputs</c>, TransformerLens's <c>use_split_qkv_input</c>): each
+    /// query head's own copy of resid_pre, before ln1, [batch, pos, head_index, d_model].
+    /// </summary>
+    public static string QInput(int layer) => $"blocks.{layer}.hook_q_input";
+    /// <summary>Split inputs only: each key head's own copy of resid_pre, before ln1, [batch, pos, kv_head_index, d_model].</summary>
+    public static string KInput(int layer) => $"blocks.{layer}.hook_k_input";
+    /// <summary>Split inputs only: each value head's own copy of resid_pre, before ln1, [batch, pos, kv_head_index, d_model].</summary>
+    public static string VInput(int layer) => $"blocks.{layer}.hook_v_input";
+    /// <summary>
+    /// Split inputs only (TransformerLens's <c>use_hook_mlp_in</c>): the MLP's own copy of its input before ln2 (resid_mid,
+    /// or resid_pre in a parallel block), [batch, pos, d_model].
+    /// </summary>
+    public static string MlpIn(int layer) => $"blocks.{layer}.hook_mlp_in";
     /// <summary>MLP pre-activation (the gate's, for gated MLPs), [batch, pos, d_mlp].</summary>
     public static string MlpPre(int layer) => $"blocks.{layer}.mlp.hook_pre";
     /// <summary>Gated MLPs only: the linear (non-gate) input, [batch, pos, d_mlp].</summary>

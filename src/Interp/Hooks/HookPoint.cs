@@ -121,19 +121,27 @@ public sealed class HookPoint
     }
 
     /// <summary>Passes the activation through the attached hook functions, in the order they were added.</summary>
-    public Tensor Run(Tensor activation)
+    public Tensor Run(Tensor activation) => Run(activation, out _);
+
+    /// <summary>
+    /// <see cref="Run(Tensor)"/>, telling whether a hook function or a splice replaced the activation (a backward tap
+    /// alone does not count: it is the identity).
+    /// </summary>
+    internal Tensor Run(Tensor activation, out bool replaced)
     {
+        replaced = false;
         // Snapshot: a hook may add or remove hooks while it runs.
         foreach (var hook in _hooks.Count == 0 ? Array.Empty<HookFunction>() : _hooks.ToArray())
         {
-            var replaced = hook(activation, this);
-            if (replaced is null || ReferenceEquals(replaced, activation)) continue;
-            if (!replaced.shape.SequenceEqual(activation.shape))
+            var replacement = hook(activation, this);
+            if (replacement is null || ReferenceEquals(replacement, activation)) continue;
+            if (!replacement.shape.SequenceEqual(activation.shape))
                 throw new HookException(Name,
-                    $"a hook returned shape [{string.Join(", ", replaced.shape)}] but the activation has shape [{string.Join(", ", activation.shape)}] ({string.Join(" ", Axes)})");
-            activation = replaced.dtype == activation.dtype && replaced.device == activation.device
-                ? replaced
-                : replaced.to(activation.dtype, activation.device);
+                    $"a hook returned shape [{string.Join(", ", replacement.shape)}] but the activation has shape [{string.Join(", ", activation.shape)}] ({string.Join(" ", Axes)})");
+            activation = replacement.dtype == activation.dtype && replacement.device == activation.device
+                ? replacement
+                : replacement.to(activation.dtype, activation.device);
+            replaced = true;
         }
         if (Splice is { } splice)
         {
@@ -141,6 +149,7 @@ public sealed class HookPoint
             if (!spliced.shape.SequenceEqual(activation.shape))
                 throw new HookException(Name, $"the spliced module returned shape [{string.Join(", ", spliced.shape)}] but the activation has shape [{string.Join(", ", activation.shape)}]");
             activation = spliced.dtype == activation.dtype ? spliced : spliced.to(activation.dtype);
+            replaced = true;
         }
         // Backward hooks cost nothing unless attached and the pass records gradients through this activation.
         if (_backward.Count > 0 && activation.requires_grad && is_grad_enabled())

@@ -115,12 +115,47 @@ public sealed class Attention : Component
     /// </summary>
     public Tensor forward(Tensor x, AttentionContext context)
     {
-        long pos = x.shape[1];
         // Decode steps (a cache, a few rows) project head by head; every other pass keeps the one-GEMM path's numerics.
         bool decode = context.Cache is not null;
-        var q = _q.Run(Project(x, W_Q, b_Q, decode));
-        var k = _k.Run(Project(x, W_K, b_K, decode));
-        var v = _v.Run(Project(x, W_V, b_V, decode));
+        return Attend(Project(x, W_Q, b_Q, decode), Project(x, W_K, b_K, decode), Project(x, W_V, b_V, decode), context);
+    }
+
+    /// <summary>
+    /// The forward pass with split inputs (TransformerLens's <c>use_split_qkv_input</c>): every query, key and value head
+    /// reads its own copy of <paramref name="residPre"/> [batch, pos, d_model] (before the norm), which passes
+    /// <paramref name="qInput"/>, <paramref name="kInput"/> or <paramref name="vInput"/> ([batch, pos, head, d_model])
+    /// and is normalised by <paramref name="norm"/> on its own. Where no hook replaced the copies of an input, its
+    /// values are exactly those of <see cref="forward(Tensor, AttentionContext)"/> (the standard projection of the
+    /// normalised stream) and, while gradients are recorded, its gradient flows to <paramref name="residPre"/> through
+    /// each head's copy, so that each copy's gradient is ∂/∂(that head's input); where a hook replaced them, the
+    /// projection of each head's own normalised copy is used.
+    /// </summary>
+    internal Tensor ForwardSplit(Tensor residPre, Func<Tensor, Tensor> norm, HookPoint qInput, HookPoint kInput, HookPoint vInput, AttentionContext context)
+    {
+        bool decode = context.Cache is not null;
+        long batch = residPre.shape[0], pos = residPre.shape[1], dModel = residPre.shape[2];
+        Tensor? normalised = null;
+        Tensor Input(HookPoint hook, Tensor w, Tensor b)
+        {
+            long heads = w.shape[0];
+            var copies = hook.Run(residPre.unsqueeze(2).expand(batch, pos, heads, dModel), out bool replaced); // [batch, pos, head, d_model]
+            if (!replaced && !copies.requires_grad) return Project(normalised ??= norm(residPre), w, b, decode);
+            var own = einsum("bphd,hde->bphe", norm(copies), w).add(b, Scalars.One); // [batch, pos, head, d_head]
+            if (replaced) return own;
+            // Straight through: the standard values (exactly), the gradient of each head's own copy (own − own is 0).
+            var standard = Project(normalised ??= norm(residPre.detach()), w, b, decode).detach();
+            return standard.add(own - own.detach(), Scalars.One);
+        }
+        return Attend(Input(qInput, W_Q, b_Q), Input(kInput, W_K, b_K), Input(vInput, W_V, b_V), context);
+    }
+
+    /// <summary>Projected q [batch, pos, head, d_head] and k, v [batch, pos, kv_head, d_head] → attn_out [batch, pos, d_model].</summary>
+    private Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context)
+    {
+        long pos = q.shape[1];
+        q = _q.Run(q);
+        k = _k.Run(k);
+        v = _v.Run(v);
         if (QNorm is not null) q = QNorm.forward(q);
         if (KNorm is not null) k = KNorm.forward(k);
         if (_rotary is not null)
@@ -143,7 +178,7 @@ public sealed class Attention : Component
         var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_scale);
         if (_cfg.AttnScoresSoftCap > 0)
             scores = recording ? scores.div(_softCap).tanh().mul(_softCap) : scores.div_(_softCap).tanh_().mul_(_softCap);
-        var (blocked, keyless) = Blocked(pos, keys, keys - pos, context.KeyPadding, x.device);
+        var (blocked, keyless) = Blocked(pos, keys, keys - pos, context.KeyPadding, q.device);
         if (blocked is not null) scores = recording ? scores.masked_fill(blocked, Scalars.NegativeInfinity) : scores.masked_fill_(blocked, Scalars.NegativeInfinity);
         scores = _scores.Run(scores);
         var pattern = scores.softmax(-1);

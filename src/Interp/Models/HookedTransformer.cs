@@ -66,14 +66,45 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (config.Pooler) register_module("pooler", Pooler = new Pooler(config));
         if (config.OutputLogitsSoftCap > 0) _logitCap = config.OutputLogitsSoftCap.ToScalar();
 
-        var all = Embed.HookPoints.Concat(PosEmbed?.HookPoints ?? []).Concat(TokenTypeEmbed?.HookPoints ?? []).Concat(EmbedLn?.HookPoints ?? [])
-            .Concat(blocks.SelectMany(b => b.HookPoints))
-            .Concat(LnFinal?.HookPoints ?? [])
-            .Concat(MlmHead?.HookPoints ?? []);
         _hooks = new Dictionary<string, HookPoint>(StringComparer.Ordinal);
-        foreach (var h in all) _hooks.Add(h.Name, h);
-        _ownPoints = _hooks.Values.ToArray();
+        _ownPoints = OwnPoints();
+        foreach (var h in _ownPoints) _hooks.Add(h.Name, h);
         HookPoints = _ownPoints;
+    }
+
+    /// <summary>The model's own hook points in forward order (without those of spliced SAEs).</summary>
+    private HookPoint[] OwnPoints() => Embed.HookPoints.Concat(PosEmbed?.HookPoints ?? []).Concat(TokenTypeEmbed?.HookPoints ?? []).Concat(EmbedLn?.HookPoints ?? [])
+        .Concat(Blocks.SelectMany(b => b.HookPoints))
+        .Concat(LnFinal?.HookPoints ?? [])
+        .Concat(MlmHead?.HookPoints ?? [])
+        .ToArray();
+
+    /// <summary>
+    /// Split inputs (TransformerLens's <c>use_split_qkv_input</c> and <c>use_hook_mlp_in</c>): while true, every block
+    /// has <c>blocks.{l}.hook_q_input</c>, <c>hook_k_input</c>, <c>hook_v_input</c> ([batch, pos, head_index or
+    /// kv_head_index, d_model]: each head's own copy of resid_pre, before ln1, which that head's query, key or value
+    /// path normalises on its own) and, with an MLP, <c>hook_mlp_in</c> ([batch, pos, d_model]: the MLP's own copy of
+    /// its input, before ln2). The gradient at a copy is the gradient with respect to that head's (or the MLP's) input
+    /// alone, which is what edge attribution needs. Nothing changes until a hook is attached to one of them; with hooks
+    /// attached that replace nothing, the forward pass computes exactly the same values (bit for bit) as without. While
+    /// the copies are in use, ln1's hooks see [batch, pos, head, …] copies too. False by default; not for post-norm
+    /// blocks (BERT), which have no pre-norm input to split. Toggling it is not safe while another pass runs.
+    /// </summary>
+    /// <exception cref="InterpException">Set to true on a post-norm model.</exception>
+    public bool UseSplitInputs
+    {
+        get => Blocks.Count > 0 && Blocks[0].SplitInputs;
+        set
+        {
+            if (value == UseSplitInputs) return;
+            if (value && Config.Block == BlockKind.PostNorm)
+                throw new InterpException($"split inputs: {Config.Name} has post-norm blocks ({Config.Family}), whose attention reads the normalised stream of the previous block; only pre-norm and parallel blocks have split inputs");
+            foreach (var b in Blocks) b.SplitInputs = value;
+            foreach (var h in _ownPoints) _hooks.Remove(h.Name);
+            _ownPoints = OwnPoints();
+            foreach (var h in _ownPoints) _hooks.Add(h.Name, h);
+            RebuildHookPoints();
+        }
     }
 
     /// <summary>
@@ -111,7 +142,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// <summary>Every hook point, in the order the forward pass reaches them (with those of spliced SAEs).</summary>
     public IReadOnlyList<HookPoint> HookPoints { get; private set; }
 
-    private readonly HookPoint[] _ownPoints;
+    private HookPoint[] _ownPoints;
     private readonly List<(HookPoint After, IReadOnlyList<HookPoint> Points)> _grafted = new();
 
     /// <summary>Adds <paramref name="points"/> (an SAE's own hook points) right after <paramref name="after"/>.</summary>

@@ -27,6 +27,46 @@ public abstract class TransformerBlock : Component
     /// <summary>The MLP's write (null without an MLP).</summary>
     protected HookPoint? MlpOut { get; }
 
+    /// <summary>The split-input hooks (q, k, v inputs and the MLP's input; null for post-norm blocks and without an MLP).</summary>
+    private protected HookPoint? QInput, KInput, VInput, MlpIn;
+
+    /// <summary>
+    /// True while the block lists and runs its split-input hooks (<see cref="HookedTransformer.UseSplitInputs"/>). They
+    /// cost nothing until a hook is attached to one of them.
+    /// </summary>
+    internal bool SplitInputs { get; set; }
+
+    /// <summary>Declares the split-input hooks (pre-norm and parallel blocks).</summary>
+    private protected void DeclareSplitInputs(int layer)
+    {
+        QInput = new HookPoint(HookNames.QInput(layer), "batch", "pos", "head_index", "d_model");
+        KInput = new HookPoint(HookNames.KInput(layer), "batch", "pos", "kv_head_index", "d_model");
+        VInput = new HookPoint(HookNames.VInput(layer), "batch", "pos", "kv_head_index", "d_model");
+        if (Mlp is not null) MlpIn = new HookPoint(HookNames.MlpIn(layer), "batch", "pos", "d_model");
+    }
+
+    /// <summary>The q, k and v input hooks while split inputs are on (forward order), else nothing.</summary>
+    private protected IEnumerable<HookPoint> AttentionInputHooks() =>
+        SplitInputs && QInput is not null ? [QInput, KInput!, VInput!] : [];
+
+    /// <summary>The MLP input hook while split inputs are on, else nothing.</summary>
+    private protected IEnumerable<HookPoint> MlpInputHooks() => SplitInputs && MlpIn is not null ? [MlpIn] : [];
+
+    /// <summary>
+    /// Attention of a pre-norm block on resid_pre [batch, pos, d_model] → its output [batch, pos, d_model]: through the
+    /// split inputs (each head its own copy of resid_pre, normalised by ln1 on its own) while one of their hooks is
+    /// active, otherwise ln1 then attention.
+    /// </summary>
+    private protected Tensor PreNormAttention(Tensor residPre, AttentionContext context)
+    {
+        if (SplitInputs && QInput is not null && (QInput.IsActive || KInput!.IsActive || VInput!.IsActive))
+            return Attn.ForwardSplit(residPre, x => Ln1 is null ? x : Ln1.forward(x), QInput, KInput!, VInput!, context);
+        return Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), context);
+    }
+
+    /// <summary>The MLP's input [batch, pos, d_model] (before ln2) through <c>hook_mlp_in</c> while split inputs are on.</summary>
+    private protected Tensor MlpInput(Tensor input) => SplitInputs && MlpIn is { IsActive: true } ? MlpIn.Run(input) : input;
+
     /// <summary>Creates the parts every variant has.</summary>
     protected TransformerBlock(ModelConfig cfg, int layer) : base($"block{layer}", HookNames.Block(layer))
     {
@@ -101,6 +141,7 @@ public sealed class PreNormBlock : TransformerBlock
         }
         if (Mlp is not null) _residMid = Declare(HookNames.ResidMid(layer), "batch", "pos", "d_model");
         _residPost = Declare(HookNames.ResidPost(layer), "batch", "pos", "d_model");
+        DeclareSplitInputs(layer);
     }
 
     /// <inheritdoc />
@@ -113,11 +154,13 @@ public sealed class PreNormBlock : TransformerBlock
         {
             // Forward order, so that listings read like the computation.
             yield return ResidPre;
+            foreach (var h in AttentionInputHooks()) yield return h;
             if (Ln1 is not null) foreach (var h in Ln1.HookPoints) yield return h;
             foreach (var h in Attn.HookPoints) yield return h;
             if (Ln1Post is not null) foreach (var h in Ln1Post.HookPoints) yield return h;
             yield return AttnOut;
             if (_residMid is not null) yield return _residMid;
+            foreach (var h in MlpInputHooks()) yield return h;
             if (Ln2 is not null) foreach (var h in Ln2.HookPoints) yield return h;
             if (Mlp is not null) foreach (var h in Mlp.HookPoints) yield return h;
             if (Ln2Post is not null) foreach (var h in Ln2Post.HookPoints) yield return h;
@@ -130,7 +173,7 @@ public sealed class PreNormBlock : TransformerBlock
     public override Tensor forward(Tensor x, AttentionContext context)
     {
         var residPre = ResidPre.Run(x);
-        var attn = Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), context);
+        var attn = PreNormAttention(residPre, context);
         var attnOut = AttnOut.Run(Ln1Post is null ? attn : Ln1Post.forward(attn));
         var residMid = residPre.add(attnOut, Scalars.One);
         return Mlp is null ? _residPost.Run(residMid) : ForwardFromMid(residMid);
@@ -141,7 +184,8 @@ public sealed class PreNormBlock : TransformerBlock
     {
         if (Mlp is null) throw NoResidMid("an attention-only block");
         residMid = _residMid!.Run(residMid);
-        var mlp = Mlp.forward(Ln2 is null ? residMid : Ln2.forward(residMid));
+        var mlpIn = MlpInput(residMid);
+        var mlp = Mlp.forward(Ln2 is null ? mlpIn : Ln2.forward(mlpIn));
         var mlpOut = MlpOut!.Run(Ln2Post is null ? mlp : Ln2Post.forward(mlp));
         return _residPost.Run(residMid.add(mlpOut, Scalars.One));
     }
@@ -160,6 +204,7 @@ public sealed class ParallelBlock : TransformerBlock
     {
         if (Mlp is null) throw new ArgumentException("a parallel block needs an MLP", nameof(cfg));
         _residPost = Declare(HookNames.ResidPost(layer), "batch", "pos", "d_model");
+        DeclareSplitInputs(layer);
     }
 
     /// <inheritdoc />
@@ -171,9 +216,11 @@ public sealed class ParallelBlock : TransformerBlock
         get
         {
             yield return ResidPre;
+            foreach (var h in AttentionInputHooks()) yield return h;
             if (Ln1 is not null) foreach (var h in Ln1.HookPoints) yield return h;
             foreach (var h in Attn.HookPoints) yield return h;
             yield return AttnOut;
+            foreach (var h in MlpInputHooks()) yield return h;
             if (Ln2 is not null) foreach (var h in Ln2.HookPoints) yield return h;
             foreach (var h in Mlp!.HookPoints) yield return h;
             yield return MlpOut!;
@@ -185,8 +232,9 @@ public sealed class ParallelBlock : TransformerBlock
     public override Tensor forward(Tensor x, AttentionContext context)
     {
         var residPre = ResidPre.Run(x);
-        var attnOut = AttnOut.Run(Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), context));
-        var mlpOut = MlpOut!.Run(Mlp!.forward(Ln2 is null ? residPre : Ln2.forward(residPre)));
+        var attnOut = AttnOut.Run(PreNormAttention(residPre, context));
+        var mlpIn = MlpInput(residPre);
+        var mlpOut = MlpOut!.Run(Mlp!.forward(Ln2 is null ? mlpIn : Ln2.forward(mlpIn)));
         return _residPost.Run(residPre.add(attnOut, Scalars.One).add(mlpOut, Scalars.One));
     }
 

@@ -28,8 +28,10 @@ public partial class HookNamesTests
     private static readonly string[] NotHookNames = ["Block", "ActName", "ShortNames", "LayerOf", "Is", "ScaleOf", "NormalizedOf", "EmbedNorm", "MlmHeadNorm"];
 
     /// <summary>Whether the model of <paramref name="cfg"/> has the hook that HookNames member <paramref name="member"/> names (<paramref name="norm"/> for Scale/Normalized).</summary>
-    private static bool Applies(string member, ModelConfig cfg, string? norm) => member switch
+    private static bool Applies(string member, ModelConfig cfg, string? norm, bool split = false) => member switch
     {
+        "QInput" or "KInput" or "VInput" => split && cfg.Block != BlockKind.PostNorm,
+        "MlpIn" => split && !cfg.AttentionOnly && cfg.Block != BlockKind.PostNorm,
         "PosEmbed" => cfg.Positional is PositionalKind.Learned or PositionalKind.Sinusoidal,
         "LnFinalScale" or "LnFinalNormalized" => cfg.Norm != NormKind.None && cfg.Block != BlockKind.PostNorm,
         "TokenTypeEmbed" => cfg.NTokenTypes > 0,
@@ -83,6 +85,34 @@ public partial class HookNamesTests
         foreach (var (member, norm, name) in produced)
             Assert.True(Applies(member, cfg, norm) == names.Contains(name),
                 $"{arch}: HookNames.{member}{(norm is null ? "" : $"(…, {norm})")} = {name} {(names.Contains(name) ? "exists but should not" : "does not exist")}");
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    [InlineData("attn-only")]
+    [InlineData("neox")]
+    [InlineData("gemma2")]
+    public void WithSplitInputs_EveryHookName_ExistsExactlyWhereItApplies(string arch)
+    {
+        var cfg = Config(arch);
+        using var model = new HookedTransformer(cfg) { UseSplitInputs = true };
+        var names = model.HookPoints.Select(h => h.Name).ToHashSet();
+        foreach (var (member, norm, name) in Produced([0, cfg.NLayers - 1]))
+            Assert.True(Applies(member, cfg, norm, split: true) == names.Contains(name),
+                $"{arch} with split inputs: HookNames.{member}{(norm is null ? "" : $"(…, {norm})")} = {name} {(names.Contains(name) ? "exists but should not" : "does not exist")}");
+        Assert.Equal(names.Count, model.HookPoints.Count);
+        model.UseSplitInputs = false;
+        Assert.DoesNotContain(model.HookPoints, h => HookNames.Is(h.Name, HookNames.QInput));
+        Assert.Throws<UnknownHookException>(() => model.GetHookPoint(HookNames.KInput(0)));
+    }
+
+    [Fact]
+    public void SplitInputs_AreRefusedOnPostNormModels()
+    {
+        using var model = new HookedTransformer(TestModels.BertLike);
+        var e = Assert.Throws<InterpException>(() => model.UseSplitInputs = true);
+        Assert.Contains("post-norm", e.Message);
     }
 
     [Theory]

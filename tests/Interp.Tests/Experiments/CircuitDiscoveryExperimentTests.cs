@@ -1,0 +1,54 @@
+using Interp.Tests.Support;
+
+namespace Interp.Tests.Experiments;
+
+/// <summary>The circuit_discovery experiment end to end: its tables are read back and checked against each other and against the built-in model's induction circuit.</summary>
+public sealed class CircuitDiscoveryExperimentTests
+{
+    [Fact]
+    public async Task Built_in_model_edge_scores_faithfulness_and_the_induction_circuit()
+    {
+        using var tmp = new TempDir();
+        var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Path, "run", "circuit_discovery", "--set", "batch=16", "--set", "steps=10");
+        Assert.True(code == 0, err);
+        ExperimentScriptTests.AssertArtifactsComplete(tmp.Path, manifest);
+        double Number(string name) => manifest.KeyNumbers.Single(k => k.Name == name).Value;
+
+        var edges = ParquetRead.Columns(Path.Combine(tmp.Path, "edge_attribution.parquet"));
+        Assert.Equal(["upstream", "downstream", "input", "method", "score", "run_id"], edges.Keys);
+        int rows = edges["score"].Length;
+        int count = (int)Number("edges");
+        // The built-in model: embed, pos_embed, 2 + 2 heads; every edge once per method.
+        Assert.Equal(2 * 3 * 2 + 4 * 3 * 2 + 6, count);
+        Assert.Equal(2 * count, rows);
+        var ig = Enumerable.Range(0, rows).Where(i => (string)edges["method"][i] == "eap_ig")
+            .Select(i => (Up: (string)edges["upstream"][i], Down: (string)edges["downstream"][i], Input: (string)edges["input"][i], Score: (double)edges["score"][i]))
+            .OrderByDescending(e => Math.Abs(e.Score)).ToArray();
+        Assert.Equal(count, ig.Length);
+        Assert.Equal(count, ig.Select(e => (e.Up, e.Down, e.Input)).Distinct().Count());
+        var top = ig.Take(6).ToArray();
+        Assert.Contains(top, e => e.Up is "L0H0" or "L0H1" && e.Down == "L1H0" && e.Input == "k");
+        Assert.Contains(top, e => e.Up == "L1H0" && e.Down == "logits" && e.Input == "logits");
+
+        var curve = ParquetRead.Columns(Path.Combine(tmp.Path, "circuit_faithfulness.parquet"));
+        Assert.Equal(["method", "edges", "faithfulness", "run_id"], curve.Keys);
+        var points = Enumerable.Range(0, curve["edges"].Length).Select(i => (Method: (string)curve["method"][i], Edges: (int)curve["edges"][i], F: (double)curve["faithfulness"][i])).ToArray();
+        foreach (var method in new[] { "eap", "eap_ig" })
+        {
+            var mine = points.Where(p => p.Method == method).OrderBy(p => p.Edges).ToArray();
+            Assert.Equal(0, mine[0].Edges);
+            Assert.Equal(0.0, mine[0].F, 4);                  // nothing kept: the corrupted run
+            Assert.Equal(count, mine[^1].Edges);
+            Assert.Equal(1.0, mine[^1].F, 12);                // everything kept: the clean run, exactly
+        }
+        // The key numbers follow from the tables.
+        double at10 = points.Where(p => p.Method == "eap_ig" && p.Edges <= 10).OrderBy(p => p.Edges).Last().F;
+        Assert.Equal(at10, Number("faithfulness_eap_ig_10_edges"), 9);
+        Assert.True(at10 >= 0.9, $"10 EAP-IG edges recover {at10:0.000}");
+        Assert.Equal(points.Where(p => p.Method == "eap_ig" && p.F >= 0.9).Min(p => p.Edges), (int)Number("edges_for_90_percent_eap_ig"));
+        Assert.True(Number("metric_clean") > Number("metric_corrupted") + 2);
+        Assert.True(Number("correlation_eap_vs_edge_patching") > 0.5, $"r = {Number("correlation_eap_vs_edge_patching")}");
+        foreach (var figure in new[] { "circuit_graph.png", "circuit_faithfulness.png", "edge_attribution_vs_patching.png", "input_attribution.png" })
+            Assert.Contains(manifest.Artifacts, a => a.File == figure);
+    }
+}
