@@ -36,10 +36,10 @@ return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activati
 
     var input = settings.Input(cfg).Draw(loaded, context.Seed);
     var (clean, half, prefix) = (input.Tokens, input.Half, input.Prefix);
-    var corrupted = CorruptFirstCopy(input, context.Seed + 1);
+    var corrupted = input.CorruptFirstCopy(context.Seed + 1);
     int positions = (int)clean.shape[1];
     context.ReportProgress("clean and corrupted runs", 0.05);
-    using var patching = new ActivationPatching(model, clean, corrupted, RepeatedHalfLogProb(prefix, half)) { SequencesPerPass = settings.SequencesPerPass };
+    using var patching = new ActivationPatching(model, clean, corrupted, input.RepeatedHalfLogProb()) { SequencesPerPass = settings.SequencesPerPass };
     context.AddNumber("metric_clean", patching.CleanMetric, "mean log-probability of the correct token over the repeated half, clean run");
     context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted run (first copy replaced by other random tokens)");
     patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
@@ -109,35 +109,6 @@ static Task WriteTableAsync(ExperimentContext context, IReadOnlyList<PatchResult
     return context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
         $"{measured}: value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; " +
         "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
-}
-
-// The corrupted twin of repeated tokens [prefix] + r + r: [prefix] + c + r, where each c_i is drawn uniformly
-// from the same id range without r_i, so that no position of the first copy keeps its token.
-static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
-{
-    var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
-    long range = high - low;
-    if (range < 2) throw new InterpException($"corrupting the first copy needs at least 2 token ids to draw from, got [{low}, {high})");
-    var generator = new Generator((ulong)seed);
-    var first = tokens.narrow(1, prefix, half);                                               // [batch, half]
-    var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64); // never 0: c_i ≠ r_i
-    var corrupted = tokens.clone();
-    using Scalar lowest = low.ToScalar(), ids = range.ToScalar();
-    corrupted.narrow(1, prefix, half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One)); // (r − low + shift) mod range + low
-    return corrupted;
-}
-
-// The study's metric: the mean log-probability of the correct next token over the repeated half (the predicted
-// tokens at positions prefix + half + 1 … pos − 1, whose targets are the same in the clean and corrupted runs),
-// per sequence. Higher is better; the clean run is near 0, the corrupted one near −ln(#ids).
-static Metric RepeatedHalfLogProb(int prefix, int half)
-{
-    var loss = Metrics.Loss(prefix + half + 1);
-    return (logits, tokens) =>
-    {
-        using var scope = NewDisposeScope();
-        return (-loss(logits, tokens)).MoveToOuterDisposeScope();
-    };
 }
 
 static void Summarise(ExperimentContext context, ModelConfig cfg, ActivationPatching patching, Dictionary<PatchSite, double> value,

@@ -44,8 +44,8 @@ return await Experiment.RunAsync<AttributionPatchingSettings>(args, new("attribu
         {
             var input = settings.Input(cfg).Draw(loaded, context.Seed);
             clean = input.Tokens;
-            corrupted = CorruptFirstCopy(input, context.Seed + 1);
-            metric = RepeatedHalfLogProb(input.Prefix, input.Half);
+            corrupted = input.CorruptFirstCopy(context.Seed + 1);
+            metric = input.RepeatedHalfLogProb();
             setup = $"{settings.Batch} clean sequences [BOS] + r + r of {input.Half} random tokens and corrupted twins whose first copy is replaced; metric the mean log-probability of the correct token over the repeated half";
         }
         int positions = (int)clean.shape[1];
@@ -116,32 +116,6 @@ static List<PatchSite> Sites(ModelConfig cfg, int positions, bool perPosition)
         sites.AddRange(ActivationPatching.Sites(cfg, positions, kind, perPosition));
     sites.AddRange(ActivationPatching.Sites(cfg, positions, PatchKind.HeadPattern, perPosition: false));
     return sites;
-}
-
-// As in activation_patching: [prefix] + r + r → [prefix] + c + r, each c_i ≠ r_i drawn from the same id range.
-static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
-{
-    var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
-    long range = high - low;
-    if (range < 2) throw new InterpException($"corrupting the first copy needs at least 2 token ids to draw from, got [{low}, {high})");
-    var generator = new Generator((ulong)seed);
-    var first = tokens.narrow(1, prefix, half);
-    var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64);
-    var corrupted = tokens.clone();
-    using Scalar lowest = low.ToScalar(), ids = range.ToScalar();
-    corrupted.narrow(1, prefix, half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One));
-    return corrupted;
-}
-
-// As in activation_patching: the mean log-probability of the correct next token over the repeated half, per sequence.
-static Metric RepeatedHalfLogProb(int prefix, int half)
-{
-    var loss = Metrics.Loss(prefix + half + 1);
-    return (logits, tokens) =>
-    {
-        using var scope = NewDisposeScope();
-        return (-loss(logits, tokens)).MoveToOuterDisposeScope();
-    };
 }
 
 /// <summary>Settings of attribution_patching (--set key=value).</summary>

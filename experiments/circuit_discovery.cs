@@ -47,8 +47,8 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
         {
             var input = settings.Input(cfg).Draw(loaded, context.Seed);
             clean = input.Tokens;
-            corrupted = CorruptFirstCopy(input, context.Seed + 1);
-            metric = RepeatedHalfLogProb(input.Prefix, input.Half);
+            corrupted = input.CorruptFirstCopy(context.Seed + 1);
+            metric = input.RepeatedHalfLogProb();
             // Input attribution: logit(correct last token) − logit(the corrupted first copy's token there), predicted at pos − 2.
             var answers = clean[.., -1].contiguous().cpu().data<long>().Select(x => (int)x).ToArray();
             var wrongs = corrupted[.., input.Prefix + input.Half - 1].contiguous().cpu().data<long>().Select(x => (int)x).ToArray();
@@ -141,32 +141,6 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
         prompts?.Dispose();
     }
 });
-
-// As in activation_patching: [prefix] + r + r → [prefix] + c + r, each c_i ≠ r_i drawn from the same id range.
-static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
-{
-    var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
-    long range = high - low;
-    if (range < 2) throw new InterpException($"corrupting the first copy needs at least 2 token ids to draw from, got [{low}, {high})");
-    var generator = new Generator((ulong)seed);
-    var first = tokens.narrow(1, prefix, half);
-    var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64);
-    var corrupted = tokens.clone();
-    using Scalar lowest = low.ToScalar(), ids = range.ToScalar();
-    corrupted.narrow(1, prefix, half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One));
-    return corrupted;
-}
-
-// As in activation_patching: the mean log-probability of the correct next token over the repeated half, per sequence.
-static Metric RepeatedHalfLogProb(int prefix, int half)
-{
-    var loss = Metrics.Loss(prefix + half + 1);
-    return (logits, tokens) =>
-    {
-        using var scope = NewDisposeScope();
-        return (-loss(logits, tokens)).MoveToOuterDisposeScope();
-    };
-}
 
 /// <summary>Settings of circuit_discovery (--set key=value).</summary>
 sealed record CircuitDiscoverySettings : RepeatedInputSettings

@@ -62,7 +62,42 @@ public sealed record HeadScores(IReadOnlyDictionary<HeadScoreKind, double[,]> Va
 /// <param name="Low">Lowest id drawn.</param>
 /// <param name="High">One past the highest id drawn.</param>
 /// <param name="FirstToken">The token that starts every sequence, if any.</param>
-public sealed record RepeatedTokens(Tensor Tokens, int Half, int Prefix, int Low, int High, int? FirstToken);
+public sealed record RepeatedTokens(Tensor Tokens, int Half, int Prefix, int Low, int High, int? FirstToken)
+{
+    /// <summary>
+    /// The corrupted twin for patching: [prefix] + c + r, each c_i drawn uniformly (seeded) from the same id range
+    /// without r_i, so that no position of the first copy keeps its token and the repeated half's targets are unchanged.
+    /// </summary>
+    /// <exception cref="InterpException">The id range holds fewer than 2 ids.</exception>
+    public Tensor CorruptFirstCopy(long seed)
+    {
+        long range = High - Low;
+        if (range < 2) throw new InterpException($"corrupting the first copy needs at least 2 token ids to draw from, got [{Low}, {High})");
+        using var generator = new Generator((ulong)seed);
+        using var scope = NewDisposeScope();
+        var first = Tokens.narrow(1, Prefix, Half);                                                 // [batch, half]
+        var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64);  // never 0: c_i ≠ r_i
+        var corrupted = Tokens.clone();
+        using Scalar lowest = Low.ToScalar(), ids = range.ToScalar();
+        corrupted.narrow(1, Prefix, Half).copy_(first.sub(lowest).add(shift, Scalars.One).remainder(ids).add(lowest, Scalars.One)); // (r − low + shift) mod range + low
+        return corrupted.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The metric of patching on repeated tokens: the mean log-probability of the correct next token over the repeated
+    /// half (predicted positions prefix + half + 1 …, whose targets are the same in the clean and corrupted runs), per
+    /// sequence. Higher is better: near 0 on the clean run, near −ln(#ids) on the corrupted one.
+    /// </summary>
+    public Metric RepeatedHalfLogProb()
+    {
+        var loss = Metrics.Loss(Prefix + Half + 1);
+        return (logits, tokens) =>
+        {
+            using var scope = NewDisposeScope();
+            return loss(logits, tokens).neg().MoveToOuterDisposeScope();
+        };
+    }
+}
 
 /// <summary>
 /// Detects previous-token, duplicate-token and induction heads from attention patterns on repeated random

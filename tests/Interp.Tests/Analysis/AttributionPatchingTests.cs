@@ -192,7 +192,7 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         // The activation_patching experiment's default set-up: clean [BOS] r r, corrupted [BOS] c r, mean log-prob over the repeated half.
         var input = HeadDetection.RepeatedRandomTokens(loaded, 16, 24, seed: 0);
         var clean = input.Tokens;
-        var corrupted = CorruptFirstCopy(input, seed: 1);
+        var corrupted = input.CorruptFirstCopy(1);
         int positions = (int)clean.shape[1];
         var loss = Metrics.Loss(input.Prefix + input.Half + 1);
         Metric logProb = (logits, tokens) => -loss(logits, tokens);
@@ -240,16 +240,4 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>[prefix] + r + r → [prefix] + c + r, each c_i ≠ r_i drawn from the same range (as the activation_patching experiment does).</summary>
-    private static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
-    {
-        var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
-        long range = high - low;
-        var generator = new Generator((ulong)seed);
-        var first = tokens.narrow(1, prefix, half);
-        var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64);
-        var corrupted = tokens.clone();
-        corrupted.narrow(1, prefix, half).copy_((first - low + shift).remainder(range) + low);
-        return corrupted;
-    }
 }

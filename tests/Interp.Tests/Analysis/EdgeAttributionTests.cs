@@ -249,7 +249,7 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         using var scope = NewDisposeScope();
         var input = HeadDetection.RepeatedRandomTokens(loaded, 16, 24, seed: 0, InductionRecipe.FirstTokenFor(model.Config));
         var clean = input.Tokens;
-        var corrupted = CorruptFirstCopy(input, seed: 1);
+        var corrupted = input.CorruptFirstCopy(1);
         var loss = Metrics.Loss(input.Prefix + input.Half + 1);
         Metric logProb = (logits, tokens) => -loss(logits, tokens);
         using var eap = new EdgeAttribution(model, clean, corrupted, logProb);
@@ -264,16 +264,4 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         Assert.True(curve.Single(c => c.n == 10).Item2 >= 0.9, $"10 edges recover {curve.Single(c => c.n == 10).Item2:0.000}");
     }
 
-    /// <summary>[prefix] + r + r → [prefix] + c + r, each c_i ≠ r_i drawn from the same range (as the activation_patching experiment does).</summary>
-    internal static Tensor CorruptFirstCopy(RepeatedTokens input, long seed)
-    {
-        var (tokens, half, prefix, low, high) = (input.Tokens, input.Half, input.Prefix, input.Low, input.High);
-        long range = high - low;
-        var generator = new Generator((ulong)seed);
-        var first = tokens.narrow(1, prefix, half);
-        var shift = randint(1, range, first.shape, generator: generator, dtype: ScalarType.Int64);
-        var corrupted = tokens.clone();
-        corrupted.narrow(1, prefix, half).copy_((first - low + shift).remainder(range) + low);
-        return corrupted;
-    }
 }
