@@ -65,9 +65,7 @@ static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loade
 {
     var cfg = loaded.Model.Config;
     using var prompts = PromptSet.Load(file, loaded.Model);
-    if (prompts.Corrupted is null)
-        throw new InterpException($"{file}: activation patching needs a corrupted prompt on every line (\"corrupted\": the prompt with the information the answer needs changed, tokenising to as many tokens)");
-    var (clean, corrupted, mask) = (prompts.Clean.Tokens, prompts.Corrupted.Tokens, prompts.Clean.AttentionMask);
+    var (clean, corrupted, mask) = prompts.PatchingInputs("activation patching");
     int positions = (int)clean.shape[1];
     context.ReportProgress("clean and corrupted runs", 0.05);
     using var patching = new ActivationPatching(loaded.Model, clean, corrupted, prompts.LogitDiff(), mask) { SequencesPerPass = settings.SequencesPerPass };

@@ -34,11 +34,9 @@ return await Experiment.RunAsync<AttributionPatchingSettings>(args, new("attribu
         if (settings.Prompts is { } file)
         {
             prompts = PromptSet.Load(file, model);
-            if (prompts.Corrupted is null)
-                throw new InterpException($"{file}: attribution patching needs a corrupted prompt on every line (\"corrupted\": the prompt with the information the answer needs changed, tokenising to as many tokens)");
-            (clean, corrupted, mask) = (prompts.Clean.Tokens, prompts.Corrupted.Tokens, prompts.Clean.AttentionMask);
+            (clean, corrupted, mask) = prompts.PatchingInputs("attribution patching");
             metric = prompts.LogitDiff();
-            setup = $"{prompts.Count} prompts of {Path.GetFileName(file)} and their corrupted twins, right-padded; metric logit(answer) − logit(wrong) at each prompt's last token";
+            setup = prompts.PatchingDescription;
         }
         else
         {

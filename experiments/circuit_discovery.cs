@@ -3,9 +3,9 @@
 // corrupted = [BOS] + c + r, metric = mean log-probability of the correct token over the repeated half (or, with
 // --prompts FILE, each line's prompt and corrupted prompt and the mean logit difference). Every edge of the graph
 // (embeddings, heads, MLPs → every head's q, k and v input, every MLP, the logits) is scored by EAP and EAP-IG; the top-n
-// circuits are run with every other edge patched from the corrupted run, giving the faithfulness curve; the strongest
-// edges are also patched one by one, to set the estimate against the real effect; and the clean input's tokens are
-// attributed a logit difference by integrated gradients.
+// circuits are run with every other edge patched from the corrupted run (and again mean-ablated), giving the faithfulness
+// curves; the strongest edges are also patched one by one, to set the estimate against the real effect; and the clean
+// input's tokens are attributed a logit difference by integrated gradients.
 // Run: dotnet run experiments/circuit_discovery.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
 //      [--set batch=16] [--set steps=30] [--set circuit_edges=10] [--set scatter_edges=300]
 
@@ -37,11 +37,9 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
         if (settings.Prompts is { } file)
         {
             prompts = PromptSet.Load(file, model);
-            if (prompts.Corrupted is null)
-                throw new InterpException($"{file}: circuit discovery needs a corrupted prompt on every line (\"corrupted\": the prompt with the information the answer needs changed, tokenising to as many tokens)");
-            (clean, corrupted, mask) = (prompts.Clean.Tokens, prompts.Corrupted.Tokens, prompts.Clean.AttentionMask);
+            (clean, corrupted, mask) = prompts.PatchingInputs("circuit discovery");
             metric = inputMetric = prompts.LogitDiff();
-            setup = $"{prompts.Count} prompts of {Path.GetFileName(file)} and their corrupted twins, right-padded; metric logit(answer) − logit(wrong) at each prompt's last token";
+            setup = prompts.PatchingDescription;
         }
         else
         {
@@ -69,9 +67,13 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
 
         context.ReportProgress("faithfulness curves", 0.5);
         var sizes = EdgeAttribution.DefaultSizes(eap.Graph.Edges.Count);
-        var curves = new[] { EdgeMethod.Eap, EdgeMethod.EapIg }.SelectMany(m => eap.FaithfulnessCurve(m, sizes, settings.Steps, ct)).ToArray();
-        await context.WriteTableAsync("circuit_faithfulness.parquet", EdgeTable.Faithfulness(curves),
-            "faithfulness = (m_circuit − m_corrupted) / (m_clean − m_corrupted) of the circuit of the top `edges` edges by |score| of `method`: the clean run with every other edge's upstream output replaced by its corrupted one", ct);
+        var curves = new[] { EdgeMethod.Eap, EdgeMethod.EapIg }.SelectMany(m => eap.FaithfulnessCurve(m, sizes, settings.Steps, cancellationToken: ct)).ToArray();
+        var meanCurves = new[] { EdgeMethod.Eap, EdgeMethod.EapIg }.SelectMany(m => eap.FaithfulnessCurve(m, sizes, settings.Steps, CircuitAblation.Mean, ct)).ToArray();
+        double meanAblated = eap.MeanAblatedMetric(ct);
+        await context.WriteTableAsync("circuit_faithfulness.parquet", EdgeTable.Faithfulness(curves.Concat(meanCurves)),
+            "faithfulness of the circuit of the top `edges` edges by |score| of `method`, run on the clean input with every other edge's upstream output replaced: " +
+            "ablation = corrupted, by its output on the corrupted run, faithfulness = (m_circuit − m_corrupted) / (m_clean − m_corrupted); " +
+            "ablation = mean, by its mean clean output at that position, faithfulness = (m_circuit − m_mean) / (m_clean − m_mean) with m_mean the metric with every edge mean-ablated", ct);
 
         context.ReportProgress("edges patched one by one", 0.7);
         var ranked = EdgeCircuit.Ranked(igScores).ToArray();
@@ -95,7 +97,7 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
 
         context.ReportProgress("figures and input attribution", 0.85);
         var circuit = EdgeCircuit.Top(igScores, settings.CircuitEdges, EdgeMethod.EapIg);
-        double circuitFaithfulness = eap.Faithfulness(circuit.EdgeSet, ct);
+        double circuitFaithfulness = eap.Faithfulness(circuit.EdgeSet, cancellationToken: ct);
         context.SaveFigure("circuit_graph.png", Figures.CircuitGraph(eap.Graph, circuit, $"Top {circuit.Edges.Count} EAP-IG edges (faithfulness {circuitFaithfulness:0.000})"),
             $"The circuit of the {circuit.Edges.Count} edges of largest |EAP-IG| score: nodes by layer, edge width by |score|, blue positive, red negative; it recovers {circuitFaithfulness:0.000} of m_clean − m_corrupted.",
             900, Math.Max(500, 160 * (2 * cfg.NLayers + 2)));
@@ -105,35 +107,58 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
                 ("EAP", curves.Where(c => c.Method == EdgeMethod.Eap).Select(c => c.Faithfulness).ToArray()),
                 ("EAP-IG", curves.Where(c => c.Method == EdgeMethod.EapIg).Select(c => c.Faithfulness).ToArray())),
             "Faithfulness of the circuit of the top n edges by |score| for each method (every other edge patched from the corrupted run).");
+        context.SaveFigure("circuit_faithfulness_mean.png",
+            Figures.Lines("Faithfulness of the top-n circuits, other edges mean-ablated", "edges kept", "faithfulness (0 = every edge mean-ablated, 1 = clean)", xs,
+                ("EAP", meanCurves.Where(c => c.Method == EdgeMethod.Eap).Select(c => c.Faithfulness).ToArray()),
+                ("EAP-IG", meanCurves.Where(c => c.Method == EdgeMethod.EapIg).Select(c => c.Faithfulness).ToArray())),
+            $"The same circuits with every other edge carrying its upstream node's mean clean output at each position: 0 = every edge mean-ablated ({meanAblated:0.000}), 1 = clean ({eap.CleanMetric:0.000}). " +
+            "EAP's scores estimate the effect of the corrupted run, not of the mean, so these circuits need not be faithful in this sense.");
 
-        var attribution = InputAttribution.IntegratedGradients(model, clean, inputMetric, settings.Steps, attentionMask: mask, cancellationToken: ct);
+        // The baseline of the input attribution: the corrupted prompt's token embeddings (what the tokens that differ
+        // contribute to the answer), or zero embeddings (ill-conditioned for models without additive position embeddings).
+        var baseline = settings.InputBaseline == InputBaseline.Corrupted ? InputAttribution.Embeddings(model, corrupted, mask) : null;
+        string baselineName = settings.InputBaseline == InputBaseline.Corrupted ? "the corrupted input's token embeddings as baseline" : "zero-embedding baseline";
+        var attribution = InputAttribution.IntegratedGradients(model, clean, inputMetric, settings.Steps, baseline, mask, ct);
         int shown = (int)(mask is null ? clean.shape[1] : mask[0].sum().item<long>());
         var ids = clean[0].cpu().data<long>().Take(shown).Select(x => (int)x).ToArray();
-        var tokenText = loaded.Tokenizer?.ToStrTokens(ids) ?? ids.Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray();
+        string Text(int id) => loaded.Tokenizer?.ToStrTokens([id])[0] ?? id.ToString(CultureInfo.InvariantCulture);
+        var tokenText = ids.Select(Text).ToArray();
+        var realTokens = Enumerable.Range(0, (int)clean.shape[0]).Select(b =>
+        {
+            int n = (int)(mask is null ? clean.shape[1] : mask[b].sum().item<long>());
+            return (IReadOnlyList<int>)clean[b].cpu().data<long>().Take(n).Select(x => (int)x).ToArray();
+        }).ToArray();
+        await context.WriteTableAsync("input_attribution.parquet", InputAttributionTable.Build(attribution, realTokens, Text),
+            $"each clean sequence's real tokens and their integrated-gradients attribution ({settings.Steps} steps, {baselineName}) of the logit difference; " +
+            "completeness_gap = Σ attributions − (metric − baseline metric) of the sequence", ct);
         context.SaveFigure("input_attribution.png",
             Figures.TokenAttribution(tokenText, attribution.Attributions[0].Take(shown).ToArray(), "Integrated gradients of the logit difference, per input token (sequence 0)"),
-            $"Each token of the first clean sequence coloured by its integrated-gradients attribution ({settings.Steps} steps, zero-embedding baseline) of the logit difference; they sum to {attribution.Attributions[0].Sum():0.000} against metric − baseline = {attribution.Metric[0] - attribution.BaselineMetric[0]:0.000}.",
+            $"Each token of the first clean sequence coloured by its integrated-gradients attribution ({settings.Steps} steps, {baselineName}) of the logit difference; they sum to {attribution.Attributions[0].Sum():0.000} against metric − baseline = {attribution.Metric[0] - attribution.BaselineMetric[0]:0.000}.",
             1100, 120 + 90 * ((shown + 15) / 16));
 
         int Needed(EdgeMethod m) => curves.Where(c => c.Method == m && c.Faithfulness >= 0.9).Select(c => c.Edges).DefaultIfEmpty(-1).Min();
-        double At(EdgeMethod m, int n) => curves.Where(c => c.Method == m && c.Edges <= n).OrderBy(c => c.Edges).Last().Faithfulness;
+        double At(IEnumerable<FaithfulnessPoint> points, EdgeMethod m, int n) => points.Where(c => c.Method == m && c.Edges <= n).OrderBy(c => c.Edges).Last().Faithfulness;
         context.AddNumber("metric_clean", eap.CleanMetric, "the metric on the clean run");
         context.AddNumber("metric_corrupted", eap.CorruptedMetric, "the metric on the corrupted run");
         context.AddNumber("edges", eap.Graph.Edges.Count, "edges of the graph", "0");
-        context.AddNumber("faithfulness_eap_ig_10_edges", At(EdgeMethod.EapIg, 10), "faithfulness of the top 10 EAP-IG edges (of the largest curve size ≤ 10)");
-        context.AddNumber("faithfulness_eap_10_edges", At(EdgeMethod.Eap, 10), "faithfulness of the top 10 EAP edges (of the largest curve size ≤ 10)");
+        context.AddNumber("metric_mean_ablated", meanAblated, "the metric on the clean run with every edge mean-ablated");
+        context.AddNumber("faithfulness_eap_ig_10_edges", At(curves, EdgeMethod.EapIg, 10), "faithfulness of the top 10 EAP-IG edges (of the largest curve size ≤ 10)");
+        context.AddNumber("faithfulness_eap_10_edges", At(curves, EdgeMethod.Eap, 10), "faithfulness of the top 10 EAP edges (of the largest curve size ≤ 10)");
+        context.AddNumber("faithfulness_eap_ig_10_edges_mean_ablated", At(meanCurves, EdgeMethod.EapIg, 10), "the same with the other edges mean-ablated");
         context.AddNumber("edges_for_90_percent_eap_ig", Needed(EdgeMethod.EapIg), "the smallest curve size whose EAP-IG circuit recovers ≥ 90 % (−1: none)", "0");
         context.AddNumber("edges_for_90_percent_eap", Needed(EdgeMethod.Eap), "the same for EAP", "0");
         if (!double.IsNaN(rEap)) context.AddNumber("correlation_eap_vs_edge_patching", rEap, "Pearson correlation of EAP and patching each edge alone, over the scatter's edges");
         if (!double.IsNaN(rIg)) context.AddNumber("correlation_eap_ig_vs_edge_patching", rIg, "the same for EAP-IG");
         context.AddNumber("input_attribution_completeness_gap", Enumerable.Range(0, attribution.Metric.Length).Max(b => Math.Abs(attribution.CompletenessGap(b))),
             "the largest |Σ attributions − (metric − baseline metric)| over the sequences", "0.0000");
-        string Curve(EdgeMethod m) => string.Join(", ", curves.Where(c => c.Method == m).Select(c => $"{c.Edges}: {c.Faithfulness:0.000}"));
+        string Curve(IEnumerable<FaithfulnessPoint> points, EdgeMethod m) => string.Join(", ", points.Where(c => c.Method == m).Select(c => $"{c.Edges}: {c.Faithfulness:0.000}"));
         context.AddText($"**Set-up.** {setup}: **{eap.CleanMetric:0.000}** clean, **{eap.CorruptedMetric:0.000}** corrupted; {eap.Graph.Edges.Count} edges " +
                         $"({eap.Graph.Upstream.Count} upstream nodes, {eap.Graph.Downstream.Count} downstream inputs). EAP-IG with {settings.Steps} steps.");
         context.AddText($"**Top EAP-IG edges** (score in metric units): {string.Join(", ", ranked.Take(10).Select(s => $"{s.Edge} {s.Score:0.000}"))}.");
-        context.AddText($"**Faithfulness** by edges kept. EAP-IG: {Curve(EdgeMethod.EapIg)}. EAP: {Curve(EdgeMethod.Eap)}. " +
+        context.AddText($"**Faithfulness** by edges kept, the other edges patched from the corrupted run. EAP-IG: {Curve(curves, EdgeMethod.EapIg)}. EAP: {Curve(curves, EdgeMethod.Eap)}. " +
                         $"Against patching each of the {scatter.Count} strongest edges alone: r = {rEap:0.000} (EAP), {rIg:0.000} (EAP-IG).");
+        context.AddText($"**Mean-ablated** (the other edges carry their upstream node's mean clean output; every edge mean-ablated gives {meanAblated:0.000}). " +
+                        $"EAP-IG: {Curve(meanCurves, EdgeMethod.EapIg)}. EAP: {Curve(meanCurves, EdgeMethod.Eap)}.");
         context.ReportProgress("done", 1.0);
     }
     finally
@@ -155,4 +180,15 @@ sealed record CircuitDiscoverySettings : RepeatedInputSettings
     public int? SequencesPerPass { get; init; }
     [Description("a prompt set (JSON Lines: prompt, answer, wrong, corrupted) to patch from prompt into corrupted prompt instead of repeated random sequences")]
     public string? Prompts { get; init; }
+    [Description("the input attribution's baseline: the corrupted input's token embeddings, or zero embeddings")]
+    public InputBaseline InputBaseline { get; init; } = InputBaseline.Corrupted;
+}
+
+/// <summary>The baseline of the input attribution.</summary>
+enum InputBaseline
+{
+    /// <summary>The corrupted input's token embeddings.</summary>
+    Corrupted,
+    /// <summary>Zero embeddings.</summary>
+    Zero,
 }

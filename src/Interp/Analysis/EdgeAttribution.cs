@@ -14,6 +14,18 @@ public enum EdgeMethod
     EapIg,
 }
 
+/// <summary>What an edge outside a circuit carries when the circuit is run.</summary>
+public enum CircuitAblation
+{
+    /// <summary>The upstream node's output on the corrupted run (Hanna et al.): an empty circuit gives the corrupted metric.</summary>
+    Corrupted,
+    /// <summary>
+    /// The upstream node's mean output over the clean sequences at the same position (real tokens only), as mean
+    /// ablation does: an empty circuit gives <see cref="EdgeAttribution.MeanAblatedMetric"/>.
+    /// </summary>
+    Mean,
+}
+
 /// <summary>
 /// Edge attribution patching over an <see cref="EdgeGraph"/> (Syed et al. 2023, "Attribution Patching Outperforms
 /// Automated Circuit Discovery"; Hanna et al. 2024, "Have Faith in Faithfulness", for EAP-IG and circuit faithfulness).
@@ -34,7 +46,8 @@ public enum EdgeMethod
 /// size, so that the scores do not depend on the split (a prompt-indexed metric such as the logit difference of a
 /// prompt set needs the whole batch in one pass). Circuits are evaluated the way Hanna et al. evaluate them: the model
 /// runs on the clean input, and every downstream input that an edge outside the circuit enters receives that upstream
-/// node's corrupted output in place of its output in this run. Not safe to run concurrently with another pass on the
+/// node's corrupted output (or, with <see cref="CircuitAblation.Mean"/>, its mean output) in place of its output in this
+/// run. Not safe to run concurrently with another pass on the
 /// same model (it toggles split inputs and the weights' requires_grad). The stored runs stay until disposal.
 /// </remarks>
 public sealed class EdgeAttribution : IDisposable
@@ -42,6 +55,8 @@ public sealed class EdgeAttribution : IDisposable
     private readonly List<Chunk> _chunks = new();
     private readonly Dictionary<int, double[,]> _scores = new();   // steps → [upstream, downstream] (1 = EAP)
     private double[,]? _firstStep;
+    private Tensor? _meanOutputs;          // [upstream, 1, pos, d_model]: each node's mean clean output per position
+    private double? _meanAblatedMetric;
     private bool _disposed;
 
     /// <summary>The model.</summary>
@@ -129,7 +144,10 @@ public sealed class EdgeAttribution : IDisposable
                 cancellationToken.ThrowIfCancellationRequested();
                 cleanMetric += chunk.Weight * CleanPass(chunk);
                 cancellationToken.ThrowIfCancellationRequested();
-                corruptedMetric += chunk.Weight * GradientPass(chunk, 0, first, cancellationToken);
+                var (chunkMetric, gradients) = GradientPass(chunk, 0, cancellationToken);
+                corruptedMetric += chunk.Weight * chunkMetric;
+                try { Contract(chunk, gradients, first); }
+                finally { foreach (var g in gradients) g?.Dispose(); }
             }
             CleanMetric = cleanMetric;
             CorruptedMetric = corruptedMetric;
@@ -172,11 +190,31 @@ public sealed class EdgeAttribution : IDisposable
         if (_scores.TryGetValue(steps, out var done)) return done;
         var sum = NewScores();
         foreach (var chunk in _chunks)
-            for (int k = 1; k < steps; k++)
+        {
+            // Σ over the steps of (clean − corrupted) · gradient = (clean − corrupted) · Σ gradients: the gradients are
+            // summed over the steps and contracted once per chunk.
+            Tensor?[]? total = null;
+            try
             {
-                ct.ThrowIfCancellationRequested();
-                GradientPass(chunk, (double)k / steps, sum, ct);
+                for (int k = 1; k < steps; k++)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var (_, gradients) = GradientPass(chunk, (double)k / steps, ct);
+                    if (total is null) { total = gradients; continue; }
+                    for (int i = 0; i < total.Length; i++)
+                    {
+                        if (gradients[i] is not { } g) continue;
+                        if (total[i] is null) total[i] = g;
+                        else { total[i]!.add_(g, Scalars.One); g.Dispose(); }
+                    }
+                }
+                if (total is not null) Contract(chunk, total, sum);
             }
+            finally
+            {
+                foreach (var t in total ?? []) t?.Dispose();
+            }
+        }
         var first = _firstStep!;
         for (int i = 0; i < sum.GetLength(0); i++)
             for (int j = 0; j < sum.GetLength(1); j++) sum[i, j] = (sum[i, j] + first[i, j]) / steps;
@@ -259,11 +297,12 @@ public sealed class EdgeAttribution : IDisposable
 
     /// <summary>
     /// One forward and backward pass of a chunk on the corrupted tokens with the input embeddings at
-    /// corrupted + α (clean − corrupted); adds Σ (clean − corrupted) · gradient of every edge, weighted by the chunk's
-    /// share, to <paramref name="scores"/>. The first pass (α = 0) records the corrupted outputs and turns the chunk's
-    /// clean outputs into clean − corrupted. Returns the chunk's metric.
+    /// corrupted + α (clean − corrupted): returns the chunk's metric and, per downstream hook, the gradient of the
+    /// chunk's weighted share of the metric as [columns, batch·pos·d_model] (null: no path to the metric; the caller
+    /// disposes them). The first pass (α = 0) records the corrupted outputs and turns the chunk's clean outputs into
+    /// clean − corrupted.
     /// </summary>
-    private double GradientPass(Chunk chunk, double alpha, double[,] scores, CancellationToken ct)
+    private (double Metric, Tensor?[] Gradients) GradientPass(Chunk chunk, double alpha, CancellationToken ct)
     {
         bool first = chunk.CorruptedOutputs is null;
         var frozen = Model.parameters().Where(p => p.requires_grad).ToArray();
@@ -280,6 +319,9 @@ public sealed class EdgeAttribution : IDisposable
             foreach (var (hook, row, rows) in UpstreamHooks())
             {
                 bool input = hook is HookNames.Embed or HookNames.PosEmbed;
+                // After the first pass only the inputs are hooked: a hook on hook_result would make every layer
+                // materialise its heads' outputs [batch, pos, head, d_model], forward and backward, for nothing.
+                if (!first && !input) continue;
                 forward.Add((hook, (act, _) =>
                 {
                     if (first) corrupted.narrow(0, row, rows).copy_(AsRows(act.detach()));
@@ -315,37 +357,53 @@ public sealed class EdgeAttribution : IDisposable
             if (!value.requires_grad)
                 throw new InterpException("edge attribution: the metric's value does not depend on the logits (was it computed from detached logits or from a number?)");
             Model.Backward(value.reshape(Array.Empty<long>()));
-            // One product per group of inputs fed by the same upstream nodes (a layer's q, k and v inputs): the
-            // gradients [columns, batch·pos·d_model] times the nodes' clean − corrupted [prefix, batch·pos·d_model]ᵀ.
-            foreach (var group in downstream.Select((h, k) => (h.Column, h.Columns, Index: k)).GroupBy(h => Graph.UpstreamCount(h.Column)))
-            {
-                int prefix = group.Key;
-                var parts = group.Where(p => columnsOf[p.Index] is not null).ToArray();   // none: no path to the metric, zero
-                if (parts.Length == 0) continue;
-                using var stacked = parts.Length == 1 ? columnsOf[parts[0].Index]!.alias() : cat(parts.Select(p => columnsOf[p.Index]!).ToArray(), 0);
-                using var product = stacked.mm(delta.narrow(0, 0, prefix).reshape(prefix, -1).t()).to(ScalarType.Float64, CPU); // [columns, prefix]
-                var host = product.data<double>().ToArray();
-                int row = 0;
-                foreach (var (column, columns, _) in parts)
-                    for (int c = 0; c < columns; c++, row++)
-                        for (int i = 0; i < prefix; i++) scores[i, column + c] += host[row * prefix + i];
-            }
-            return metric;
+            return (metric, columnsOf);
+        }
+        catch
+        {
+            foreach (var c in columnsOf) c?.Dispose();
+            throw;
         }
         finally
         {
-            foreach (var c in columnsOf) c?.Dispose();
             foreach (var p in frozen) p.requires_grad_(true);
         }
     }
 
     /// <summary>
+    /// Adds Σ (clean − corrupted) · gradient of every edge to <paramref name="scores"/>: one product per group of inputs
+    /// fed by the same upstream nodes (a layer's q, k and v inputs), the gradients [columns, batch·pos·d_model] times the
+    /// nodes' clean − corrupted [prefix, batch·pos·d_model]ᵀ.
+    /// </summary>
+    private void Contract(Chunk chunk, Tensor?[] columnsOf, double[,] scores)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var delta = chunk.Delta!;
+        var downstream = DownstreamHooks().ToArray();
+        foreach (var group in downstream.Select((h, k) => (h.Column, h.Columns, Index: k)).GroupBy(h => Graph.UpstreamCount(h.Column)))
+        {
+            int prefix = group.Key;
+            var parts = group.Where(p => columnsOf[p.Index] is not null).ToArray();   // none: no path to the metric, zero
+            if (parts.Length == 0) continue;
+            var stacked = parts.Length == 1 ? columnsOf[parts[0].Index]!.alias() : cat(parts.Select(p => columnsOf[p.Index]!).ToArray(), 0);
+            var product = stacked.mm(delta.narrow(0, 0, prefix).reshape(prefix, -1).t()).to(ScalarType.Float64, CPU); // [columns, prefix]
+            var host = product.data<double>().ToArray();
+            int row = 0;
+            foreach (var (column, columns, _) in parts)
+                for (int c = 0; c < columns; c++, row++)
+                    for (int i = 0; i < prefix; i++) scores[i, column + c] += host[row * prefix + i];
+        }
+    }
+
+    /// <summary>
     /// The metric (mean over the batch) of the clean run in which every downstream input receives, for each upstream
-    /// node whose edge into it is not in <paramref name="circuit"/>, that node's corrupted output instead of its output
-    /// in this run. Every edge: the clean metric, exactly; none: the corrupted metric, up to rounding.
+    /// node whose edge into it is not in <paramref name="circuit"/>, that node's corrupted output (or its mean output,
+    /// by <paramref name="ablation"/>) instead of its output in this run. Every edge: the clean metric, exactly; none:
+    /// the corrupted metric (or <see cref="MeanAblatedMetric"/>), up to rounding.
     /// </summary>
     /// <exception cref="InterpException">An edge is not in the graph.</exception>
-    public double CircuitMetric(IEnumerable<Edge> circuit, CancellationToken cancellationToken = default)
+    public double CircuitMetric(IEnumerable<Edge> circuit, CircuitAblation ablation = CircuitAblation.Corrupted, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(circuit);
@@ -356,31 +414,69 @@ public sealed class EdgeAttribution : IDisposable
             if (!Graph.Contains(e)) throw new InterpException($"circuit: {e} is not an edge of {Model.Config.Name}'s graph");
             kept[Graph.IndexOf(e.Upstream), Graph.IndexOf(e.Downstream)] = true;
         }
+        var mean = ablation == CircuitAblation.Mean ? MeanOutputs() : null;
         double total = 0;
         foreach (var chunk in _chunks)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            total += chunk.Weight * CircuitPass(chunk, kept);
+            total += chunk.Weight * CircuitPass(chunk, kept, mean ?? chunk.CorruptedOutputs!);
         }
         return total;
     }
 
-    /// <summary>Faithfulness of a circuit: (m_circuit − m_corrupted) / (m_clean − m_corrupted).</summary>
-    /// <exception cref="InterpException">The metric is the same on both runs, or an edge is not in the graph.</exception>
-    public double Faithfulness(IEnumerable<Edge> circuit, CancellationToken cancellationToken = default) =>
-        ActivationPatching.Normalise(CircuitMetric(circuit, cancellationToken), CleanMetric, CorruptedMetric);
+    /// <summary>
+    /// The metric of the clean run with every edge mean-ablated (the empty circuit under <see cref="CircuitAblation.Mean"/>):
+    /// the zero of mean-ablation faithfulness. Computed once.
+    /// </summary>
+    public double MeanAblatedMetric(CancellationToken cancellationToken = default) =>
+        _meanAblatedMetric ??= CircuitMetric([], CircuitAblation.Mean, cancellationToken);
+
+    /// <summary>
+    /// Faithfulness of a circuit: (m_circuit − m_empty) / (m_clean − m_empty), where m_empty is the metric with no edge
+    /// kept: the corrupted metric, or <see cref="MeanAblatedMetric"/> for mean ablation.
+    /// </summary>
+    /// <exception cref="InterpException">The metric is the same on both ends, or an edge is not in the graph.</exception>
+    public double Faithfulness(IEnumerable<Edge> circuit, CircuitAblation ablation = CircuitAblation.Corrupted, CancellationToken cancellationToken = default) =>
+        ActivationPatching.Normalise(CircuitMetric(circuit, ablation, cancellationToken), CleanMetric,
+            ablation == CircuitAblation.Mean ? MeanAblatedMetric(cancellationToken) : CorruptedMetric);
 
     /// <summary>
     /// The faithfulness of the top-n circuits of <paramref name="method"/>'s scores for each n of <paramref name="sizes"/>
     /// (null: 0, 1, 2, 5, 10, 20, 50, … up to every edge; sizes above the edge count are capped at it): one pass per size.
     /// </summary>
-    public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IEnumerable<int>? sizes = null, int steps = 30, CancellationToken cancellationToken = default)
+    public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IEnumerable<int>? sizes = null, int steps = 30,
+        CircuitAblation ablation = CircuitAblation.Corrupted, CancellationToken cancellationToken = default)
     {
         var ranked = EdgeCircuit.Ranked(Scores(method, steps, cancellationToken)).Select(s => s.Edge).ToArray();
         var points = new List<FaithfulnessPoint>();
         foreach (int n in (sizes ?? DefaultSizes(ranked.Length)).Select(n => Math.Clamp(n, 0, ranked.Length)).Distinct().Order())
-            points.Add(new FaithfulnessPoint(method, n, Faithfulness(ranked.Take(n), cancellationToken)));
+            points.Add(new FaithfulnessPoint(method, n, Faithfulness(ranked.Take(n), ablation, cancellationToken), ablation));
         return points;
+    }
+
+    /// <summary>
+    /// Every upstream node's clean output averaged over all sequences (of every chunk) at each position, over real
+    /// tokens only (0 where no sequence has one): [upstream, 1, pos, d_model].
+    /// </summary>
+    private Tensor MeanOutputs()
+    {
+        if (_meanOutputs is not null) return _meanOutputs;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        Tensor? sum = null, count = null;
+        foreach (var chunk in _chunks)
+        {
+            var clean = chunk.Delta!.add(chunk.CorruptedOutputs!, Scalars.One);                  // [upstream, batch, pos, d_model]
+            var real = chunk.Mask is null                                                           // [1, batch, pos, 1]
+                ? ones([1, clean.shape[1], clean.shape[2], 1], Model.DType, Model.Device)
+                : chunk.Mask.to(Model.DType).unsqueeze(0).unsqueeze(-1);
+            var s = clean.mul(real).sum([1], keepdim: true);                                         // [upstream, 1, pos, d_model]
+            var c = real.sum([1], keepdim: true);                                                    // [1, 1, pos, 1]
+            sum = sum is null ? s : sum.add(s, Scalars.One);
+            count = count is null ? c : count.add(c, Scalars.One);
+        }
+        _meanOutputs = sum!.div(count!.clamp_min(Scalars.One)).DetachFromDisposeScope();
+        return _meanOutputs;
     }
 
     /// <summary>0, 1, 2, 5, 10, 20, 50, … below <paramref name="edges"/>, then <paramref name="edges"/>.</summary>
@@ -394,12 +490,12 @@ public sealed class EdgeAttribution : IDisposable
         return sizes;
     }
 
-    private double CircuitPass(Chunk chunk, bool[,] kept)
+    /// <summary>One chunk's circuit run: removed edges carry <paramref name="replacement"/> [upstream, batch or 1, pos, d_model].</summary>
+    private double CircuitPass(Chunk chunk, bool[,] kept, Tensor replacement)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var current = Outputs(chunk.Clean);
-        var corrupted = chunk.CorruptedOutputs!;
         var hooks = new List<(string, HookFunction)>();
         foreach (var (hook, row, rows) in UpstreamHooks())
             hooks.Add((hook, (act, _) =>
@@ -419,8 +515,8 @@ public sealed class EdgeAttribution : IDisposable
             var mask = tensor(removed, [columns, prefix]).to(Model.DType, Model.Device);   // [columns, prefix]: 1 = edge removed
             hooks.Add((hook, (act, _) =>
             {
-                // Σ over the removed edges' upstream nodes of (corrupted − this run's output), per column.
-                var diff = (corrupted.narrow(0, 0, prefix) - current.narrow(0, 0, prefix)).reshape(prefix, -1); // [prefix, batch·pos·d_model]
+                // Σ over the removed edges' upstream nodes of (replacement − this run's output), per column.
+                var diff = (replacement.narrow(0, 0, prefix) - current.narrow(0, 0, prefix)).reshape(prefix, -1); // [prefix, batch·pos·d_model]
                 var update = mask.mm(diff).view(columns, act.shape[0], act.shape[1], act.shape[^1]);               // [columns, batch, pos, d_model]
                 return act.add(act.dim() == 4 ? update.permute(1, 2, 0, 3) : update.squeeze(0), Scalars.One);
             }));
@@ -470,5 +566,6 @@ public sealed class EdgeAttribution : IDisposable
         _disposed = true;
         foreach (var chunk in _chunks) chunk.Dispose();
         _chunks.Clear();
+        _meanOutputs?.Dispose();
     }
 }

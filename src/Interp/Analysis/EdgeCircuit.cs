@@ -33,5 +33,8 @@ public sealed record EdgeCircuit(EdgeMethod Method, IReadOnlyList<EdgeScore> Edg
     public static IEnumerable<EdgeScore> Ranked(IEnumerable<EdgeScore> scores) => scores.OrderByDescending(s => Math.Abs(s.Score));
 }
 
-/// <summary>One point of a faithfulness curve: the top <paramref name="Edges"/> edges by <paramref name="Method"/> and the share of the metric they recover.</summary>
-public readonly record struct FaithfulnessPoint(EdgeMethod Method, int Edges, double Faithfulness);
+/// <summary>
+/// One point of a faithfulness curve: the top <paramref name="Edges"/> edges by <paramref name="Method"/> and the share
+/// of the metric they recover with every other edge ablated by <paramref name="Ablation"/>.
+/// </summary>
+public readonly record struct FaithfulnessPoint(EdgeMethod Method, int Edges, double Faithfulness, CircuitAblation Ablation = CircuitAblation.Corrupted);

@@ -21,8 +21,28 @@ public sealed record InputAttributionResult(double[][] Attributions, double[] Me
 }
 
 /// <summary>Integrated gradients on the token embeddings (<see cref="InputAttributionResult"/>).</summary>
+/// <remarks>
+/// The zero baseline suits models whose residual stream starts as token + position embedding (GPT-2). Where it starts as
+/// the token embedding alone and the first norm is scale-invariant (LLaMA, Mistral, Qwen: RMSNorm, no additive position
+/// embedding), the model's output hardly changes along the path until α·e is within the norm's ε of zero, so the whole
+/// change happens at the very start of the path and no Riemann sum of a few dozen steps sees it: the completeness gap
+/// (<see cref="InputAttributionResult.CompletenessGap"/>) is then of the order of the attributions. Use another
+/// sequence's embeddings there (<see cref="Embeddings"/> of a corrupted prompt, or of a padding token repeated).
+/// </remarks>
 public static class InputAttribution
 {
+    /// <summary>The token embeddings (<c>hook_embed</c>) of <paramref name="tokens"/> [batch, pos]: [batch, pos, d_model], a baseline for <see cref="IntegratedGradients"/>.</summary>
+    /// <exception cref="InterpException">The tokens or the mask are invalid.</exception>
+    public static Tensor Embeddings(HookedTransformer model, Tensor tokens, Tensor? attentionMask = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        Tensor? seen = null;
+        model.RunWithHooks(model.ValidateTokens(tokens), attentionMask, (HookNames.Embed, (a, _) => { seen = a.detach().clone().DetachFromDisposeScope(); return null; }));
+        return seen!.MoveToOuterDisposeScope();
+    }
+
     /// <summary>
     /// Attributes each sequence's <paramref name="metric"/> (e.g. a logit difference) to its input tokens. The gradient
     /// is averaged over <paramref name="steps"/> points at α = (k + ½) / steps (the midpoint rule, whose completeness

@@ -130,23 +130,54 @@ public sealed class Attention : Component
     /// each head's copy, so that each copy's gradient is ∂/∂(that head's input); where a hook replaced them, the
     /// projection of each head's own normalised copy is used.
     /// </summary>
-    internal Tensor ForwardSplit(Tensor residPre, Func<Tensor, Tensor> norm, HookPoint qInput, HookPoint kInput, HookPoint vInput, AttentionContext context)
+    internal Tensor ForwardSplit(Tensor residPre, Norm? norm, HookPoint qInput, HookPoint kInput, HookPoint vInput, AttentionContext context)
     {
         bool decode = context.Cache is not null;
         long batch = residPre.shape[0], pos = residPre.shape[1], dModel = residPre.shape[2];
         Tensor? normalised = null;
+        Tensor Norm(Tensor x) => norm is null ? x : norm.forward(x);
         Tensor Input(HookPoint hook, Tensor w, Tensor b)
         {
             long heads = w.shape[0];
             var copies = hook.Run(residPre.unsqueeze(2).expand(batch, pos, heads, dModel), out bool replaced); // [batch, pos, head, d_model]
-            if (!replaced && !copies.requires_grad) return Project(normalised ??= norm(residPre), w, b, decode);
-            var own = einsum("bphd,hde->bphe", norm(copies), w).add(b, Scalars.One); // [batch, pos, head, d_head]
-            if (replaced) return own;
-            // Straight through: the standard values (exactly), the gradient of each head's own copy (own − own is 0).
-            var standard = Project(normalised ??= norm(residPre.detach()), w, b, decode).detach();
-            return standard.add(own - own.detach(), Scalars.One);
+            if (!replaced && !copies.requires_grad) return Project(normalised ??= Norm(residPre), w, b, decode);
+            if (replaced) return einsum("bphd,hde->bphe", Norm(copies), w).add(b, Scalars.One); // [batch, pos, head, d_head]
+            // The copies are residPre's: the standard values (exactly), with each head's gradient sent to its own copy.
+            var standard = Project(normalised ??= Norm(residPre.detach()), w, b, decode).detach();
+            return SplitInputGradient.apply(copies, standard, residPre.detach(), w, norm);
         }
         return Attend(Input(qInput, W_Q, b_Q), Input(kInput, W_K, b_K), Input(vInput, W_V, b_V), context);
+    }
+
+    /// <summary>
+    /// The split inputs' straight-through step: forward, the standard projection of the shared normalised stream
+    /// [batch, pos, head, d_head]; backward, each head's gradient taken through its own weights and the norm's Jacobian
+    /// at the shared stream to its own copy [batch, pos, head, d_model]. The same gradients as projecting each head's
+    /// normalised copy, without projecting or normalising the copies in the forward pass (which would double the
+    /// projections' cost).
+    /// </summary>
+    private sealed class SplitInputGradient : autograd.SingleTensorFunction<SplitInputGradient>
+    {
+        public override string Name => nameof(SplitInputGradient);
+
+        /// <summary>vars: copies [batch, pos, head, d_model], standard [batch, pos, head, d_head], the stream [batch, pos, d_model], w [head, d_model, d_head], the norm (or null).</summary>
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            ctx.save_for_backward([(Tensor)vars[2], (Tensor)vars[3]]);
+            ctx.save_data("norm", vars[4]);
+            return ((Tensor)vars[1]).clone();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+        {
+            var saved = ctx.get_saved_variables();
+            var (stream, w) = (saved[0], saved[1]);
+            var norm = (Norm?)ctx.get_data("norm");
+            using var scope = NewDisposeScope();
+            var normalised = einsum("bphe,hde->bphd", grad_output, w);             // ∂/∂(each head's normalised copy)
+            var copies = norm is null ? normalised : norm.InputGradient(stream, normalised); // [batch, pos, head, d_model]
+            return [copies.MoveToOuterDisposeScope(), null!, null!, null!, null!];
+        }
     }
 
     /// <summary>Projected q [batch, pos, head, d_head] and k, v [batch, pos, kv_head, d_head] → attn_out [batch, pos, d_model].</summary>

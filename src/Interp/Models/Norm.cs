@@ -54,6 +54,25 @@ public sealed class Norm : Component
     }
 
     /// <summary>√(mean(x²) + ε) over the last axis: [batch, pos, d_model] → [batch, pos, 1].</summary>
+    /// <summary>
+    /// The vector–Jacobian product of <see cref="forward"/> at <paramref name="x"/> [batch, pos, d_model]:
+    /// <paramref name="gradient"/> [batch, pos, copies, d_model] (the gradient of several outputs at the same input)
+    /// → the gradient of each copy's input, [batch, pos, copies, d_model]. With x̂ the normalised input and s the scale,
+    /// RMSNorm: (g̃ − x̂ · mean(g̃ ⊙ x̂)) / s; LayerNorm: (g̃ − mean(g̃) − x̂ · mean(g̃ ⊙ x̂)) / s, where g̃ = g ⊙ w.
+    /// Hooks do not run.
+    /// </summary>
+    internal Tensor InputGradient(Tensor x, Tensor gradient)
+    {
+        using var scope = NewDisposeScope();
+        if (_kind == NormKind.LayerNorm) x = x - x.mean([-1], keepdim: true);
+        var scale = RootMeanSquare(x).unsqueeze(2);                        // [batch, pos, 1, 1]
+        var normalised = x.unsqueeze(2) / scale;                           // [batch, pos, 1, d_model]
+        var g = gradient * W;                                              // [batch, pos, copies, d_model]
+        var centred = g - normalised * (g * normalised).mean([-1], keepdim: true);
+        if (_kind == NormKind.LayerNorm) centred = centred - g.mean([-1], keepdim: true);
+        return (centred / scale).MoveToOuterDisposeScope();
+    }
+
     private Tensor RootMeanSquare(Tensor x) => x.pow(Scalars.Two).mean([-1], keepdim: true).add(_eps, Scalars.One).sqrt();
 
     /// <inheritdoc />

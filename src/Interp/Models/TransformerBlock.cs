@@ -60,7 +60,7 @@ public abstract class TransformerBlock : Component
     private protected Tensor PreNormAttention(Tensor residPre, AttentionContext context)
     {
         if (SplitInputs && QInput is not null && (QInput.IsActive || KInput!.IsActive || VInput!.IsActive))
-            return Attn.ForwardSplit(residPre, x => Ln1 is null ? x : Ln1.forward(x), QInput, KInput!, VInput!, context);
+            return Attn.ForwardSplit(residPre, Ln1, QInput, KInput!, VInput!, context);
         return Attn.forward(Ln1 is null ? residPre : Ln1.forward(residPre), context);
     }
 

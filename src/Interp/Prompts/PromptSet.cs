@@ -54,6 +54,20 @@ public sealed class PromptSet : IDisposable
     /// <summary>logit(answer) − logit(wrong) at each prompt's last real token (<see cref="Metrics.LogitDiff(IReadOnlyList{int}, IReadOnlyList{int}, IReadOnlyList{int})"/>).</summary>
     public Metric LogitDiff() => Metrics.LogitDiff(AnswerIds, WrongIds, LastPositions);
 
+    /// <summary>
+    /// The inputs of a patching pass (activation, attribution or edge attribution patching) from the set: clean and
+    /// corrupted tokens [prompts, pos], right-padded alike, and the attention mask; <see cref="LogitDiff"/> is its metric.
+    /// </summary>
+    /// <param name="purpose">What needs them, for the error ("attribution patching").</param>
+    /// <exception cref="InterpException">The file gives no corrupted prompts.</exception>
+    public (TorchSharp.torch.Tensor Clean, TorchSharp.torch.Tensor Corrupted, TorchSharp.torch.Tensor AttentionMask) PatchingInputs(string purpose) => Corrupted is null
+        ? throw new InterpException($"{Source}: {purpose} needs a corrupted prompt on every line (\"corrupted\": the prompt with the information the answer needs changed, tokenising to as many tokens)")
+        : (Clean.Tokens, Corrupted.Tokens, Clean.AttentionMask);
+
+    /// <summary>A sentence for a report saying what <see cref="PatchingInputs"/> and <see cref="LogitDiff"/> are.</summary>
+    public string PatchingDescription =>
+        $"{Count} prompts of {Path.GetFileName(Source)} and their corrupted twins, right-padded; metric logit(answer) − logit(wrong) at each prompt's last token";
+
     /// <summary>Reads the prompt set at <paramref name="path"/> and tokenises it with <paramref name="model"/>'s tokenizer.</summary>
     /// <exception cref="InterpException">The model has no tokenizer.</exception>
     /// <exception cref="PromptFileException">The file is missing, empty or malformed, or a line does not tokenise as required.</exception>

@@ -6,12 +6,16 @@ namespace Interp.Results;
 /// The edge-attribution tables: <c>edge_attribution</c> (<c>upstream</c> — <c>embed</c>, <c>pos_embed</c>,
 /// <c>L{l}H{h}</c>, <c>mlp{l}</c> —, <c>downstream</c> — <c>L{l}H{h}</c>, <c>mlp{l}</c>, <c>logits</c> —, <c>input</c>
 /// — <c>q</c>, <c>k</c>, <c>v</c>, <c>mlp</c>, <c>logits</c> —, <c>method</c> — <c>eap</c>, <c>eap_ig</c> — string,
-/// <c>score</c> double) and <c>circuit_faithfulness</c> (<c>method</c> string, <c>edges</c> int32, <c>faithfulness</c> double).
+/// <c>score</c> double) and <c>circuit_faithfulness</c> (<c>method</c> string, <c>edges</c> int32, <c>faithfulness</c>
+/// double, <c>ablation</c> string — <c>corrupted</c>, <c>mean</c>: what the edges outside the circuit carry).
 /// </summary>
 public static class EdgeTable
 {
     /// <summary>The <c>method</c> value of <paramref name="method"/>: <c>eap</c> or <c>eap_ig</c>.</summary>
     public static string MethodName(EdgeMethod method) => method == EdgeMethod.Eap ? "eap" : "eap_ig";
+
+    /// <summary>The <c>ablation</c> value of <paramref name="ablation"/>: <c>corrupted</c> or <c>mean</c>.</summary>
+    public static string AblationName(CircuitAblation ablation) => ablation == CircuitAblation.Corrupted ? "corrupted" : "mean";
 
     /// <summary>The method called <paramref name="name"/> (<c>eap</c>, <c>eap_ig</c>).</summary>
     /// <exception cref="InterpException">Another name.</exception>
@@ -44,7 +48,8 @@ public static class EdgeTable
     public static ParquetTable Faithfulness(IEnumerable<FaithfulnessPoint> points)
     {
         var rows = new ParquetColumns();
-        foreach (var p in points) rows.Row(("method", MethodName(p.Method)), ("edges", p.Edges), ("faithfulness", p.Faithfulness));
+        foreach (var p in points)
+            rows.Row(("method", MethodName(p.Method)), ("edges", p.Edges), ("faithfulness", p.Faithfulness), ("ablation", AblationName(p.Ablation)));
         return rows.ToTable();
     }
 }

@@ -205,6 +205,60 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         Assert.Contains("L1H0", bad.Message);
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Mean_ablated_circuits_keep_everything_or_carry_the_batch_mean(string arch)
+    {
+        using var model = TestModels.Random(Config(arch), seed: 9);
+        using var scope = NewDisposeScope();
+        var metric = Metrics.LogitDiff(1, 2);
+        // A batch of one sequence repeated: each node's mean output is its own output, so mean-ablating every edge
+        // changes nothing, while patching them from the corrupted run gives the corrupted metric.
+        var one = TestModels.RandomTokens(model.Config.DVocab, 1, Pos, seed: 33);
+        var same = one.repeat(3, 1);
+        var corrupted = TestModels.RandomTokens(model.Config.DVocab, 3, Pos, seed: 34);
+        using (var eap = new EdgeAttribution(model, same, corrupted, metric, sequencesPerPass: 2))
+        {
+            Assert.Equal(eap.CleanMetric, eap.CircuitMetric(eap.Graph.Edges, CircuitAblation.Mean));
+            Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 5);
+            Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 5);
+        }
+        // Different sequences: the mean is over the whole batch, not over each pass's share of it.
+        var clean = TestModels.RandomTokens(model.Config.DVocab, 4, Pos, seed: 35);
+        var other = TestModels.RandomTokens(model.Config.DVocab, 4, Pos, seed: 36);
+        using var whole = new EdgeAttribution(model, clean, other, metric);
+        using var split = new EdgeAttribution(model, clean, other, metric, sequencesPerPass: 1);
+        var top = EdgeCircuit.Top(whole.Scores(EdgeMethod.Eap), 6, EdgeMethod.Eap).EdgeSet.ToArray();
+        Assert.Equal(whole.MeanAblatedMetric(), split.MeanAblatedMetric(), 5);
+        Assert.Equal(whole.CircuitMetric(top, CircuitAblation.Mean), split.CircuitMetric(top, CircuitAblation.Mean), 5);
+        Assert.NotEqual(whole.CleanMetric, whole.MeanAblatedMetric(), 3);
+        Assert.Equal(0.0, whole.Faithfulness([], CircuitAblation.Mean), 6);
+        Assert.Equal(1.0, whole.Faithfulness(whole.Graph.Edges, CircuitAblation.Mean));
+        var curve = whole.FaithfulnessCurve(EdgeMethod.Eap, [0, 6], ablation: CircuitAblation.Mean);
+        Assert.All(curve, c => Assert.Equal(CircuitAblation.Mean, c.Ablation));
+        Assert.Equal(whole.Faithfulness(top, CircuitAblation.Mean), curve[1].Faithfulness);
+    }
+
+    [Fact]
+    public void Mean_ablation_averages_real_tokens_only()
+    {
+        using var model = TestModels.Random(TestModels.Gpt2Like, seed: 10);
+        using var scope = NewDisposeScope();
+        // Row 0 is row 1's first five tokens then padding: at positions 0–4 both rows have the same outputs (causal),
+        // at 5–7 only row 1 is real. A mean over real tokens is then each row's own output wherever it is real, so
+        // mean-ablating every edge leaves the metric (read at each row's last real token) clean; a mean that counted
+        // the padding would not.
+        var tokens = TestModels.RandomTokens(model.Config.DVocab, 1, Pos, seed: 37).repeat(2, 1);
+        tokens[0, TensorIndex.Slice(5)] = tensor(0L);
+        var mask = ones([2, Pos], ScalarType.Int64);
+        mask[0, TensorIndex.Slice(5)] = tensor(0L);
+        var corrupted = TestModels.RandomTokens(model.Config.DVocab, 2, Pos, seed: 38);
+        var metric = Metrics.LogitDiff([1, 1], [2, 2], [4, Pos - 1]);
+        using var eap = new EdgeAttribution(model, tokens, corrupted, metric, mask);
+        Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 5);
+    }
+
     [Fact]
     public void Input_attribution_is_complete_up_to_an_error_that_shrinks_with_steps()
     {
