@@ -219,6 +219,12 @@ public static class BenchSuite
         var t = v.Medians(warm, reps, ct);
         string input = $"{batch}x{pos}";
         int points = noOps.Length;
+        var (tensors, bytes) = PerCall(() => { using var s = NewDisposeScope(); model.forward(tokens); });
+        var (cachedTensors, cachedBytes) = PerCall(() => { using var s = NewDisposeScope(); var (l, c) = model.RunWithCache(tokens); c.Dispose(); });
+        add(new("forward_tensors_per_call", name, input, tensors, "tensors", double.NaN, "report", cachedTensors, double.NaN,
+            $"tensors created per plain forward (each a native call returning a tensor; a = the same for RunWithCache of all {points} points)"));
+        add(new("forward_managed_bytes_per_call", name, input, bytes, "bytes", double.NaN, "report", cachedBytes, double.NaN,
+            "managed bytes allocated per plain forward on the calling thread (a = the same for RunWithCache)"));
         add(new("cache_overhead", name, input, t["cached"] / t["plain"], "ratio", 1.15, "<=", t["cached"], t["plain"], $"RunWithCache of all {points} hook points ÷ plain forward"));
         if (overheads) add(new("hooks_overhead", name, input, t["hooks"] / t["plain"], "ratio", 1.10, "<=", t["hooks"], t["plain"], $"RunWithHooks with a no-op hook on all {points} points ÷ plain forward"));
         if (model.Config.Name.StartsWith("gpt2", StringComparison.Ordinal) || peer is not null || peerProblem.Length > 0)
@@ -373,6 +379,23 @@ public static class BenchSuite
     }
 
     /// <summary>How many calls of <paramref name="run"/> take about 0.1 s (at least 1), after two warm-up calls.</summary>
+    /// <summary>
+    /// Tensors created (TorchSharp's dispose-scope statistics: every native call that returns a tensor, views included)
+    /// and managed bytes allocated on this thread, per call of <paramref name="run"/>: the mean of 10 calls after 2.
+    /// </summary>
+    internal static (double Tensors, double Bytes) PerCall(Action run)
+    {
+        run();
+        run();
+        var stats = DisposeScopeManager.Statistics;
+        long tensors = stats.CreatedInScopeCount + stats.CreatedOutsideScopeCount;
+        long bytes = GC.GetAllocatedBytesForCurrentThread();
+        const int calls = 10;
+        for (int i = 0; i < calls; i++) run();
+        return ((stats.CreatedInScopeCount + stats.CreatedOutsideScopeCount - tensors) / (double)calls,
+            (GC.GetAllocatedBytesForCurrentThread() - bytes) / (double)calls);
+    }
+
     private static int Repeats(Action run)
     {
         run();

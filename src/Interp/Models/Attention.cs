@@ -18,6 +18,8 @@ public sealed class Attention : Component
     private readonly int _window, _layer;
     private readonly Scalar _scale, _softCap;   // owned: see Scalars
     private readonly HookPoint _q, _k, _v, _rotQ, _rotK, _scores, _pattern, _z, _result;
+    private readonly Tensor _qkv;          // [d_model, (head + 2 kv_head)·d_head]: W_Q, W_K and W_V are views of it
+    private readonly Tensor? _qkvBias;     // [(head + 2 kv_head)·d_head]: b_Q, b_K, b_V (null: no q/k/v biases)
 
     /// <summary>Query weights [head, d_model, d_head].</summary>
     public Tensor W_Q { get; }
@@ -56,13 +58,27 @@ public sealed class Attention : Component
         _softCap = cfg.AttnScoresSoftCap.ToScalar();
         int h = cfg.NHeads, kv = cfg.KvHeads, d = cfg.DModel, e = cfg.HeadDim;
         bool qkvBias = cfg.UseBias || cfg.QkvBias;
-        W_Q = Weight("W_Q", h, d, e);
-        W_K = Weight("W_K", kv, d, e);
-        W_V = Weight("W_V", kv, d, e);
+        // W_Q, W_K and W_V are views of one [d_model, (head + 2 kv_head)·d_head] matrix, so that q, k and v are one
+        // product (one GEMM, no copy of the weights per pass) while each stays a parameter of its TransformerLens shape.
+        long qCols = (long)h * e, kvCols = (long)kv * e;
+        _qkv = Storage(d, qCols + 2 * kvCols);
+        W_Q = WeightView("W_Q", () => InHeads(_qkv.narrow(1, 0, qCols), h, e), h, d, e);
+        W_K = WeightView("W_K", () => InHeads(_qkv.narrow(1, qCols, kvCols), kv, e), kv, d, e);
+        W_V = WeightView("W_V", () => InHeads(_qkv.narrow(1, qCols + kvCols, kvCols), kv, e), kv, d, e);
         W_O = Weight("W_O", h, e, d);
-        b_Q = Bias("b_Q", qkvBias, h, e);
-        b_K = Bias("b_K", qkvBias, kv, e);
-        b_V = Bias("b_V", qkvBias, kv, e);
+        if (qkvBias)
+        {
+            _qkvBias = Storage(qCols + 2 * kvCols);
+            b_Q = WeightView("b_Q", () => _qkvBias.narrow(0, 0, qCols).view(h, e), h, e);
+            b_K = WeightView("b_K", () => _qkvBias.narrow(0, qCols, kvCols).view(kv, e), kv, e);
+            b_V = WeightView("b_V", () => _qkvBias.narrow(0, qCols + kvCols, kvCols).view(kv, e), kv, e);
+        }
+        else
+        {
+            b_Q = Bias("b_Q", false, h, e);
+            b_K = Bias("b_K", false, kv, e);
+            b_V = Bias("b_V", false, kv, e);
+        }
         b_O = Bias("b_O", cfg.UseBias, d);
 
         _q = Declare(HookNames.Q(layer), "batch", "pos", "head_index", "d_head");
@@ -115,9 +131,27 @@ public sealed class Attention : Component
     /// </summary>
     public Tensor forward(Tensor x, AttentionContext context)
     {
-        // Decode steps (a cache, a few rows) project head by head; every other pass keeps the one-GEMM path's numerics.
-        bool decode = context.Cache is not null;
-        return Attend(Project(x, W_Q, b_Q, decode), Project(x, W_K, b_K, decode), Project(x, W_V, b_V, decode), context);
+        var (q, k, v) = ProjectQkv(x, context.Cache is not null);
+        return Attend(q, k, v, context);
+    }
+
+    /// <summary>A [d_model, head·d_head] block of the fused matrix as [head, d_model, d_head] (a view).</summary>
+    private static Tensor InHeads(Tensor block, long heads, long dHead) => block.view(block.shape[0], heads, dHead).permute(1, 0, 2);
+
+    /// <summary>
+    /// x [batch, pos, d_model] → q [batch, pos, head, d_head], k and v [batch, pos, kv_head, d_head]. One product with
+    /// the fused matrix, unless a weight or bias records a gradient in this pass (training: each parameter's own product,
+    /// so that its gradient flows) or a decode step has a few rows (each head's block read where it lies).
+    /// </summary>
+    private (Tensor Q, Tensor K, Tensor V) ProjectQkv(Tensor x, bool decode)
+    {
+        long rows = x.shape[0] * x.shape[1];
+        bool trains = is_grad_enabled() && (W_Q.requires_grad || W_K.requires_grad || W_V.requires_grad || (_qkvBias is not null && (b_Q.requires_grad || b_K.requires_grad || b_V.requires_grad)));
+        if (trains || (decode && rows <= SmallRows))
+            return (Project(x, W_Q, b_Q, decode), Project(x, W_K, b_K, decode), Project(x, W_V, b_V, decode));
+        int h = _cfg.NHeads, kv = _cfg.KvHeads;
+        var qkv = Gemm.MatMul(x, _qkv, _qkvBias).view(x.shape[0], x.shape[1], h + 2 * kv, _cfg.HeadDim); // [batch, pos, head + 2 kv_head, d_head]
+        return (qkv.narrow(2, 0, h), qkv.narrow(2, h, kv), qkv.narrow(2, h + kv, kv));
     }
 
     /// <summary>
@@ -134,19 +168,23 @@ public sealed class Attention : Component
     {
         bool decode = context.Cache is not null;
         long batch = residPre.shape[0], pos = residPre.shape[1], dModel = residPre.shape[2];
-        Tensor? normalised = null;
+        (Tensor Q, Tensor K, Tensor V)? standard = null;   // the standard projections of the normalised stream, once
         Tensor Norm(Tensor x) => norm is null ? x : norm.forward(x);
-        Tensor Input(HookPoint hook, Tensor w, Tensor b)
+        Tensor Standard(int which)
+        {
+            var s = standard ??= ProjectQkv(Norm(residPre.detach()), decode);
+            return which == 0 ? s.Q : which == 1 ? s.K : s.V;
+        }
+        Tensor Input(HookPoint hook, Tensor w, Tensor b, int which)
         {
             long heads = w.shape[0];
             var copies = hook.Run(residPre.unsqueeze(2).expand(batch, pos, heads, dModel), out bool replaced); // [batch, pos, head, d_model]
-            if (!replaced && !copies.requires_grad) return Project(normalised ??= Norm(residPre), w, b, decode);
             if (replaced) return einsum("bphd,hde->bphe", Norm(copies), w).add(b, Scalars.One); // [batch, pos, head, d_head]
+            if (!copies.requires_grad) return Standard(which);
             // The copies are residPre's: the standard values (exactly), with each head's gradient sent to its own copy.
-            var standard = Project(normalised ??= Norm(residPre.detach()), w, b, decode).detach();
-            return SplitInputGradient.apply(copies, standard, residPre.detach(), w, norm);
+            return SplitInputGradient.apply(copies, Standard(which).detach(), residPre.detach(), w, norm);
         }
-        return Attend(Input(qInput, W_Q, b_Q), Input(kInput, W_K, b_K), Input(vInput, W_V, b_V), context);
+        return Attend(Input(qInput, W_Q, b_Q, 0), Input(kInput, W_K, b_K, 1), Input(vInput, W_V, b_V, 2), context);
     }
 
     /// <summary>
@@ -191,9 +229,9 @@ public sealed class Attention : Component
         if (KNorm is not null) k = KNorm.forward(k);
         if (_rotary is not null)
         {
-            var (cos, sin) = _rotary.Angles(context.Positions, pos, q.dtype);
-            q = _rotQ.Run(_rotary.Apply(q, cos, sin));
-            k = _rotK.Run(_rotary.Apply(k, cos, sin));
+            var tables = _rotary.RotationTables(context.Positions, pos, q.dtype);
+            q = _rotQ.Run(_rotary.Rotate(q, tables));
+            k = _rotK.Run(_rotary.Rotate(k, tables));
         }
         if (context.Cache is { } cache) (k, v) = cache.Append(_layer, k, v); // [batch, cached + pos, kv_head, d_head]
         k = RepeatKv(k);
@@ -233,29 +271,15 @@ public sealed class Attention : Component
     /// nothing is; and the queries left with no key at all ([batch, 1, query_pos, 1], or null when there are none): a
     /// padded query before its row's first real token, or one whose window holds only padding. Their pattern rows are
     /// set to 0 (they attend nowhere and give no weight to padding). Query i sits at index
-    /// <paramref name="queryOffset"/> + i of the key axis. Built per call rather than stored: an n_ctx² table is
-    /// prohibitive for long-context checkpoints.
+    /// <paramref name="queryOffset"/> + i of the key axis. The causal part comes from <see cref="CausalMasks"/> (built
+    /// once per shape, not an n_ctx² table: that is prohibitive for long-context checkpoints).
     /// </summary>
     internal (Tensor? Blocked, Tensor? Keyless) Blocked(long queries, long keys, long queryOffset, Tensor? keyPadding, Device device)
     {
         Tensor? blocked = null;
         // One query at the end of the key axis (a decode step) sees every key, unless a window cuts some off.
         bool seesAll = queries == 1 && queryOffset == keys - 1 && (_window == 0 || keys <= _window);
-        if (_cfg.Causal && !seesAll)
-        {
-            using var first = queryOffset.ToScalar();
-            using var end = (queryOffset + queries).ToScalar();
-            using var keyCount = keys.ToScalar();
-            var qi = arange(first, end, Scalars.One, ScalarType.Int64, device).unsqueeze(1);        // [query_pos, 1]
-            var ki = arange(Scalars.Zero, keyCount, Scalars.One, ScalarType.Int64, device).unsqueeze(0); // [1, key_pos]
-            blocked = ki.gt(qi);
-            if (_window > 0)
-            {
-                using var w = ((long)_window).ToScalar();
-                blocked = blocked.logical_or(qi.sub(ki).ge(w)); // sees keys q − W < k ≤ q: W keys, itself included
-            }
-            blocked = blocked.view(1, 1, queries, keys);
-        }
+        if (_cfg.Causal && !seesAll) blocked = CausalMasks.Get(queries, keys, queryOffset, _window, device);
         if (keyPadding is null) return (blocked, null);
         var padded = keyPadding.view(keyPadding.shape[0], 1, 1, keys);
         blocked = blocked is null ? padded : blocked.logical_or(padded);
@@ -289,6 +313,8 @@ public sealed class Attention : Component
         {
             _scale.Dispose();
             _softCap.Dispose();
+            _qkv.Dispose();
+            _qkvBias?.Dispose();
         }
         base.Dispose(disposing);
     }

@@ -84,6 +84,23 @@ public abstract class Component : nn.Module<Tensor, Tensor>
         return p;
     }
 
+    /// <summary>
+    /// Registers a trainable weight of <paramref name="shape"/> that is <paramref name="view"/>, a view of a larger tensor
+    /// the component keeps: the two share memory, so that writes to either (loading, weight processing, an optimiser,
+    /// a researcher's in-place edit) are seen by both.
+    /// </summary>
+    protected Parameter WeightView(string name, Func<Tensor> view, params long[] shape)
+    {
+        if (Planning is { } plan) plan.Parameters += ShapePlan.Elements(shape);
+        var p = new Parameter(Planning is null ? view() : empty(0), requires_grad: true);
+        p.DetachFromDisposeScope();
+        register_parameter(name, p);
+        return p;
+    }
+
+    /// <summary>A zero tensor of <paramref name="shape"/> for <see cref="WeightView"/> to view (empty while planning, counted by the views).</summary>
+    protected static Tensor Storage(params long[] shape) => (Planning is null ? Zeros(shape) : empty(0)).DetachFromDisposeScope();
+
     /// <summary>Registers a bias: trainable when <paramref name="trainable"/>, else a fixed zero buffer kept for uniform maths.</summary>
     protected Tensor Bias(string name, bool trainable, params long[] shape)
     {

@@ -57,14 +57,13 @@ public sealed class Mlp : Component
         return Gemm.MatMul(post, W_out, b_out);
     }
 
-    // Owned for the process (see Scalars).
-    private static readonly Scalar Half = 0.5.ToScalar(), Three = 3.ToScalar(), GeluCubic = 0.044715.ToScalar(),
-        GeluScale = Math.Sqrt(2.0 / Math.PI).ToScalar();
-
-    /// <summary>The nonlinearity; GeluTanh is GPT-2's gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
+    /// <summary>
+    /// The nonlinearity; GeluTanh is GPT-2's gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as libtorch's one
+    /// kernel (<c>gelu(approximate='tanh')</c>) rather than seven elementwise passes.
+    /// </summary>
     public static Tensor Apply(Activation act, Tensor x) => act switch
     {
-        Activation.GeluTanh => x.mul(Half) * x.add(x.pow(Three).mul(GeluCubic), Scalars.One).mul(GeluScale).tanh().add(Scalars.One, Scalars.One),
+        Activation.GeluTanh => x.gelu(TorchSharp.Modules.GELU.Approximate.tanh),
         Activation.Gelu => nn.functional.gelu(x),
         Activation.Relu => nn.functional.relu(x),
         Activation.Silu => nn.functional.silu(x),

@@ -22,8 +22,91 @@ public sealed class Rotary : nn.Module<Tensor, Tensor>
         _style = cfg.RotaryStyle;
         _dim = cfg.RotaryWidth;
         // A load-budget plan (Component.Planning) must not allocate: d_head comes from an unchecked config there.
-        _invFreq = (Component.Planning is null ? tensor(InverseFrequencies(cfg), ScalarType.Float64) : empty(0, ScalarType.Float64)).DetachFromDisposeScope();
+        _frequencies = Component.Planning is null ? InverseFrequencies(cfg) : [];
+        _invFreq = (Component.Planning is null ? tensor(_frequencies, ScalarType.Float64) : empty(0, ScalarType.Float64)).DetachFromDisposeScope();
         register_buffer("inv_freq", _invFreq, persistent: false);
+    }
+
+    private readonly double[] _frequencies;
+
+    /// <summary>
+    /// The full-width rotation tables of positions 0…pos−1 ([1, pos, 1, rotary_dim] each, in the layout of
+    /// <see cref="Rotate"/>), shared by every layer and model of the process with the same frequencies: most recent
+    /// <see cref="TableCapacity"/> kept, each at most <see cref="MaxTableElements"/> long, larger ones built per call.
+    /// </summary>
+    private static readonly LinkedList<(TableKey Key, Tensor Cos, Tensor Sin)> Tables = new();
+    private static readonly Lock TablesGate = new();
+    private const int TableCapacity = 8;
+    private const long MaxTableElements = 1L << 22;
+
+    private sealed record TableKey(RotaryStyle Style, double[] Frequencies, long Pos, ScalarType Dtype, DeviceType Device, int Index)
+    {
+        public bool Equals(TableKey? other) => other is not null && Style == other.Style && Pos == other.Pos && Dtype == other.Dtype &&
+            Device == other.Device && Index == other.Index && Frequencies.AsSpan().SequenceEqual(other.Frequencies);
+        public override int GetHashCode() => HashCode.Combine(Style, Frequencies.Length, Pos, Dtype, Device, Index);
+    }
+
+    /// <summary>
+    /// The rotation of every position as two tables [batch or 1, pos, 1, rotary_dim] for <see cref="Rotate"/>: cos of
+    /// each pair's angle at both of its entries, and sin signed −sin at the pair's first entry and +sin at its second.
+    /// For positions 0…pos−1 (<paramref name="positions"/> null) they are built once per length and shared.
+    /// </summary>
+    internal (Tensor Cos, Tensor Sin) RotationTables(Tensor? positions, long pos, ScalarType dtype)
+    {
+        if (positions is not null || pos * _dim > MaxTableElements) return Expand(Angles(positions, pos, dtype));
+        var key = new TableKey(_style, _frequencies, pos, dtype, _invFreq.device_type, _invFreq.device_index);
+        lock (TablesGate)
+        {
+            for (var node = Tables.First; node is not null; node = node.Next)
+                if (node.Value.Key.Equals(key))
+                {
+                    if (node != Tables.First)
+                    {
+                        Tables.Remove(node);
+                        Tables.AddFirst(node);
+                    }
+                    return (node.Value.Cos, node.Value.Sin);
+                }
+            (Tensor Cos, Tensor Sin) built;
+            using (var scope = NewDisposeScope())
+            {
+                var (c, s) = Expand(Angles(null, pos, dtype));
+                built = (c.DetachFromDisposeScope(), s.DetachFromDisposeScope());
+            }
+            Tables.AddFirst((key, built.Cos, built.Sin));
+            if (Tables.Count > TableCapacity)
+            {
+                Tables.Last!.Value.Cos.Dispose();
+                Tables.Last!.Value.Sin.Dispose();
+                Tables.RemoveLast();
+            }
+            return built;
+        }
+    }
+
+    /// <summary>cos, sin [.., rotary_dim/2] of <see cref="Angles"/> → the full-width tables of <see cref="RotationTables"/>.</summary>
+    private (Tensor Cos, Tensor Sin) Expand((Tensor Cos, Tensor Sin) half)
+    {
+        var (cos, sin) = half;
+        if (_style == RotaryStyle.AdjacentPairs)
+            return (stack([cos, cos], -1).flatten(-2), stack([sin.neg(), sin], -1).flatten(-2)); // (2i, 2i+1) share angle i
+        return (cat([cos, cos], -1), cat([sin.neg(), sin], -1));                                  // (i, i + dim/2) share angle i
+    }
+
+    /// <summary>
+    /// Rotates x [batch, pos, head, d_head] by tables of <see cref="RotationTables"/>: x·cos + partner(x)·sin, where
+    /// partner swaps each pair's two entries, so that a pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin), the same
+    /// products and sums, rounded the same, as rotating a and b one by one.
+    /// </summary>
+    internal Tensor Rotate(Tensor x, (Tensor Cos, Tensor Sin) tables)
+    {
+        long batch = x.shape[0], pos = x.shape[1], heads = x.shape[2], dHead = x.shape[3];
+        var rot = _dim == dHead ? x : x.narrow(-1, 0, _dim);
+        var partner = _style == RotaryStyle.AdjacentPairs
+            ? rot.reshape(batch, pos, heads, _dim / 2, 2).flip(-1).view(batch, pos, heads, _dim)   // (b, a) for each pair (a, b)
+            : rot.roll(_dim / 2, -1);                                                              // [second half, first half]
+        var rotated = (rot * tables.Cos).add(partner * tables.Sin, Scalars.One);
+        return _dim == dHead ? rotated : cat([rotated, x.narrow(-1, _dim, dHead - _dim)], -1);
     }
 
     /// <summary>The buffers are registered explicitly; skip TorchSharp's reflection-based registration.</summary>
@@ -77,24 +160,5 @@ public sealed class Rotary : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Rotates x [batch, pos, head, d_head] by the angles <see cref="Angles"/> returned.</summary>
-    public Tensor Apply(Tensor x, Tensor cos, Tensor sin)
-    {
-        long batch = x.shape[0], pos = x.shape[1], heads = x.shape[2], dHead = x.shape[3];
-        var rot = _dim == dHead ? x : x.narrow(-1, 0, _dim);
-        Tensor rotated;
-        if (_style == RotaryStyle.AdjacentPairs)
-        {
-            var pairs = rot.reshape(batch, pos, heads, _dim / 2, 2); // [batch, pos, head, rotary_dim/2, 2]
-            var a = pairs.select(-1, 0);
-            var b = pairs.select(-1, 1);
-            rotated = stack([a * cos - b * sin, (a * sin).add(b * cos, Scalars.One)], -1).reshape(batch, pos, heads, _dim);
-        }
-        else
-        {
-            var a = rot.narrow(-1, 0, _dim / 2);
-            var b = rot.narrow(-1, _dim / 2, _dim / 2);
-            rotated = cat([a * cos - b * sin, (b * cos).add(a * sin, Scalars.One)], -1);
-        }
-        return _dim == dHead ? rotated : cat([rotated, x.narrow(-1, _dim, dHead - _dim)], -1);
-    }
+    public Tensor Apply(Tensor x, Tensor cos, Tensor sin) => Rotate(x, Expand((cos, sin)));
 }

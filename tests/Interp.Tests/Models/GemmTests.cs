@@ -55,9 +55,17 @@ public sealed class GemmTests
         using var scope = NewDisposeScope();
         var tokens = randint(0, cfg.DVocab, [2, 128], generator: new Generator(1));
         var recorded = model.forward(tokens).detach();
-        Tensor fast;
+        Tensor fast, exact;
         using (no_grad()) fast = model.forward(tokens);
+        using (var f64 = model.ToDtype(ScalarType.Float64))
+        using (no_grad()) exact = f64.forward(tokens);
         double scale = Math.Max(1, recorded.abs().max().item<float>());
-        TensorAssert.Close(recorded, fast, 1e-5 * scale);
+        TensorAssert.Close(recorded, fast, 3e-5 * scale);
+        // Both are float32 renderings of the same function: the fast path (one fused q/k/v product, OpenBLAS where it
+        // is installed) is about as far from float64 as the recorded one (libtorch). Measured: 5.9e-4 against 3.4e-4
+        // with OpenBLAS, bit-identical paths without it.
+        double recordedError = (recorded.to(ScalarType.Float64) - exact).abs().max().item<double>();
+        double fastError = (fast.to(ScalarType.Float64) - exact).abs().max().item<double>();
+        Assert.True(fastError <= 3 * recordedError + 1e-6 * scale, $"fast path error {fastError:G3} against the recorded path's {recordedError:G3}");
     }
 }
