@@ -515,10 +515,11 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// </summary>
     public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Tensor? attentionMask, Tensor? tokenTypes, Func<string, bool>? namesFilter = null)
     {
+        namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
+        EnsureCacheFits(tokens, namesFilter);
         var cache = new ActivationCache();
         try
         {
-            namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
             var hooks = HookPoints.Where(h => namesFilter(h.Name))
                 .Select(h => (h.Name, (HookFunction)((act, _) =>
                 {
@@ -534,6 +535,45 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             cache.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The bytes a <see cref="RunWithCache(Tensor, Func{string, bool}?)"/> of a [batch, pos] input keeps: the activations
+    /// of every hook point <paramref name="namesFilter"/> accepts (null: RunWithCache's default, every point but
+    /// <c>hook_result</c>), as <see cref="ActivationCache.Bytes"/> will count them, and the logits.
+    /// </summary>
+    public (long Activations, long Logits) CacheBytes(long batch, long pos, Func<string, bool>? namesFilter = null)
+    {
+        namesFilter ??= name => !HookNames.Is(name, HookNames.Result);
+        long element = ElementBytes;
+        Int128 activations = 0;
+        foreach (var h in HookPoints.Where(h => namesFilter(h.Name)))
+            activations += HookShape(h, batch, pos).Aggregate((Int128)1, (n, d) => n * d) * element;
+        Int128 logits = (Int128)batch * pos * (UnembedOrNull is null ? Config.DModel : Config.DVocab) * element;
+        return ((long)Int128.Min(activations, long.MaxValue), (long)Int128.Min(logits, long.MaxValue));
+    }
+
+    private long ElementBytes => DType switch { ScalarType.Float64 or ScalarType.Int64 => 8, ScalarType.Float16 or ScalarType.BFloat16 => 2, _ => 4 };
+
+    /// <summary>Refuses, before anything runs, a cache that cannot fit in the memory this process has left (CPU).</summary>
+    private void EnsureCacheFits(Tensor tokens, Func<string, bool> namesFilter)
+    {
+        if (Device.type != DeviceType.CPU || tokens.dim() is < 1 or > 2) return;
+        long batch = tokens.dim() == 1 ? 1 : tokens.shape[0], pos = tokens.shape[^1];
+        if (MemoryBudget.AvailableBytes() is not { } available) return;
+        var (activations, logits) = CacheBytes(batch, pos, namesFilter);
+        if (activations + logits <= available) return;
+        long element = ElementBytes;
+        var largest = HookPoints.Where(h => namesFilter(h.Name))
+            .Select(h => (h.Name, Bytes: HookShape(h, batch, pos).Aggregate(1L, (n, d) => n * d) * element))
+            .GroupBy(h => HookNames.LayerOf(h.Name) is null ? h.Name : h.Name[(h.Name.IndexOf('.', h.Name.IndexOf('.') + 1) + 1)..])
+            .Select(g => (Kind: g.Key, Bytes: g.Sum(x => x.Bytes), Count: g.Count()))
+            .OrderByDescending(g => g.Bytes).Take(3);
+        throw new InterpException(
+            $"RunWithCache of [batch {batch}, pos {pos}] on {Config.Name} would keep {MemoryBudget.Format(activations)} of activations and " +
+            $"{MemoryBudget.Format(logits)} of logits, but this process has {MemoryBudget.Format(available)} left; largest: " +
+            string.Join(", ", largest.Select(g => $"{g.Kind} {MemoryBudget.Format(g.Bytes)}{(g.Count > 1 ? $" ({g.Count} layers)" : "")}")) +
+            ". Cache fewer hook points (a names filter), fewer sequences or fewer positions.");
     }
 
     /// <summary>Attaches hooks until the returned scope is disposed. Unknown names fail before anything is attached.</summary>
