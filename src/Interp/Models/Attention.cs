@@ -244,7 +244,8 @@ public sealed class Attention : Component
         // While gradients are recorded, the steps whose backward reads their own output (tanh, softmax) are followed
         // by out-of-place operations: writing over that output would invalidate the backward pass.
         bool recording = q.requires_grad || k.requires_grad;
-        var scores = einsum("bqhe,bkhe->bhqk", q, k).div_(_scale);
+        // Batched products written out rather than einsum: the same bmm, without parsing an equation and permuting per call.
+        var scores = q.transpose(1, 2).matmul(k.permute(0, 2, 3, 1)).div_(_scale);   // [batch, head, query_pos, key_pos]
         if (_cfg.AttnScoresSoftCap > 0)
             scores = recording ? scores.div(_softCap).tanh().mul(_softCap) : scores.div_(_softCap).tanh_().mul_(_softCap);
         var (blocked, keyless) = Blocked(pos, keys, keys - pos, context.KeyPadding, q.device);
@@ -254,7 +255,7 @@ public sealed class Attention : Component
         if (keyless is not null) // 0/0 rows: attend nowhere
             pattern = pattern.requires_grad ? pattern.masked_fill(keyless, Scalars.Zero) : pattern.masked_fill_(keyless, Scalars.Zero);
         pattern = _pattern.Run(pattern);
-        var z = _z.Run(einsum("bhqk,bkhe->bqhe", pattern, v)); // [batch, pos, head, d_head]
+        var z = _z.Run(pattern.matmul(v.transpose(1, 2)).transpose(1, 2)); // [batch, pos, head, d_head]
 
         if (_result.IsActive)
         {
