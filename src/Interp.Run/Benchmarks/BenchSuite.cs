@@ -125,9 +125,16 @@ public static class BenchSuite
             AblationSweep.Heads(model, tokens, AblationKind.Zero, Metrics.Loss(), cancellationToken: ct);
             double sweep = sw.Elapsed.TotalSeconds;
             TimePlain(0);
+            // A last-token logit difference declares what it reads: the sweep unembeds one position and two columns.
+            sw.Restart();
+            AblationSweep.Heads(model, tokens, AblationKind.Zero, Metrics.LogitDiff(11, 13), cancellationToken: ct);
+            double lastToken = sw.Elapsed.TotalSeconds;
+            TimePlain(0);
             double plain = Interleaved.Median(plainTimes);
             Add(new("ablation_sweep_vs_forwards", shape.Name, $"{batch}x{pos}", sweep / (heads * plain), "ratio", 0.6, "<=", sweep, heads * plain,
-                $"AblationSweep.Heads (zero, loss over all positions) of all {heads} heads ÷ {heads} × median plain forward ({2 * reps} timed, half before and half after the sweep)"));
+                $"AblationSweep.Heads (zero, loss over all positions) of all {heads} heads ÷ {heads} × median plain forward ({3 * reps} timed, before, between and after the sweeps)"));
+            Add(new("ablation_sweep_last_token_vs_forwards", shape.Name, $"{batch}x{pos}", lastToken / (heads * plain), "ratio", 0.4, "<=", lastToken, heads * plain,
+                $"AblationSweep.Heads (zero, logit difference at the last position: LogitReads, one position and two columns unembedded) of all {heads} heads ÷ {heads} × median plain forward"));
             tokens.Dispose();
         }
 

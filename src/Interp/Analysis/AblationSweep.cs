@@ -38,7 +38,7 @@ public sealed record AblationSweepOptions
 /// what an ablation cannot change. One clean run caches, for each ablated component, its activation and the residual
 /// stream right after it; since a component adds its output to the residual stream linearly, an ablated pass starts
 /// there from the clean residual minus what the ablation removes, and runs only the rest of the model
-/// (<see cref="HookedTransformer.ForwardFromMid"/>, <see cref="HookedTransformer.ForwardFrom"/>). Where hooks are
+/// (<see cref="HookedTransformer.ForwardFromMid(int, Tensor, Tensor?)"/>, <see cref="HookedTransformer.ForwardFrom(int, Tensor, Tensor?)"/>). Where hooks are
 /// attached in the ablated layer, the pass re-runs that whole layer from its cached <c>hook_resid_pre</c> with the
 /// ablation as a hook instead, so the hooks see ablated values. Several ablations share one forward pass: the batch is
 /// replicated k times, copy i carries ablation i, and the per-sequence metric is split back into k means. The result
@@ -144,8 +144,10 @@ public static class AblationSweep
             : removed.reshape(k * batch, pos, cfg.DModel);
         var residual = cache[resume].repeat(k, 1, 1) - delta;
         var copiesMask = mask?.repeat(k, 1);
-        var logits = resume == HookNames.ResidMid(layer) ? model.ForwardFromMid(layer, residual, copiesMask) : model.ForwardFrom(layer + 1, residual, copiesMask);
-        return SplitMeans(metric, logits, tokens, k);
+        var reads = Reads(model, metric);
+        var logits = resume == HookNames.ResidMid(layer) ? model.ForwardFromMid(layer, residual, copiesMask, reads)
+            : reads is null ? model.ForwardFrom(layer + 1, residual, copiesMask) : model.ForwardFrom(layer + 1, residual, copiesMask, reads);
+        return SplitMeans(metric, reads, logits, tokens, k);
     }
 
     /// <summary>Every head of the model ablated alone (at <paramref name="positions"/>; null: all).</summary>
@@ -178,16 +180,35 @@ public static class AblationSweep
             }));
         }).ToArray();
         Tensor logits;
-        using (model.Hooks(hooks)) logits = model.ForwardFrom(layer, residPre.repeat(k, 1, 1), mask?.repeat(k, 1));      // [k·B, pos, d_vocab]
-        return SplitMeans(metric, logits, tokens, k);
+        var reads = Reads(model, metric);
+        using (model.Hooks(hooks))
+            logits = reads is null ? model.ForwardFrom(layer, residPre.repeat(k, 1, 1), mask?.repeat(k, 1))    // [k·B, pos, d_vocab]
+                : model.ForwardFrom(layer, residPre.repeat(k, 1, 1), mask?.repeat(k, 1), reads);              // [k·B, columns]
+        return SplitMeans(metric, reads, logits, tokens, k);
     }
 
-    /// <summary>The metric of k copies of the batch run together: per-sequence values [k·B] → k means.</summary>
-    private static double[] SplitMeans(Metric metric, Tensor logits, Tensor tokens, int k)
+    /// <summary>What the metric reads of the logits, when it declared it and the model can compute just that (else null: every logit).</summary>
+    private static LogitReads? Reads(HookedTransformer model, Metric metric) =>
+        Metrics.ReadsOf(metric) is { } reads && model.CanRead(reads, out _) ? reads : null;
+
+    /// <summary>
+    /// The metric of k copies of the batch run together: per-sequence values [k·B] → k means; from the read logits
+    /// [k·B, columns] when <paramref name="reads"/> is given.
+    /// </summary>
+    private static double[] SplitMeans(Metric metric, LogitReads? reads, Tensor logits, Tensor tokens, int k)
     {
-        var perSequence = Metrics.PerSequence(metric, logits, tokens.repeat(k, 1));                    // [k·B]
+        var perSequence = reads is null ? Metrics.PerSequence(metric, logits, tokens.repeat(k, 1)) : ReadPerSequence(reads, logits);  // [k·B]
         var means = perSequence.to(ScalarType.Float64).view(k, tokens.shape[0]).mean([1]);
         return means.cpu().data<double>().ToArray();
+    }
+
+    /// <summary>The declared evaluation of read logits [rows, columns] → [rows], checked like <see cref="Metrics.PerSequence"/>.</summary>
+    private static Tensor ReadPerSequence(LogitReads reads, Tensor read)
+    {
+        var values = reads.Evaluate(read);
+        if (values.dim() != 1 || values.shape[0] != read.shape[0])
+            throw new InterpException($"a metric's declared LogitReads.Evaluate must return one value per sequence, shape [{read.shape[0]}]; it returned [{string.Join(", ", values.shape)}]");
+        return values;
     }
 
     /// <summary>

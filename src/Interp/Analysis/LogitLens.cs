@@ -19,7 +19,7 @@ public sealed record LogitLensResult(IReadOnlyList<ResidualComponent> Layers, Te
 /// <summary>
 /// The logit lens: decode the residual stream after every layer as if it were the final one — the model's own head:
 /// the final norm, the unembedding (W_U and b_U) and, where the model has them, its masked-LM head (BERT) and logit
-/// soft cap (Gemma 2) — <see cref="HookedTransformer.ForwardFrom"/> at n_layers. As TransformerLens's
+/// soft cap (Gemma 2) — <see cref="HookedTransformer.ForwardFrom(int, Tensor, Tensor?)"/> at n_layers. As TransformerLens's
 /// <c>accumulated_resid(apply_ln=True)</c> (and nostalgebraist's lens), each stream is normalised with its own
 /// statistics (ln_final recomputed on it, gain and shift included), not with the final stream's cached scale: a stream
 /// of another size is read as the final norm would read it. At the last layer the lens runs exactly the model's own

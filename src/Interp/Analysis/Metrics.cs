@@ -73,16 +73,39 @@ public static class Metrics
     /// counts from the end), per sequence.
     /// </summary>
     /// <exception cref="InterpException">A token id is outside the vocabulary or the position outside the sequence (checked when the metric runs).</exception>
-    public static Metric LogitDiff(int correct, int wrong, int position = -1) => (logits, tokens) =>
+    public static Metric LogitDiff(int correct, int wrong, int position = -1)
     {
-        long vocab = logits.shape[^1], pos = logits.shape[^2];
-        foreach (var (id, name) in new[] { (correct, "correct"), (wrong, "wrong") })
-            if (id < 0 || id >= vocab) throw new InterpException($"logit difference: {name} token id {id} is outside the vocabulary [0, {vocab})");
-        if (position < -pos || position >= pos) throw new InterpException($"logit difference: position {position} is outside a sequence of {pos} tokens");
-        using var scope = NewDisposeScope();
-        var at = logits.select(-2, position < 0 ? pos + position : position);     // [batch, vocab]
-        return (at[.., correct] - at[.., wrong]).MoveToOuterDisposeScope();
-    };
+        Metric metric = (logits, tokens) =>
+        {
+            long vocab = logits.shape[^1], pos = logits.shape[^2];
+            foreach (var (id, name) in new[] { (correct, "correct"), (wrong, "wrong") })
+                if (id < 0 || id >= vocab) throw new InterpException($"logit difference: {name} token id {id} is outside the vocabulary [0, {vocab})");
+            if (position < -pos || position >= pos) throw new InterpException($"logit difference: position {position} is outside a sequence of {pos} tokens");
+            using var scope = NewDisposeScope();
+            var at = logits.select(-2, position < 0 ? pos + position : position);     // [batch, vocab]
+            return (at[.., correct] - at[.., wrong]).MoveToOuterDisposeScope();
+        };
+        // Reads one position and two columns: read [batch, 2] → column 0 − column 1.
+        return Declare(metric, new LogitReads([position], [correct, wrong], read => read.select(1, 0) - read.select(1, 1)));
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Metric, LogitReads> Declared = new();
+
+    /// <summary>
+    /// Declares what <paramref name="metric"/> reads of the logits, so that passes which know it compute only those
+    /// logits (<see cref="LogitReads"/>); returns the metric. The declaration must describe the metric exactly:
+    /// <c>reads.Evaluate</c> of the read logits must equal the metric of the full logits.
+    /// </summary>
+    public static Metric Declare(Metric metric, LogitReads reads)
+    {
+        ArgumentNullException.ThrowIfNull(metric);
+        ArgumentNullException.ThrowIfNull(reads);
+        Declared.AddOrUpdate(metric, reads);
+        return metric;
+    }
+
+    /// <summary>What <paramref name="metric"/> declared it reads (<see cref="Declare"/>), or null: it reads every logit.</summary>
+    public static LogitReads? ReadsOf(Metric metric) => Declared.TryGetValue(metric, out var reads) ? reads : null;
 
     /// <summary>
     /// logit(answers[i]) − logit(wrongs[i]) at position lastPositions[i] of sequence i, per sequence: the logit
@@ -93,6 +116,25 @@ public static class Metrics
     /// </summary>
     /// <exception cref="InterpException">The lists are empty or of different lengths (now); a token id outside the vocabulary, a position outside the sequence, or a batch that is not a multiple of the prompts (when the metric runs).</exception>
     public static Metric LogitDiff(IReadOnlyList<int> answers, IReadOnlyList<int> wrongs, IReadOnlyList<int> lastPositions)
+    {
+        var metric = PromptLogitDiff(answers, wrongs, lastPositions);
+        // Reads each prompt's last position and the answers' and wrong tokens' columns.
+        var columns = answers.Concat(wrongs).Distinct().ToArray();
+        var index = columns.Select((id, c) => (id, c)).ToDictionary(x => x.id, x => (long)x.c);
+        var good = answers.Select(id => index[id]).ToArray();
+        var bad = wrongs.Select(id => index[id]).ToArray();
+        int n = good.Length;
+        return Declare(metric, new LogitReads(lastPositions.ToArray(), columns, read =>
+        {
+            using var scope = NewDisposeScope();
+            long rows = read.shape[0];
+            var g = tensor(Enumerable.Range(0, (int)rows).Select(r => good[r % n]).ToArray(), device: read.device).unsqueeze(1);
+            var w = tensor(Enumerable.Range(0, (int)rows).Select(r => bad[r % n]).ToArray(), device: read.device).unsqueeze(1);
+            return (read.gather(1, g).squeeze(1) - read.gather(1, w).squeeze(1)).MoveToOuterDisposeScope();
+        }));
+    }
+
+    private static Metric PromptLogitDiff(IReadOnlyList<int> answers, IReadOnlyList<int> wrongs, IReadOnlyList<int> lastPositions)
     {
         ArgumentNullException.ThrowIfNull(answers);
         ArgumentNullException.ThrowIfNull(wrongs);

@@ -412,15 +412,23 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// <see cref="ForwardFrom"/> from the middle of block <paramref name="layer"/>: <paramref name="residMid"/> enters as
+    /// <see cref="ForwardFrom(int, Tensor, Tensor?)"/> from the middle of block <paramref name="layer"/>: <paramref name="residMid"/> enters as
     /// <c>blocks.{layer}.hook_resid_mid</c>, then that block's MLP and everything after it run as in <see cref="forward(Tensor)"/>.
     /// </summary>
     /// <param name="layer">The block whose resid_mid <paramref name="residMid"/> is.</param>
     /// <param name="residMid">The residual stream [batch, pos, d_model].</param>
     /// <param name="attentionMask">The attention mask [batch, pos] of a padded batch, as in <see cref="forward(Tensor, Tensor?, Tensor?)"/> (null: no padding).</param>
     /// <exception cref="InterpException">The layer is outside the model, its blocks have no resid_mid (attention-only or parallel), residMid is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
-    public Tensor ForwardFromMid(int layer, Tensor residMid, Tensor? attentionMask = null)
+    public Tensor ForwardFromMid(int layer, Tensor residMid, Tensor? attentionMask = null) => ForwardFromMid(layer, residMid, attentionMask, null);
+
+    /// <summary>
+    /// <see cref="ForwardFromMid(int, Tensor, Tensor?)"/> returning only the logits <paramref name="reads"/> names
+    /// (null: every logit), as <see cref="ForwardFrom(int, Tensor, Tensor?, LogitReads)"/> does.
+    /// </summary>
+    /// <exception cref="InterpException">As <see cref="ForwardFromMid(int, Tensor, Tensor?)"/> and <see cref="ForwardFrom(int, Tensor, Tensor?, LogitReads)"/>.</exception>
+    public Tensor ForwardFromMid(int layer, Tensor residMid, Tensor? attentionMask, LogitReads? reads)
     {
+        if (reads is not null && !CanRead(reads, out var why)) throw new InterpException($"ForwardFromMid with logit reads: {why}");
         if (layer < 0 || layer >= Config.NLayers)
             throw new InterpException($"ForwardFromMid: layer {layer} is outside [0, {Config.NLayers - 1}]");
         if (!Config.HasResidMid)
@@ -430,14 +438,17 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var context = Context(attentionMask, residMid.shape[0], residMid.shape[1]);
         var next = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
-        return RunFrom(layer + 1, next, context).MoveToOuterDisposeScope();
+        return (reads is null ? RunFrom(layer + 1, next, context) : HeadAt(RunBlocks(layer + 1, next, context), reads)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// Blocks <paramref name="layer"/>… and the head: resid [batch, pos, d_model] → the output (logits, or the last
     /// hidden state for a base encoder); attention follows <paramref name="context"/>.
     /// </summary>
-    private Tensor RunFrom(int layer, Tensor resid, AttentionContext context)
+    private Tensor RunFrom(int layer, Tensor resid, AttentionContext context) => Head(RunBlocks(layer, resid, context));
+
+    /// <summary>Blocks <paramref name="layer"/>… : resid [batch, pos, d_model] → the last residual stream.</summary>
+    private Tensor RunBlocks(int layer, Tensor resid, AttentionContext context)
     {
         for (int l = layer; l < Blocks.Count; l++)
         {
@@ -447,7 +458,68 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             resid = Blocks[l].forward(resid, context);
             if (scope.Contains(resid)) resid = scope.MoveToOuter(resid);
         }
-        return Head(resid);
+        return resid;
+    }
+
+    /// <summary>
+    /// <see cref="ForwardFrom(int, Tensor, Tensor?)"/> that returns only the logits <paramref name="reads"/> names,
+    /// [batch, reads.Columns.Count] (sequence r at its position): the final norm runs at one position per sequence and
+    /// the unembedding is a product with those columns of W_U. Equal, up to float rounding, to reading them from the
+    /// full logits. For causal language models whose final-norm hooks are not in use (they would see [batch, 1, d_model]).
+    /// </summary>
+    /// <exception cref="InterpException">As <see cref="ForwardFrom(int, Tensor, Tensor?)"/>; or the model has no plain unembedding, a final-norm hook is attached, the batch is not a multiple of the prompts, or a position or column is out of range.</exception>
+    public Tensor ForwardFrom(int layer, Tensor residPre, Tensor? attentionMask, LogitReads reads)
+    {
+        ArgumentNullException.ThrowIfNull(reads);
+        if (!CanRead(reads, out var why)) throw new InterpException($"ForwardFrom with logit reads: {why}");
+        if (layer < 0 || layer > Config.NLayers)
+            throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
+        if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
+            throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
+        using var scope = NewDisposeScope();
+        var context = Context(attentionMask, residPre.shape[0], residPre.shape[1]);
+        return HeadAt(RunBlocks(layer, residPre.to(Embed.W_E.dtype, Device), context), reads).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// True when <see cref="ForwardFrom(int, Tensor, Tensor?, LogitReads)"/> can compute <paramref name="reads"/>: a
+    /// causal model with a plain unembedding and no hook attached to the final norm; else false with the reason.
+    /// </summary>
+    public bool CanRead(LogitReads reads, out string why)
+    {
+        ArgumentNullException.ThrowIfNull(reads);
+        why = UnembedOrNull is null ? $"{Config.Name} has no unembedding"
+            : MlmHead is not null ? $"{Config.Name} has a masked-LM head"
+            : reads.Positions.Count == 0 ? "no positions to read"
+            : LnFinal is not null && LnFinal.HookPoints.Any(h => h.IsActive) ? "a hook is attached to the final norm, which would see one position per sequence"
+            : "";
+        return why.Length == 0;
+    }
+
+    /// <summary>The last residual stream [batch, pos, d_model] → the logits <paramref name="reads"/> names, [batch, columns].</summary>
+    private Tensor HeadAt(Tensor resid, LogitReads reads)
+    {
+        long rows = resid.shape[0], pos = resid.shape[1];
+        int n = reads.Positions.Count;
+        if (rows % n != 0)
+            throw new InterpException($"logit reads of {n} prompts: the batch of {rows} sequences is not the prompts tiled k times");
+        var index = new long[rows];
+        for (long r = 0; r < rows; r++)
+        {
+            long p = reads.Positions[(int)(r % n)];
+            if (p < -pos || p >= pos) throw new InterpException($"logit reads: prompt {r % n}'s position {p} is outside a sequence of {pos} tokens");
+            index[r] = r * pos + (p < 0 ? pos + p : p);
+        }
+        var columns = reads.Columns.Select(c => (long)c).ToArray();
+        foreach (long c in columns)
+            if (c < 0 || c >= Config.DVocab) throw new InterpException($"logit reads: column {c} is outside the vocabulary [0, {Config.DVocab})");
+        var x = resid.reshape(rows * pos, Config.DModel).index_select(0, tensor(index, device: Device)).unsqueeze(1); // [batch, 1, d_model]
+        if (LnFinal is not null) x = LnFinal.forward(x);
+        var cols = tensor(columns, device: Device);
+        var unembed = UnembedOrNull!;
+        var logits = x.squeeze(1).matmul(unembed.W_U.index_select(1, cols)).add(unembed.b_U.index_select(0, cols), Scalars.One); // [batch, columns]
+        if (_logitCap is null) return logits;
+        return logits.requires_grad ? logits.div(_logitCap).tanh().mul(_logitCap) : logits.div_(_logitCap).tanh_().mul_(_logitCap);
     }
 
     /// <summary>The last residual stream [batch, pos, d_model] → the output: final norm, masked-LM head, unembedding, soft cap.</summary>
