@@ -187,9 +187,7 @@ public static class AblationSweep
         return SplitMeans(metric, reads, logits, tokens, k);
     }
 
-    /// <summary>What the metric reads of the logits, when it declared it and the model can compute just that (else null: every logit).</summary>
-    private static LogitReads? Reads(HookedTransformer model, Metric metric) =>
-        Metrics.ReadsOf(metric) is { } reads && model.CanRead(reads, out _) ? reads : null;
+    private static LogitReads? Reads(HookedTransformer model, Metric metric) => Metrics.ReadsFor(metric, model);
 
     /// <summary>
     /// The metric of k copies of the batch run together: per-sequence values [k·B] → k means; from the read logits
@@ -197,18 +195,9 @@ public static class AblationSweep
     /// </summary>
     private static double[] SplitMeans(Metric metric, LogitReads? reads, Tensor logits, Tensor tokens, int k)
     {
-        var perSequence = reads is null ? Metrics.PerSequence(metric, logits, tokens.repeat(k, 1)) : ReadPerSequence(reads, logits);  // [k·B]
+        var perSequence = reads is null ? Metrics.PerSequence(metric, logits, tokens.repeat(k, 1)) : Metrics.PerSequence(reads, logits);  // [k·B]
         var means = perSequence.to(ScalarType.Float64).view(k, tokens.shape[0]).mean([1]);
         return means.cpu().data<double>().ToArray();
-    }
-
-    /// <summary>The declared evaluation of read logits [rows, columns] → [rows], checked like <see cref="Metrics.PerSequence"/>.</summary>
-    private static Tensor ReadPerSequence(LogitReads reads, Tensor read)
-    {
-        var values = reads.Evaluate(read);
-        if (values.dim() != 1 || values.shape[0] != read.shape[0])
-            throw new InterpException($"a metric's declared LogitReads.Evaluate must return one value per sequence, shape [{read.shape[0]}]; it returned [{string.Join(", ", values.shape)}]");
-        return values;
     }
 
     /// <summary>

@@ -194,8 +194,18 @@ public sealed class ActivationPatching : IDisposable
         _cache = cache;
         try
         {
-            CleanMetric = Metrics.Evaluate(metric, logits, c);
-            CorruptedMetric = Metrics.Evaluate(metric, model.forward(k, mask), k);
+            // A metric that declares what it reads is evaluated the way the patched runs evaluate it (only those
+            // logits), so that patching nothing gives exactly these values.
+            if (Metrics.ReadsFor(metric, model) is { } reads)
+            {
+                CleanMetric = Metrics.PerSequence(reads, model.forward(c, mask, reads)).to(ScalarType.Float64).mean().item<double>();
+                CorruptedMetric = Metrics.PerSequence(reads, model.forward(k, mask, reads)).to(ScalarType.Float64).mean().item<double>();
+            }
+            else
+            {
+                CleanMetric = Metrics.Evaluate(metric, logits, c);
+                CorruptedMetric = Metrics.Evaluate(metric, model.forward(k, mask), k);
+            }
         }
         catch
         {
@@ -314,8 +324,13 @@ public sealed class ActivationPatching : IDisposable
                     return patched;
                 })))
                 .ToArray();
-            var logits = Model.RunWithHooks(copies, AttentionMask?.repeat(count, 1), hooks);
-            var values = Metrics.PerSequence(Metric, logits, copies).to(ScalarType.Float64).view(count, batch).mean([1]);
+            // A metric that declares what it reads (a logit difference) gets only those logits.
+            var reads = Metrics.ReadsFor(Metric, Model);
+            Tensor perSequence;
+            using (Model.Hooks(hooks))
+                perSequence = reads is null ? Metrics.PerSequence(Metric, Model.forward(copies, AttentionMask?.repeat(count, 1)), copies)
+                    : Metrics.PerSequence(reads, Model.forward(copies, AttentionMask?.repeat(count, 1), reads));
+            var values = perSequence.to(ScalarType.Float64).view(count, batch).mean([1]);
             var means = values.cpu().data<double>().ToArray();
             Array.Copy(means, 0, result, start, count);
             progress?.Report((double)(start + count) / variants.Length);

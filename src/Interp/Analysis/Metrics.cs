@@ -104,6 +104,30 @@ public static class Metrics
         return metric;
     }
 
+    /// <summary>
+    /// <paramref name="reads"/>' evaluation of read logits [rows, columns] → the per-sequence metric [rows], checked to
+    /// return one value per sequence (as <see cref="PerSequence(Metric, Tensor, Tensor)"/> checks a metric).
+    /// </summary>
+    /// <exception cref="InterpException">The evaluation returned another shape.</exception>
+    public static Tensor PerSequence(LogitReads reads, Tensor read)
+    {
+        ArgumentNullException.ThrowIfNull(reads);
+        var values = reads.Evaluate(read);
+        if (values.dim() != 1 || values.shape[0] != read.shape[0])
+            throw new InterpException($"a metric's declared LogitReads.Evaluate must return one value per sequence, shape [{read.shape[0]}]; it returned [{string.Join(", ", values.shape)}]");
+        return values;
+    }
+
+    /// <summary>
+    /// What <paramref name="metric"/> reads, when it declared it (<see cref="Declare"/>) and <paramref name="model"/>
+    /// can compute just that (<see cref="HookedTransformer.CanRead"/>); else null: every logit.
+    /// </summary>
+    public static LogitReads? ReadsFor(Metric metric, HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return ReadsOf(metric) is { } reads && model.CanRead(reads, out _) ? reads : null;
+    }
+
     /// <summary>What <paramref name="metric"/> declared it reads (<see cref="Declare"/>), or null: it reads every logit.</summary>
     public static LogitReads? ReadsOf(Metric metric) => Declared.TryGetValue(metric, out var reads) ? reads : null;
 

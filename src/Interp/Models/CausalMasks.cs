@@ -8,7 +8,7 @@ namespace Interp.Models;
 /// see a key: built once per (shape, offset, window, device) and shared by every layer and model of the process, so
 /// that a forward pass does not rebuild the same mask in each layer (six tensors each). The most recent
 /// <see cref="Capacity"/> masks of at most <see cref="MaxElements"/> entries are kept; larger ones are built per call.
-/// Callers only read them.
+/// Callers only read them; an evicted mask is left to the finalizer, as a pass on another thread may still hold it.
 /// </summary>
 internal static class CausalMasks
 {
@@ -44,11 +44,8 @@ internal static class CausalMasks
                 }
             var mask = Build(queries, keys, offset, window, device).DetachFromDisposeScope();
             Recent.AddFirst((key, mask));
-            if (Recent.Count > Capacity)
-            {
-                Recent.Last!.Value.Mask.Dispose();
-                Recent.RemoveLast();
-            }
+            // Dropped, not disposed: another thread's pass may still be using it; the finalizer frees it once unreachable.
+            if (Recent.Count > Capacity) Recent.RemoveLast();
             return mask;
         }
     }

@@ -226,6 +226,22 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
+    /// <see cref="forward(Tensor, Tensor?, Tensor?)"/> returning only the logits <paramref name="reads"/> names,
+    /// [batch, reads.Columns.Count] (see <see cref="ForwardFrom(int, Tensor, Tensor?, LogitReads)"/>).
+    /// </summary>
+    /// <exception cref="InvalidTokensException">The tokens or the mask are invalid.</exception>
+    /// <exception cref="InterpException">The reads cannot be taken (<see cref="CanRead"/>) or do not fit the batch.</exception>
+    public Tensor forward(Tensor tokens, Tensor? attentionMask, LogitReads reads)
+    {
+        ArgumentNullException.ThrowIfNull(reads);
+        if (!CanRead(reads, out var why)) throw new InterpException($"forward with logit reads: {why}");
+        using var scope = NewDisposeScope();
+        tokens = ValidateTokens(tokens);
+        var context = Context(attentionMask, tokens.shape[0], tokens.shape[1]);
+        return HeadAt(RunBlocks(0, Embedding(tokens, context, null), context), reads).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// A forward pass over new tokens that extends <paramref name="cache"/> (TransformerLens's <c>past_kv_cache</c>):
     /// tokens [batch, pos] → logits [batch, pos, d_vocab] of the new positions, equal (up to float rounding) to those
     /// positions of one forward pass over everything cached so far followed by these tokens. Every attention layer

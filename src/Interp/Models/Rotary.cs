@@ -74,12 +74,8 @@ public sealed class Rotary : nn.Module<Tensor, Tensor>
                 built = (c.DetachFromDisposeScope(), s.DetachFromDisposeScope());
             }
             Tables.AddFirst((key, built.Cos, built.Sin));
-            if (Tables.Count > TableCapacity)
-            {
-                Tables.Last!.Value.Cos.Dispose();
-                Tables.Last!.Value.Sin.Dispose();
-                Tables.RemoveLast();
-            }
+            // Dropped, not disposed: another thread's pass may still be using it; the finalizer frees it once unreachable.
+            if (Tables.Count > TableCapacity) Tables.RemoveLast();
             return built;
         }
     }

@@ -86,6 +86,26 @@ public sealed class LogitReadsTests
         SameRows(full, read);
     }
 
+    [Theory]
+    [MemberData(nameof(Architectures))]
+    public void Activation_patching_with_a_declared_metric_equals_the_full_computation(string arch)
+    {
+        using var model = TestModels.Random(Config(arch), seed: 7);
+        using var scope = NewDisposeScope();
+        var clean = TestModels.RandomTokens(model.Config.DVocab, 3, 8, seed: 5);
+        var corrupted = TestModels.RandomTokens(model.Config.DVocab, 3, 8, seed: 6);
+        var metric = Metrics.LogitDiff([1, 2, 3], [4, 5, 6], [7, 7, 7]);
+        var sites = Enum.GetValues<PatchKind>().Where(k => k != PatchKind.SaeFeature)
+            .SelectMany(k => ActivationPatching.Sites(model.Config, 8, k, perPosition: true)).ToArray();
+        using var full = new ActivationPatching(model, clean, corrupted, Undeclared(metric)) { SequencesPerPass = 12 };
+        using var read = new ActivationPatching(model, clean, corrupted, metric) { SequencesPerPass = 12 };
+        var a = full.Sweep(sites);
+        var b = read.Sweep(sites);
+        Assert.Equal(a.Count, b.Count);
+        for (int i = 0; i < a.Count; i++)
+            Assert.True(Math.Abs(a[i].Raw - b[i].Raw) <= 1e-5 * Math.Max(1, Math.Abs(a[i].Raw)), $"{a[i].Site}: full {a[i].Raw:G9}, read {b[i].Raw:G9}");
+    }
+
     [Fact]
     public void Reads_that_cannot_be_taken_fall_back_or_fail_clearly()
     {
