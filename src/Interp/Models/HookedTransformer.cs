@@ -418,13 +418,19 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// <exception cref="InterpException">The layer is outside [0, n_layers], residPre is not [batch, pos ≤ n_ctx, d_model], or the mask does not fit.</exception>
     public Tensor ForwardFrom(int layer, Tensor residPre, Tensor? attentionMask = null)
     {
+        using var scope = NewDisposeScope();
+        var (resid, context) = ResumeAt(layer, residPre, attentionMask);
+        return RunFrom(layer, resid, context).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Checks a resumed pass's input (<see cref="ForwardFrom(int, Tensor, Tensor?)"/>) and returns it in the model's dtype and device, with its context.</summary>
+    private (Tensor Resid, AttentionContext Context) ResumeAt(int layer, Tensor residPre, Tensor? attentionMask)
+    {
         if (layer < 0 || layer > Config.NLayers)
             throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
         if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
-        using var scope = NewDisposeScope();
-        var context = Context(attentionMask, residPre.shape[0], residPre.shape[1]);
-        return RunFrom(layer, residPre.to(Embed.W_E.dtype, Device), context).MoveToOuterDisposeScope();
+        return (residPre.to(Embed.W_E.dtype, Device), Context(attentionMask, residPre.shape[0], residPre.shape[1]));
     }
 
     /// <summary>
@@ -488,13 +494,9 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(reads);
         if (!CanRead(reads, out var why)) throw new InterpException($"ForwardFrom with logit reads: {why}");
-        if (layer < 0 || layer > Config.NLayers)
-            throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
-        if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
-            throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
         using var scope = NewDisposeScope();
-        var context = Context(attentionMask, residPre.shape[0], residPre.shape[1]);
-        return HeadAt(RunBlocks(layer, residPre.to(Embed.W_E.dtype, Device), context), reads).MoveToOuterDisposeScope();
+        var (resid, context) = ResumeAt(layer, residPre, attentionMask);
+        return HeadAt(RunBlocks(layer, resid, context), reads).MoveToOuterDisposeScope();
     }
 
     /// <summary>
