@@ -55,6 +55,7 @@ public static class BenchSuite
                 log(peerProblem);
             }
         }
+        double machinePeak = double.NaN;
         if (options.Runs("gpt2"))
         try
         {
@@ -67,7 +68,7 @@ public static class BenchSuite
             double oursPeak = flopsMm / mmT["ours"] / 1e9, peerPeak = peer is null ? double.NaN : flopsMm / mmT["peer"] / 1e9;
             Add(new("matmul_gflops_torchsharp", "machine", $"{n}^3", oursPeak, "GFLOP/s", double.NaN, "report", mmT["ours"], double.NaN, $"TorchSharp (libtorch) float32 matmul, {get_num_threads()} threads"));
             Add(new("matmul_gflops_peer", "machine", $"{n}^3", peerPeak, "GFLOP/s", double.NaN, "report", peer is null ? double.NaN : mmT["peer"], double.NaN, peer?.Info ?? peerProblem));
-            double machinePeak = double.IsNaN(peerPeak) ? oursPeak : Math.Max(oursPeak, peerPeak);
+            machinePeak = double.IsNaN(peerPeak) ? oursPeak : Math.Max(oursPeak, peerPeak);
 
             // 2. GPT-2: plain, cached, no-op hooks and the peer's plain and cached, interleaved.
             var model = gpt!.Model;
@@ -193,7 +194,11 @@ public static class BenchSuite
         if (options.Runs("eap"))
             foreach (var row in EdgeAttributionCost(gpt!.Model, shape.Name, options.Quick, reps, warm, ct)) Add(row);
 
-        // 12. The soak under garbage-collection pressure (only when asked for: --only soak).
+        // 12. Today's families at their released shapes (random weights; not in a quick run unless named).
+        if (options.Quick ? options.Only?.Contains("archs") == true : options.Runs("archs"))
+            Architectures(options, machinePeak, reps, warm, log, Add, ct);
+
+        // 13. The soak under garbage-collection pressure (only when asked for: --only soak).
         if (options.Only?.Contains("soak") == true)
         {
             var soak = Soak.Run(new SoakOptions { Calls = options.SoakCalls }, ct);
@@ -214,7 +219,8 @@ public static class BenchSuite
             .Select(h => (h.Name, (HookFunction)((_, _) => null))).ToArray();
         // Small models run in microseconds: each timed repetition repeats the call until it takes ≥ 0.1 s.
         int inner = Repeats(() => { using var s = NewDisposeScope(); model.forward(tokens); });
-        var v = new Interleaved()
+        // The overhead ratios compare variants of a few milliseconds: warmed for 2 s, so that every one runs JIT-optimised code.
+        var v = new Interleaved { MinWarmupSeconds = 2 }
             .Add("plain", Loop(inner, () => { using var s = NewDisposeScope(); model.forward(tokens); }))
             .Add("cached", Loop(inner, () => { using var s = NewDisposeScope(); var (l, c) = model.RunWithCache(tokens); c.Dispose(); }));
         if (overheads) v.Add("hooks", Loop(inner, () => { using var s = NewDisposeScope(); model.RunWithHooks(tokens, noOps); }));
@@ -385,7 +391,102 @@ public static class BenchSuite
         ];
     }
 
-    /// <summary>How many calls of <paramref name="run"/> take about 0.1 s (at least 1), after two warm-up calls.</summary>
+    /// <summary>
+    /// Pythia-160m (float32, widened from its float16 checkpoint; 4×128), Llama-3.2-1B (float32 from bfloat16, 1×128,
+    /// against the peer's LLaMA block on the same file) and Gemma-2-2B held in bfloat16 as it ships — too large for this
+    /// section's float32 load on a 24 GiB machine, and too slow to run in bfloat16 on a CPU without bfloat16 matrix
+    /// instructions (measured: the row <c>matmul_gflops_bf16</c>), so measured for its copying scores at a 256,000-token
+    /// vocabulary. Checkpoints are written once under <see cref="BenchOptions.ModelsDir"/> (0.3, 2.5 and 5.2 GB).
+    /// </summary>
+    private static void Architectures(BenchOptions options, double peak, int reps, int warm, Action<string> log, Action<BenchRow> add, CancellationToken ct)
+    {
+        if (double.IsNaN(peak))
+        {
+            using var s = NewDisposeScope();
+            var a = randn(2048, 2048); var b = randn(2048, 2048);
+            a.matmul(b);
+            var sw = Stopwatch.StartNew();
+            a.matmul(b);
+            peak = 2.0 * 2048 * 2048 * 2048 / sw.Elapsed.TotalSeconds / 1e9;
+        }
+        string Ensure(ArchShape shape)
+        {
+            var sw = Stopwatch.StartNew();
+            var (dir, written) = shape.EnsureWritten(options.ModelsDir);
+            log(written ? $"wrote {shape.Name} ({shape.Ships}) in {sw.Elapsed.TotalSeconds:F0} s" : $"reusing {dir}");
+            return dir;
+        }
+        void Throughput(HookedTransformer model, string name, long b, long p, double plain)
+        {
+            double flops = Gpt2Shape.ForwardFlops(model.Config, b, p), gflops = flops / plain / 1e9;
+            add(new("forward_gflops", name, $"{b}x{p}", gflops, "GFLOP/s", double.NaN, "report", plain, flops, $"plain forward, {flops / 1e9:F1} GFLOP counted"));
+            add(new("forward_fraction_of_peak", name, $"{b}x{p}", gflops / peak, "fraction", double.NaN, "report", gflops, peak, "plain forward GFLOP/s ÷ the measured matmul GFLOP/s"));
+        }
+
+        using (var pythia = ModelLoader.Load(Ensure(ArchShape.Pythia160m)))
+        {
+            ct.ThrowIfCancellationRequested();
+            double plain = ForwardVariants(pythia.Model, ArchShape.Pythia160m.Name, 4, 128, null, "", reps, warm, ct, true, add);
+            Throughput(pythia.Model, ArchShape.Pythia160m.Name, 4, 128, plain);
+        }
+
+        string llamaDir = Ensure(ArchShape.Llama32_1B);
+        using (var llama = ModelLoader.Load(llamaDir))
+        {
+            PeerProcess? peer = null;
+            string problem = "peer disabled (--no-peer)";
+            if (options.Peer)
+            {
+                try
+                {
+                    string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
+                        ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
+                    peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(llamaDir), get_num_threads(), options.InstallPeer);
+                }
+                catch (InterpException ex) { problem = ex.Message; log(problem); }
+            }
+            try
+            {
+                double plain = ForwardVariants(llama.Model, ArchShape.Llama32_1B.Name, 1, 128, peer, problem, reps, warm, ct, true, add);
+                Throughput(llama.Model, ArchShape.Llama32_1B.Name, 1, 128, plain);
+            }
+            finally { peer?.Dispose(); }
+        }
+
+        string gemmaDir = Ensure(ArchShape.Gemma2_2B);
+        {
+            // bfloat16 products on this CPU, against float32's, on a Gemma MLP's shape (one token block of 128).
+            using var s = NewDisposeScope();
+            var x = randn(128, 2304); var w = randn(2304, 9216);
+            var xb = x.to(ScalarType.BFloat16); var wb = w.to(ScalarType.BFloat16);
+            var m = new Interleaved().Add("f32", () => { using var t = NewDisposeScope(); x.matmul(w); }).Add("bf16", () => { using var t = NewDisposeScope(); xb.matmul(wb); }).Medians(1, 3, ct);
+            double f = 2.0 * 128 * 2304 * 9216;
+            add(new("matmul_gflops_bf16", "machine", "128x2304x9216", f / m["bf16"] / 1e9, "GFLOP/s", double.NaN, "report", m["bf16"], m["f32"],
+                $"TorchSharp bfloat16 matmul (b = float32's seconds: {f / m["f32"] / 1e9:F1} GFLOP/s); why a bfloat16 model is not run forward here"));
+        }
+        long before = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
+        var load = Stopwatch.StartNew();
+        using (var gemma = ModelLoader.Load(gemmaDir, new ModelLoadOptions { DType = ScalarType.BFloat16 }))
+        {
+            double loadSeconds = load.Elapsed.TotalSeconds;
+            long loadPeak = ProcessMemory.Available ? ProcessMemory.Peak() - before : 0;
+            var model = gemma.Model;
+            long modelBytes = ModelBytes(model);
+            string name = ArchShape.Gemma2_2B.Name;
+            add(new("load_peak_memory_vs_model", name, "bf16 file → bf16", loadPeak / (double)modelBytes, "ratio", double.NaN, "report", loadPeak, modelBytes,
+                $"peak RSS growth while loading ÷ the loaded model's bytes ({modelBytes / (double)(1L << 30):F2} GiB in bfloat16; float32 would be twice); {loadSeconds:F0} s"));
+            long start = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
+            var sw = Stopwatch.StartNew();
+            var scores = CircuitScores.Copying(model);
+            double seconds = sw.Elapsed.TotalSeconds;
+            long extra = ProcessMemory.Available ? ProcessMemory.Peak() - start : 0;
+            add(new("copying_scores_seconds", name, $"{scores.Length} heads, vocab {model.Config.DVocab}", seconds, "s", 60, "<=", seconds, double.NaN,
+                "CircuitScores.Copying of every head's W_E·OV·W_U (weights in bfloat16; products over vocabulary chunks in float32, summed in float64)"));
+            add(new("copying_scores_extra_memory", name, $"{scores.Length} heads", extra / (double)(1L << 30), "GiB", 2, "<=", extra, modelBytes,
+                "peak RSS above the loaded model during the computation (b = the model's bytes)"));
+        }
+    }
+
     /// <summary>
     /// Tensors created (TorchSharp's dispose-scope statistics: every native call that returns a tensor, views included)
     /// and managed bytes allocated on this thread, per call of <paramref name="run"/>: the mean of 10 calls after 2.
@@ -403,6 +504,7 @@ public static class BenchSuite
             (GC.GetAllocatedBytesForCurrentThread() - bytes) / (double)calls);
     }
 
+    /// <summary>How many calls of <paramref name="run"/> take about 0.1 s (at least 1), after two warm-up calls.</summary>
     private static int Repeats(Action run)
     {
         run();
@@ -588,7 +690,7 @@ public static class BenchSuite
         if (File.Exists("/proc/cpuinfo"))
             cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
         bool avx512 = File.Exists("/proc/cpuinfo") && File.ReadLines("/proc/cpuinfo").Any(l => l.StartsWith("flags", StringComparison.Ordinal) && l.Contains(" avx512f", StringComparison.Ordinal));
-        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Describe()}, {NativeEnvironment.Describe()}";
+        return $"{cpu}{(avx512 ? " (AVX-512)" : "")}, {Environment.ProcessorCount} cores, torch threads {get_num_threads()}, weight products on {Gemm.Describe()}, {NativeEnvironment.Describe()}, {NativeEnvironment.DescribeAllocator()}";
     }
 
     private static string Fmt(double x) => double.IsNaN(x) ? "n/a" : Math.Abs(x) >= 100 ? x.ToString("F0", CultureInfo.InvariantCulture) : x.ToString("G3", CultureInfo.InvariantCulture);

@@ -10,6 +10,9 @@ internal sealed class Interleaved
 {
     private readonly List<(string Name, Func<double> Run)> _variants = new();
 
+    /// <summary>The least warm-up time of <see cref="Medians"/> when it warms up at all (0: the warm-up rounds only).</summary>
+    public double MinWarmupSeconds { get; init; }
+
     /// <summary>Adds a variant: <paramref name="run"/> returns the seconds one run took (it times itself).</summary>
     public Interleaved Add(string name, Func<double> run)
     {
@@ -25,10 +28,16 @@ internal sealed class Interleaved
         return sw.Elapsed.TotalSeconds;
     });
 
-    /// <summary>Runs <paramref name="warmup"/> untimed and <paramref name="repetitions"/> timed rounds → median seconds per variant.</summary>
+    /// <summary>
+    /// Untimed warm-up rounds until <paramref name="warmup"/> rounds have run and (when any is asked) at least
+    /// <see cref="MinWarmupSeconds"/> have passed, then <paramref name="repetitions"/> timed rounds → median seconds per variant.
+    /// </summary>
     public Dictionary<string, double> Medians(int warmup, int repetitions, CancellationToken ct)
     {
-        for (int w = 0; w < warmup; w++)
+        // .NET's tiered JIT recompiles hot methods for seconds after start: a fixed round count warms a slow variant
+        // (a 1 s forward) fully but leaves a microsecond one (timed in a loop of 0.1 s) on its first tier.
+        var warming = Stopwatch.StartNew();
+        for (int w = 0; w < warmup || (warmup > 0 && warming.Elapsed.TotalSeconds < MinWarmupSeconds); w++)
             foreach (var v in _variants) { ct.ThrowIfCancellationRequested(); v.Run(); }
         var times = _variants.ToDictionary(v => v.Name, _ => new List<double>());
         for (int r = 0; r < repetitions; r++)

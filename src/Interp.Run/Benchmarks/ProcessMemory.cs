@@ -27,9 +27,14 @@ public static class ProcessMemory
     /// <summary>Peak resident size since the last <see cref="ResetPeak"/>, bytes.</summary>
     public static long Peak() => Field("VmHWM");
 
-    private static long Field(string name)
+    private static long Field(string name) => Field(File.ReadAllText("/proc/self/status"), name);
+
+    /// <summary>The field <paramref name="name"/> of a <c>/proc/PID/status</c> text, in bytes.</summary>
+    internal static long Field(string status, string name)
     {
-        var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(name + ":", StringComparison.Ordinal));
-        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        var line = status.Split('\n').FirstOrDefault(l => l.StartsWith(name + ":", StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"/proc/self/status has no {name} line");
+        // "VmHWM:\t  123456 kB": a tab after the colon, then spaces that pad the number to 8 digits (none from 10 GB on).
+        return long.Parse(line[(name.Length + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
     }
 }

@@ -55,7 +55,7 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             Settings = options.Settings?.DeepClone().AsObject() ?? new(),
             Options = new Dictionary<string, string> { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
             Versions = Versions(),
-            Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe(), ["torchsharp_library"] = NativeLoader.Outcome ?? "not loaded" },
+            Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe(), ["allocator"] = NativeEnvironment.DescribeAllocator(), ["torchsharp_library"] = NativeLoader.Outcome ?? "not loaded" },
         };
         try { manifest.Save(dir); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

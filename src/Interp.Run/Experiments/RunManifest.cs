@@ -56,7 +56,7 @@ public sealed class RunManifest
     public Dictionary<string, string> Versions { get; init; } = new();
     /// <summary>
     /// The native set-up numbers depend on: <c>weight_products</c> (the BLAS of the forward pass's weight products,
-    /// <see cref="Models.Gemm.Describe"/>) and <c>settings</c> (the native environment, <see cref="Models.NativeEnvironment.Describe"/>).
+    /// <see cref="Models.Gemm.Describe"/>) and <c>settings</c> (the native environment, <see cref="Models.NativeEnvironment.Describe"/>), <c>allocator</c> (<see cref="Models.NativeEnvironment.DescribeAllocator"/>).
     /// </summary>
     public Dictionary<string, string> Native { get; init; } = new();
     /// <summary>Start time (UTC).</summary>

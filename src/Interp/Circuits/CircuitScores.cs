@@ -1,4 +1,5 @@
 using Interp.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Interp.Circuits;
@@ -33,7 +34,8 @@ public static class CircuitScores
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var ov = HeadCircuits.Message(model);
-        return EigenScore(model, ov, Embedding(model), model.Unembed.W_U.detach());
+        var middle = Gram(model.Unembed.W_U.detach(), model.Embed.W_E.detach(), model.Embed.Scale);
+        return EigenScore(model, ov, middle);
     }
 
     /// <summary>
@@ -47,8 +49,9 @@ public static class CircuitScores
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var qk = HeadCircuits.Pattern(model);
-        var we = Embedding(model);
-        return EigenScore(model, qk, we, we.mT);
+        var we = model.Embed.W_E.detach();
+        var middle = Gram(we.mT, we, model.Embed.Scale * model.Embed.Scale);
+        return EigenScore(model, qk, middle);
     }
 
     /// <summary>
@@ -72,14 +75,43 @@ public static class CircuitScores
         return CircuitSpectrum.Of(core);
     }
 
-    /// <summary>Σλ/Σ|λ| of left·(A·B)·right for every head, from the eigenvalues of B·(right·left)·A.</summary>
-    private static double[,] EigenScore(HookedTransformer model, FactoredMatrix inner, Tensor left, Tensor right)
+    /// <summary>Σλ/Σ|λ| of left·(A·B)·right for every head, from the eigenvalues of B·middle·A, middle = right·left; one layer at a time.</summary>
+    private static double[,] EigenScore(HookedTransformer model, FactoredMatrix inner, Tensor middle)
     {
-        var middle = right.to(ScalarType.Float64).matmul(left.to(ScalarType.Float64));       // [d_model, d_model]
-        var small = inner.B.to(ScalarType.Float64).matmul(middle).matmul(inner.A.to(ScalarType.Float64)); // [layer, head, d_head, d_head]
-        var eig = linalg.eigvals(small);
-        var score = real(eig).sum(-1) / eig.abs().sum(-1);
-        return ToLayerHead(model, score);
+        var scores = new Tensor[model.Config.NLayers];
+        for (int l = 0; l < scores.Length; l++)
+        {
+            using var layer = NewDisposeScope(); // each layer's float64 copies go before the next layer's are made
+            var small = inner.B[l].to(ScalarType.Float64).matmul(middle).matmul(inner.A[l].to(ScalarType.Float64)); // [head, d_head, d_head]
+            var eig = linalg.eigvals(small);
+            scores[l] = (real(eig).sum(-1) / eig.abs().sum(-1)).MoveToOuterDisposeScope();
+        }
+        return ToLayerHead(model, stack(scores));
+    }
+
+    // Vocabulary rows per product in Gram: bounds its extra memory to a few hundred MiB at any vocabulary size.
+    private const long GramChunk = 8192;
+
+    /// <summary>
+    /// scale · right·left, [d_model, d_model] in float64, for right [d_model, d_vocab] and left [d_vocab, d_model], as a sum
+    /// over chunks of the vocabulary: no vocabulary-sized copy (a converted or scaled W_E or W_U) is ever made, so at
+    /// Gemma's 256,000 tokens it needs tens of MiB beyond the weights. Each chunk's product runs in float32 (float64 for
+    /// a float64 model) and is added in float64: a relative error of order 1e-7·√8192 per chunk, summed exactly.
+    /// </summary>
+    private static Tensor Gram(Tensor right, Tensor left, double scale)
+    {
+        using var scope = NewDisposeScope();
+        var product = right.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        long vocab = left.shape[0];
+        var sum = zeros([right.shape[0], left.shape[1]], ScalarType.Float64, right.device);
+        for (long start = 0; start < vocab; start += GramChunk)
+        {
+            using var step = NewDisposeScope();
+            long n = Math.Min(GramChunk, vocab - start);
+            sum.add_(right.narrow(1, start, n).to(product).matmul(left.narrow(0, start, n).to(product)).to(ScalarType.Float64), Scalars.One);
+        }
+        using var s = scale.ToScalar();
+        return sum.mul_(s).MoveToOuterDisposeScope();
     }
 
     /// <summary>The token embedding as the model adds it to the stream (W_E times its scale).</summary>

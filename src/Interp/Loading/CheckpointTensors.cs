@@ -14,7 +14,25 @@ public sealed class CheckpointTensors : IDisposable
     private readonly List<SafeTensorsFile> _files = new();
     private readonly HashSet<string> _read = new(StringComparer.Ordinal);
 
-    private CheckpointTensors(string directory) => Directory = directory;
+    // Set in the shape-recording instance of ShapesOnly: what an adapter asked for, in order; nothing is read.
+    private readonly List<(string Name, long[] Shape)>? _requested;
+
+    private CheckpointTensors(string directory, bool shapesOnly = false)
+    {
+        Directory = directory;
+        if (shapesOnly) _requested = new();
+    }
+
+    /// <summary>
+    /// A checkpoint with no files that answers every <see cref="Read"/> with a tensor on the meta device (a shape, no
+    /// memory) and records the request, and says it <see cref="Contains"/> nothing: running an adapter's
+    /// <c>ReadWeights</c> on it lists the tensors — names and shapes, in the adapter's order — that a checkpoint of a
+    /// config must hold (optional tensors, such as an untied <c>lm_head</c>, left out).
+    /// </summary>
+    internal static CheckpointTensors ShapesOnly(string directory) => new(directory, shapesOnly: true);
+
+    /// <summary>The tensors an adapter asked a <see cref="ShapesOnly"/> checkpoint for, in order.</summary>
+    internal IReadOnlyList<(string Name, long[] Shape)> Requested => _requested ?? throw new InvalidOperationException("not a shapes-only checkpoint");
 
     /// <summary>The directory the tensors come from.</summary>
     public string Directory { get; }
@@ -94,16 +112,35 @@ public sealed class CheckpointTensors : IDisposable
     /// <summary>True when the checkpoint has a tensor called <paramref name="name"/>.</summary>
     public bool Contains(string name) => _byName.ContainsKey(name);
 
-    /// <summary>Reads a float32 tensor that must have <paramref name="shape"/> (the shape the config implies).</summary>
-    public Tensor Read(string name, params long[] shape)
+    /// <summary>The dtype <see cref="Read"/> returns: float32 unless the loader builds the model in another.</summary>
+    internal ScalarType ReadDtype { get; set; } = ScalarType.Float32;
+
+    /// <summary>Reads a tensor (in <see cref="ReadDtype"/>, float32 by default) that must have <paramref name="shape"/> (the shape the config implies).</summary>
+    public Tensor Read(string name, params long[] shape) => ReadAs(name, shape, ReadDtype);
+
+    /// <summary>
+    /// Reads a tensor in float32 whatever <see cref="ReadDtype"/> is: for an adapter that computes on the values before
+    /// they reach the model (Gemma's gain − 1), so that they are rounded to a narrower dtype once, when copied in.
+    /// </summary>
+    public Tensor ReadFloat32(string name, params long[] shape) => ReadAs(name, shape, ScalarType.Float32);
+
+    private Tensor ReadAs(string name, long[] shape, ScalarType dtype)
     {
+        if (_requested is not null)
+        {
+            if (_requested.Any(r => r.Name == name)) throw new InvalidOperationException($"'{name}' requested twice");
+            _requested.Add((name, shape));
+            return empty(shape, device: new Device(TorchSharp.DeviceType.META));
+        }
         if (!_byName.TryGetValue(name, out var file))
             throw new ModelFileException(Directory, name, "missing from the checkpoint, but the config implies it");
         _read.Add(name);
         var info = file.GetInfo(name);
         if (!info.DType.IsFloatingPoint())
             throw new ModelFileException(file.Path, name, $"has dtype {info.DType.HeaderName()}, but model weights must be floating point (F32, F16, BF16 or F64)");
-        return file.ReadTensor(name, shape);
+        var tensor = file.ReadTensor(name, shape);
+        if (dtype == tensor.dtype) return tensor;
+        using (tensor) return tensor.to(dtype);
     }
 
     /// <summary>Marks a tensor as deliberately unused (e.g. GPT-2's attention-mask buffers).</summary>

@@ -20,6 +20,13 @@ public sealed record ModelLoadOptions
     /// <see cref="WeightProcessingOptions.None"/> by default, so that the loaded weights are exactly the file's.
     /// </summary>
     public WeightProcessingOptions Processing { get; init; } = WeightProcessingOptions.None;
+    /// <summary>
+    /// The dtype the model holds its weights in and computes in: null (the default) for float32, a float16 or bfloat16
+    /// checkpoint widened exactly; or float16, bfloat16 or float64. A Hugging Face checkpoint is converted tensor by
+    /// tensor as it is read, so loading a bfloat16 file as bfloat16 needs about twice the file's size at its peak, not
+    /// four times. On a CPU without bfloat16 matrix instructions its products run far slower than float32's.
+    /// </summary>
+    public torch.ScalarType? DType { get; init; }
 }
 
 /// <summary>A loaded model with its tokenizer (when one could be found) and where it came from.</summary>
@@ -72,6 +79,20 @@ public sealed class LoadedModel : IDisposable
         return new LoadedModel(moved, Tokenizer, Source, Format, _noTokenizerReason);
     }
 
+    /// <summary>This model converted to <paramref name="dtype"/> (a new LoadedModel; this one is disposed, the tokenizer moves over).</summary>
+    internal LoadedModel InDtype(torch.ScalarType dtype)
+    {
+        HookedTransformer converted;
+        try { converted = Model.ToDtype(dtype); }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+        Model.Dispose();
+        return new LoadedModel(converted, Tokenizer, Source, Format, _noTokenizerReason);
+    }
+
     /// <summary>Frees the weights.</summary>
     public void Dispose()
     {
@@ -94,6 +115,8 @@ public static class ModelLoader
     public static LoadedModel Load(string path, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
+        if (options.DType is { } dtype && dtype is not (torch.ScalarType.Float32 or torch.ScalarType.Float64 or torch.ScalarType.Float16 or torch.ScalarType.BFloat16))
+            throw new InterpException($"ModelLoadOptions.DType: {dtype} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
         LoadedModel loaded;
         if (File.Exists(path)) loaded = LoadFile(path, options);
         else if (!Directory.Exists(path)) throw new ModelFileException(path, null, "no such file or directory");
@@ -101,6 +124,7 @@ public static class ModelLoader
         else if (File.Exists(Path.Combine(path, "config.json"))) loaded = LoadHuggingFace(path, options);
         else throw new ModelFileException(path, null,
             $"is not a model directory: it has no config.json (Hugging Face) and no {InterpModelFormat.ManifestFile} (this toolkit's format); for a llama2.c model, name its .bin file");
+        if (options.DType is { } wanted && loaded.Model.DType != wanted) loaded = loaded.InDtype(wanted);
         if (options.Processing.Any)
         {
             try { loaded.Model.ProcessWeights(options.Processing); }
@@ -179,7 +203,8 @@ public static class ModelLoader
 
         // Before the model allocates anything: the config must not ask for more than the weights can justify.
         LoadBudget.Check(cfg, ckpt.ElementCount, hf.Path);
-        var model = new HookedTransformer(cfg);
+        var model = Build(cfg, options.DType);
+        ckpt.ReadDtype = options.DType ?? torch.ScalarType.Float32;
         try
         {
             using var scope = torch.NewDisposeScope();
@@ -200,6 +225,15 @@ public static class ModelLoader
             : type == "gpt2" ? Gpt2For(cfg, out reason)
             : (ITokenizer?)null);
         return new LoadedModel(model, tokenizer, dir, "huggingface-" + type, reason);
+    }
+
+    /// <summary>A model of <paramref name="cfg"/> whose weights are created in <paramref name="dtype"/> (float32 when null).</summary>
+    private static HookedTransformer Build(ModelConfig cfg, torch.ScalarType? dtype)
+    {
+        var previous = Component.BuildDtype;
+        Component.BuildDtype = dtype;
+        try { return new HookedTransformer(cfg); }
+        finally { Component.BuildDtype = previous; }
     }
 
     /// <summary>The GPT-2 BPE tokenizer, when the vocabulary is GPT-2's.</summary>

@@ -25,12 +25,17 @@ internal static class MemoryBudget
         return available;
     }
 
-    private static long? MemAvailable()
+    /// <summary>Physical memory (<c>MemTotal</c>), or null when unknown.</summary>
+    public static long? TotalBytes() => MemInfo("MemTotal:");
+
+    private static long? MemAvailable() => MemInfo("MemAvailable:");
+
+    private static long? MemInfo(string field)
     {
         try
         {
             foreach (var line in File.ReadLines("/proc/meminfo"))
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                if (line.StartsWith(field, StringComparison.Ordinal))
                 {
                     var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                     return long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;

@@ -68,7 +68,8 @@ internal sealed class Gemma2Architecture : HfArchitecture
             throw new ModelFileException(ckpt.Directory, "lm_head.weight", "an untied Gemma 2 head is not supported");
         int d = cfg.DModel, h = cfg.NHeads, kv = cfg.KvHeads, e = cfg.HeadDim, f = cfg.DMlp, V = cfg.DVocab;
         // Gemma's RMSNorm multiplies by (1 + w): the gain is the stored offset plus one.
-        Tensor Gain(string name) => ckpt.Read(name, d).add(Scalars.One, Scalars.One);
+        // Hugging Face adds the 1 in float32 (1 + weight.float()); reading float32 here rounds a narrower model's gain once.
+        Tensor Gain(string name) => ckpt.ReadFloat32(name, d).add(Scalars.One, Scalars.One);
         var w = new Dictionary<string, Tensor>
         {
             ["embed.W_E"] = ckpt.Read("model.embed_tokens.weight", V, d),

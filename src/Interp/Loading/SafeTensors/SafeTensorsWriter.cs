@@ -41,7 +41,19 @@ public static class SafeTensorsWriter
                 throw new ArgumentException($"tensor '{name}' is given twice", nameof(tensors));
         }
 
-        byte[] header = BuildHeader(list, metadata, dtype);
+        WriteEntries(path, list.Select(kv => new Entry(kv.Key, kv.Value.shape, () => kv.Value, Owned: false)).ToList(), metadata, dtype);
+    }
+
+    /// <summary>
+    /// One tensor to write: its name, its shape, and how to make it; an <paramref name="Owned"/> tensor is made only when
+    /// its bytes are written and disposed right after, so a file larger than memory can be written one tensor at a time.
+    /// </summary>
+    internal sealed record Entry(string Name, long[] Shape, Func<torch.Tensor> Make, bool Owned = true);
+
+    /// <summary>Writes <paramref name="entries"/> in order (names checked by the caller), through a temporary sibling renamed into place.</summary>
+    internal static void WriteEntries(string path, IReadOnlyList<Entry> entries, IReadOnlyDictionary<string, string>? metadata, SafeTensorsDType dtype)
+    {
+        byte[] header = BuildHeader(entries, metadata, dtype);
         string temporary = path + ".tmp-" + Guid.NewGuid().ToString("N");
         try
         {
@@ -51,7 +63,17 @@ public static class SafeTensorsWriter
                 BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
                 stream.Write(prefix);
                 stream.Write(header);
-                foreach (var (_, tensor) in list) WriteData(stream, tensor, dtype);
+                foreach (var entry in entries)
+                {
+                    var tensor = entry.Make();
+                    try
+                    {
+                        if (!tensor.shape.SequenceEqual(entry.Shape))
+                            throw new ArgumentException($"tensor '{entry.Name}' was made with shape [{string.Join(", ", tensor.shape)}], not its declared [{string.Join(", ", entry.Shape)}]");
+                        WriteData(stream, tensor, dtype);
+                    }
+                    finally { if (entry.Owned) tensor.Dispose(); }
+                }
             }
             File.Move(temporary, path, overwrite: true);
         }
@@ -62,7 +84,7 @@ public static class SafeTensorsWriter
         }
     }
 
-    private static byte[] BuildHeader(List<KeyValuePair<string, torch.Tensor>> tensors,
+    private static byte[] BuildHeader(IReadOnlyList<Entry> tensors,
         IReadOnlyDictionary<string, string>? metadata, SafeTensorsDType dtype)
     {
         using var json = new MemoryStream();
@@ -78,13 +100,13 @@ public static class SafeTensorsWriter
             }
 
             long offset = 0;
-            foreach (var (name, tensor) in tensors)
+            foreach (var (name, shape, _, _) in tensors)
             {
-                long bytes = checked(tensor.numel() * dtype.ElementSize());
+                long bytes = checked(shape.Aggregate(1L, (n, d) => checked(n * d)) * dtype.ElementSize());
                 writer.WriteStartObject(name);
                 writer.WriteString("dtype", dtype.HeaderName());
                 writer.WriteStartArray("shape");
-                foreach (long dim in tensor.shape) writer.WriteNumberValue(dim);
+                foreach (long dim in shape) writer.WriteNumberValue(dim);
                 writer.WriteEndArray();
                 writer.WriteStartArray("data_offsets");
                 writer.WriteNumberValue(offset);
