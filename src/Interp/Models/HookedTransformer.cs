@@ -653,8 +653,10 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (MemoryBudget.AvailableBytes() is not { } available) return;
         var (activations, logits) = CacheBytes(batch, pos, namesFilter);
         if (activations + logits <= available) return;
-        // Memory the allocator kept from earlier passes (NativeEnvironment) counts as used: give it back, then look again.
-        if (NativeEnvironment.ReleaseFreedMemory() && MemoryBudget.AvailableBytes() is { } after) available = after;
+        // Memory the allocator kept from earlier passes (NativeEnvironment) counts as used: give it back, then look again
+        // (a fresh reading: a refusal never rests on a recent one).
+        NativeEnvironment.ReleaseFreedMemory();
+        if (MemoryBudget.AvailableBytes(fresh: true) is { } after) available = after;
         if (activations + logits <= available) return;
         long element = ElementBytes;
         var largest = HookPoints.Where(h => namesFilter(h.Name))

@@ -16,12 +16,22 @@ internal static class MemoryBudget
         set => Override.Value = value;
     }
 
-    /// <summary>Bytes this process can still allocate without swapping or being killed, or null when unknown.</summary>
-    public static long? AvailableBytes()
+    private sealed record Reading(long At, long? Bytes);
+    private static Reading? _last;
+
+    /// <summary>
+    /// Bytes this process can still allocate without swapping or being killed, or null when unknown: a reading at most
+    /// 250 ms old unless <paramref name="fresh"/> (reading /proc and the cgroup files takes longer than a small model's
+    /// whole forward pass, so a cache check per pass re-reads at most four times a second).
+    /// </summary>
+    public static long? AvailableBytes(bool fresh = false)
     {
         if (AvailableOverride is { } fake) return fake();
+        long now = Environment.TickCount64;
+        if (!fresh && _last is { } last && now - last.At < 250) return last.Bytes;
         long? available = MemAvailable();
         if (CgroupRoom() is { } room) available = available is null ? room : Math.Min(available.Value, room);
+        _last = new Reading(now, available);
         return available;
     }
 
