@@ -68,29 +68,24 @@ public sealed class LoadedModel : IDisposable
             Dispose();
             throw new InterpException($"--device '{device}' is not a device name (cpu, cuda, cuda:0, …): {ex.Message}", ex);
         }
-        HookedTransformer moved;
-        try { moved = Model.ToDevice(target); }
-        catch
-        {
-            Dispose();
-            throw;
-        }
-        Model.Dispose();
-        return new LoadedModel(moved, Tokenizer, Source, Format, _noTokenizerReason);
+        return Replaced(m => m.ToDevice(target));
     }
 
     /// <summary>This model converted to <paramref name="dtype"/> (a new LoadedModel; this one is disposed, the tokenizer moves over).</summary>
-    internal LoadedModel InDtype(torch.ScalarType dtype)
+    internal LoadedModel InDtype(torch.ScalarType dtype) => Replaced(m => m.ToDtype(dtype));
+
+    /// <summary>A LoadedModel of <paramref name="copy"/>(this model), which replaces this one (disposed, also when the copy fails).</summary>
+    private LoadedModel Replaced(Func<HookedTransformer, HookedTransformer> copy)
     {
-        HookedTransformer converted;
-        try { converted = Model.ToDtype(dtype); }
+        HookedTransformer replacement;
+        try { replacement = copy(Model); }
         catch
         {
             Dispose();
             throw;
         }
         Model.Dispose();
-        return new LoadedModel(converted, Tokenizer, Source, Format, _noTokenizerReason);
+        return new LoadedModel(replacement, Tokenizer, Source, Format, _noTokenizerReason);
     }
 
     /// <summary>Frees the weights.</summary>

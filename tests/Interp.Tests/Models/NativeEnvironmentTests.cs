@@ -41,32 +41,6 @@ public sealed class NativeEnvironmentTests
     }
 
     [LinuxFact]
-    public void The_allocator_keeps_freed_memory_and_gives_it_back_on_demand()
-    {
-        // This test process applied the settings at start-up (LoadInterpFirst), with no malloc tunables of the user's.
-        Assert.True(NativeEnvironment.RetainsFreedMemory, NativeEnvironment.DescribeAllocator());
-        // Six 30 MB blocks (each under a secondary arena's 64 MiB heap: test threads allocate there), touched and freed,
-        // stay resident (by default glibc maps such blocks and unmaps them on free); malloc_trim gives them back.
-        const int size = 30 << 20;
-        long before = Resident();
-        var blocks = Enumerable.Range(0, 6).Select(_ => System.Runtime.InteropServices.Marshal.AllocHGlobal(size)).ToArray();
-        var ones = Enumerable.Repeat((byte)1, 1 << 20).ToArray();
-        foreach (var block in blocks)
-            for (int offset = 0; offset < size; offset += ones.Length) System.Runtime.InteropServices.Marshal.Copy(ones, 0, block + offset, ones.Length);
-        long touched = Resident() - before;
-        foreach (var block in blocks) System.Runtime.InteropServices.Marshal.FreeHGlobal(block);
-        long kept = Resident() - before;
-        Assert.True(NativeEnvironment.ReleaseFreedMemory());
-        long released = Resident() - before;
-        Assert.True(touched > 150L << 20, $"touching 180 MB grew resident memory by {touched >> 20} MiB");
-        Assert.True(kept > touched - (30L << 20), $"freeing kept {kept >> 20} of {touched >> 20} MiB");
-        Assert.True(released < kept - (120L << 20), $"after the release {released >> 20} MiB above the start (before it {kept >> 20} MiB)");
-    }
-
-    private static long Resident() => long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
-        .Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-
-    [LinuxFact]
     public void Malloc_tunables_of_the_user_leave_the_allocator_alone()
     {
         var native = RunAndReadNative(new() { ["GLIBC_TUNABLES"] = "glibc.malloc.trim_threshold=1048576" });
@@ -137,4 +111,35 @@ public sealed class NativeEnvironmentTests
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "interp run did not finish in 2 minutes");
         return (process.ExitCode, output.Result, error.Result);
     }
+}
+
+/// <summary>The allocator's retention of freed memory, read from resident memory: alone, so that no other test allocates meanwhile.</summary>
+[Collection(nameof(MemoryMeasurementCollection))]
+public sealed class AllocatorRetentionTests
+{
+    [LinuxFact]
+    public void The_allocator_keeps_freed_memory_and_gives_it_back_on_demand()
+    {
+        // This test process applied the settings at start-up (LoadInterpFirst), with no malloc tunables of the user's.
+        Assert.True(NativeEnvironment.RetainsFreedMemory, NativeEnvironment.DescribeAllocator());
+        // Six 30 MB blocks (each under a secondary arena's 64 MiB heap: test threads allocate there), touched and freed,
+        // stay resident (by default glibc maps such blocks and unmaps them on free); malloc_trim gives them back.
+        const int size = 30 << 20;
+        long before = Resident();
+        var blocks = Enumerable.Range(0, 6).Select(_ => System.Runtime.InteropServices.Marshal.AllocHGlobal(size)).ToArray();
+        var ones = Enumerable.Repeat((byte)1, 1 << 20).ToArray();
+        foreach (var block in blocks)
+            for (int offset = 0; offset < size; offset += ones.Length) System.Runtime.InteropServices.Marshal.Copy(ones, 0, block + offset, ones.Length);
+        long touched = Resident() - before;
+        foreach (var block in blocks) System.Runtime.InteropServices.Marshal.FreeHGlobal(block);
+        long kept = Resident() - before;
+        Assert.True(NativeEnvironment.ReleaseFreedMemory());
+        long released = Resident() - before;
+        Assert.True(touched > 150L << 20, $"touching 180 MB grew resident memory by {touched >> 20} MiB");
+        Assert.True(kept > touched - (30L << 20), $"freeing kept {kept >> 20} of {touched >> 20} MiB");
+        Assert.True(released < kept - (120L << 20), $"after the release {released >> 20} MiB above the start (before it {kept >> 20} MiB)");
+    }
+
+    private static long Resident() => long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
+        .Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
 }
