@@ -31,7 +31,8 @@ namespace Interp.Models;
 /// Bounded: free memory above <see cref="RetainedBound"/> at the top of the heap is returned; released on demand by
 /// <see cref="ReleaseFreedMemory"/>, which <c>RunWithCache</c>'s memory check calls before it refuses a cache. Not set
 /// when <c>GLIBC_TUNABLES</c> names a malloc setting or <c>MALLOC_MMAP_MAX_</c> / <c>MALLOC_TRIM_THRESHOLD_</c> is set.
-/// Threads other than the main one allocate from glibc's secondary arenas, which still map blocks over 64 MiB.</item>
+/// Threads other than the main one allocate from glibc's secondary arenas, which still map blocks over 64 MiB and
+/// return each 64 MiB heap whole once it is empty: there the reuse is partial.</item>
 /// </list>
 /// </summary>
 public static class NativeEnvironment
