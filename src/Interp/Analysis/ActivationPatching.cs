@@ -190,15 +190,18 @@ public sealed class ActivationPatching : IDisposable
         var c = model.ValidateTokens(clean);
         var k = model.ValidateTokens(corrupted);
         var mask = model.PaddingMask(attentionMask, c.shape[0], c.shape[1])?.logical_not();
-        var (logits, cache) = model.RunWithCache(c, mask, IsPatchable);
+        // A metric that declares what it reads is evaluated the way the patched runs evaluate it (only those logits),
+        // so that patching nothing gives exactly these values: for the clean run, from the last residual stream of the
+        // cached run (the same tensor a reads-only forward would unembed), not a second clean forward.
+        var reads = Metrics.ReadsFor(metric, model);
+        string? last = reads is null ? null : HookNames.ResidPost(model.Config.NLayers - 1);
+        var (logits, cache) = model.RunWithCache(c, mask, n => IsPatchable(n) || n == last);
         _cache = cache;
         try
         {
-            // A metric that declares what it reads is evaluated the way the patched runs evaluate it (only those
-            // logits), so that patching nothing gives exactly these values.
-            if (Metrics.ReadsFor(metric, model) is { } reads)
+            if (reads is not null)
             {
-                CleanMetric = Metrics.PerSequence(reads, model.forward(c, mask, reads)).to(ScalarType.Float64).mean().item<double>();
+                CleanMetric = Metrics.PerSequence(reads, model.ForwardFrom(model.Config.NLayers, cache[last!], mask, reads)).to(ScalarType.Float64).mean().item<double>();
                 CorruptedMetric = Metrics.PerSequence(reads, model.forward(k, mask, reads)).to(ScalarType.Float64).mean().item<double>();
             }
             else

@@ -293,7 +293,7 @@ public sealed class EdgeAttribution : IDisposable
 
     /// <summary>An empty upstream-outputs tensor [upstream, batch, pos, d_model] for <paramref name="tokens"/>.</summary>
     private Tensor Outputs(Tensor tokens) =>
-        empty([Graph.Upstream.Count, tokens.shape[0], tokens.shape[1], Model.Config.DModel], Model.DType, Model.Device);
+        empty([Graph.Upstream.Count, tokens.shape[0], tokens.shape[1], Model.Config.DModel], Model.ComputeDType, Model.Device);
 
     /// <summary>
     /// One forward and backward pass of a chunk on the corrupted tokens with the input embeddings at
@@ -468,8 +468,8 @@ public sealed class EdgeAttribution : IDisposable
         {
             var clean = chunk.Delta!.add(chunk.CorruptedOutputs!, Scalars.One);                  // [upstream, batch, pos, d_model]
             var real = chunk.Mask is null                                                           // [1, batch, pos, 1]
-                ? ones([1, clean.shape[1], clean.shape[2], 1], Model.DType, Model.Device)
-                : chunk.Mask.to(Model.DType).unsqueeze(0).unsqueeze(-1);
+                ? ones([1, clean.shape[1], clean.shape[2], 1], Model.ComputeDType, Model.Device)
+                : chunk.Mask.to(Model.ComputeDType).unsqueeze(0).unsqueeze(-1);
             var s = clean.mul(real).sum([1], keepdim: true);                                         // [upstream, 1, pos, d_model]
             var c = real.sum([1], keepdim: true);                                                    // [1, 1, pos, 1]
             sum = sum is null ? s : sum.add(s, Scalars.One);
@@ -512,7 +512,7 @@ public sealed class EdgeAttribution : IDisposable
                 for (int i = 0; i < prefix; i++)
                     if (!kept[i, column + c]) { removed[c * prefix + i] = 1; any = true; }
             if (!any) continue;   // every edge kept: the input is left exactly as it is
-            var mask = tensor(removed, [columns, prefix]).to(Model.DType, Model.Device);   // [columns, prefix]: 1 = edge removed
+            var mask = tensor(removed, [columns, prefix]).to(Model.ComputeDType, Model.Device);   // [columns, prefix]: 1 = edge removed
             hooks.Add((hook, (act, _) =>
             {
                 // Σ over the removed edges' upstream nodes of (replacement − this run's output), per column.

@@ -231,7 +231,8 @@ public static class ResidualStacks
             throw new HookException(HookNames.Result(layer),
                 $"not in the cache, and neither is {HookNames.Z(layer)} to compute it from: cache it with a names filter that accepts it (RunWithCache's default leaves the per-head results out)");
         using var _ = no_grad();
-        return einsum("bphe,hed->bphd", cache[HookNames.Z(layer)], model.Blocks[layer].Attn.W_O.detach());
+        var z = cache[HookNames.Z(layer)];   // [batch, pos, head, d_head]
+        return einsum("bphe,hed->bphd", z, Gemm.Like(model.Blocks[layer].Attn.W_O.detach(), z));
     }
 
     /// <summary>

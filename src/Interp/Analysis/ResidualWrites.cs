@@ -55,7 +55,7 @@ public static class ResidualWrites
         PassChecks.UnembedReadsStream(model, "unembedding directions (ResidualWrites.UnembedDirections)");
         var ids = model.ValidateTokens(tokens);
         using var scope = NewDisposeScope();
-        var wU = model.Unembed.W_U.detach();
+        var wU = model.Unembed.W_U.detach().to(model.ComputeDType);   // the stream's dtype, which the writes are measured in
         return wU.T.index_select(0, ids.reshape(-1)).view(ids.shape[0], ids.shape[1], -1).MoveToOuterDisposeScope();
     }
 

@@ -27,6 +27,13 @@ public sealed record ModelLoadOptions
     /// four times. On a CPU without bfloat16 matrix instructions its products run far slower than float32's.
     /// </summary>
     public torch.ScalarType? DType { get; init; }
+    /// <summary>
+    /// The dtype the forward pass computes in (<see cref="HookedTransformer.ComputeDType"/>); null (the default) for
+    /// <see cref="DType"/>'s. Float32 with <see cref="DType"/> bfloat16 holds a bfloat16 checkpoint at its own size and
+    /// computes in float32, each weight widened where it is used: float32's speed (bfloat16 products are slow on most
+    /// CPUs) at half float32's memory, with the logits of a float32 copy of the bfloat16 weights, bit for bit.
+    /// </summary>
+    public torch.ScalarType? ComputeDType { get; init; }
 }
 
 /// <summary>A loaded model with its tokenizer (when one could be found) and where it came from.</summary>
@@ -112,6 +119,8 @@ public static class ModelLoader
         options ??= new ModelLoadOptions();
         if (options.DType is { } dtype && dtype is not (torch.ScalarType.Float32 or torch.ScalarType.Float64 or torch.ScalarType.Float16 or torch.ScalarType.BFloat16))
             throw new InterpException($"ModelLoadOptions.DType: {dtype} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
+        if (options.ComputeDType is { } compute && compute is not (torch.ScalarType.Float32 or torch.ScalarType.Float64 or torch.ScalarType.Float16 or torch.ScalarType.BFloat16))
+            throw new InterpException($"ModelLoadOptions.ComputeDType: {compute} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
         LoadedModel loaded;
         if (File.Exists(path)) loaded = LoadFile(path, options);
         else if (!Directory.Exists(path)) throw new ModelFileException(path, null, "no such file or directory");
@@ -120,6 +129,7 @@ public static class ModelLoader
         else throw new ModelFileException(path, null,
             $"is not a model directory: it has no config.json (Hugging Face) and no {InterpModelFormat.ManifestFile} (this toolkit's format); for a llama2.c model, name its .bin file");
         if (options.DType is { } wanted && loaded.Model.DType != wanted) loaded = loaded.InDtype(wanted);
+        if (options.ComputeDType is { } computeIn) loaded.Model.ComputeDType = computeIn;
         if (options.Processing.Any)
         {
             try { loaded.Model.ProcessWeights(options.Processing); }

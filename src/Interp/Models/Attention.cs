@@ -179,7 +179,7 @@ public sealed class Attention : Component
         {
             long heads = w.shape[0];
             var copies = hook.Run(residPre.unsqueeze(2).expand(batch, pos, heads, dModel), out bool replaced); // [batch, pos, head, d_model]
-            if (replaced) return einsum("bphd,hde->bphe", Norm(copies), w).add(b, Scalars.One); // [batch, pos, head, d_head]
+            if (replaced) return einsum("bphd,hde->bphe", Norm(copies), Gemm.Like(w, copies)).add(b, Scalars.One); // [batch, pos, head, d_head]
             if (!copies.requires_grad) return Standard(which);
             // The copies are residPre's: the standard values (exactly), with each head's gradient sent to its own copy.
             return SplitInputGradient.apply(copies, Standard(which).detach(), residPre.detach(), w, norm);
@@ -212,7 +212,7 @@ public sealed class Attention : Component
             var (stream, w) = (saved[0], saved[1]);
             var norm = (Norm?)ctx.get_data("norm");
             using var scope = NewDisposeScope();
-            var normalised = einsum("bphe,hde->bphd", grad_output, w);             // ∂/∂(each head's normalised copy)
+            var normalised = einsum("bphe,hde->bphd", grad_output, Gemm.Like(w, grad_output));             // ∂/∂(each head's normalised copy)
             var copies = norm is null ? normalised : norm.InputGradient(stream, normalised); // [batch, pos, head, d_model]
             return [copies.MoveToOuterDisposeScope(), null!, null!, null!, null!];
         }
@@ -260,7 +260,7 @@ public sealed class Attention : Component
         if (_result.IsActive)
         {
             // Per-head writes are materialised only when someone hooks them: [batch, pos, head, d_model].
-            var result = _result.Run(einsum("bqhe,hed->bqhd", z, W_O));
+            var result = _result.Run(einsum("bqhe,hed->bqhd", z, Gemm.Like(W_O, z)));
             return result.sum(2).add(b_O, Scalars.One);
         }
         long batch = z.shape[0];
@@ -300,7 +300,7 @@ public sealed class Attention : Component
             // Flattening W copies all of it (its head axis moves inside); with one row per sequence that copy would cost
             // more than the product. Here each head's [d_model, d_head] block is read where it lies.
             // bmm, not matmul: matmul's broadcasting takes another route with gradients on, so that the two modes would round differently.
-            var perHead = x.reshape(1, rows, w.shape[1]).expand(heads, rows, w.shape[1]).bmm(w); // [head, rows, d_head]
+            var perHead = x.reshape(1, rows, w.shape[1]).expand(heads, rows, w.shape[1]).bmm(Gemm.Like(w, x)); // [head, rows, d_head]
             return perHead.permute(1, 0, 2).reshape(x.shape[0], x.shape[1], heads, dHead).add(b, Scalars.One);
         }
         var flat = w.permute(1, 0, 2).reshape(w.shape[1], heads * dHead); // [d_model, head·d_head]

@@ -60,6 +60,15 @@ public abstract class Component : nn.Module<Tensor, Tensor>
     /// </summary>
     [ThreadStatic] internal static Device? BuildDevice;
 
+    /// <summary>
+    /// The model's compute dtype where it differs from the weights' (<see cref="HookedTransformer.ComputeDType"/>), for
+    /// the components that start the stream (the embeddings); null when the pass computes in the weights' dtype.
+    /// </summary>
+    internal ScalarType? Compute { get; set; }
+
+    /// <summary><paramref name="t"/>, read from a weight, in the stream's dtype (<see cref="Compute"/>).</summary>
+    protected Tensor ToStream(Tensor t) => Compute is { } dtype && t.dtype != dtype ? t.to(dtype) : t;
+
     private static Tensor Zeros(long[] shape) => zeros(shape, BuildDtype ?? ScalarType.Float32, BuildDevice);
 
     /// <summary>Elements a model would allocate, recorded while <see cref="Planning"/> is set.</summary>

@@ -32,7 +32,7 @@ public sealed class Embed : Component
     /// <summary>tokens [batch, pos] → [batch, pos, d_model].</summary>
     public override Tensor forward(Tensor tokens)
     {
-        var embedded = W_E.index_select(0, tokens.reshape(-1)).view(tokens.shape[0], tokens.shape[1], -1);
+        var embedded = ToStream(W_E.index_select(0, tokens.reshape(-1)).view(tokens.shape[0], tokens.shape[1], -1));
         return _hook.Run(_scale is null ? embedded : embedded.mul_(_scale));
     }
 
@@ -64,7 +64,7 @@ public sealed class TokenTypeEmbed : Component
 
     /// <summary>token types [batch, pos] → [batch, pos, d_model].</summary>
     public override Tensor forward(Tensor tokenTypes) =>
-        _hook.Run(W_token_type.index_select(0, tokenTypes.reshape(-1)).view(tokenTypes.shape[0], tokenTypes.shape[1], -1));
+        _hook.Run(ToStream(W_token_type.index_select(0, tokenTypes.reshape(-1)).view(tokenTypes.shape[0], tokenTypes.shape[1], -1)));
 }
 
 /// <summary>
@@ -97,8 +97,8 @@ public sealed class PosEmbed : Component
     public Tensor forward(Tensor tokens, Tensor? positions)
     {
         long batch = tokens.shape[0], pos = tokens.shape[1];
-        if (positions is null) return _hook.Run(W_pos.narrow(0, 0, pos).unsqueeze(0).expand(batch, pos, -1));
-        return _hook.Run(W_pos.index_select(0, positions.reshape(-1)).view(batch, pos, -1));
+        if (positions is null) return _hook.Run(ToStream(W_pos.narrow(0, 0, pos)).unsqueeze(0).expand(batch, pos, -1));
+        return _hook.Run(ToStream(W_pos.index_select(0, positions.reshape(-1)).view(batch, pos, -1)));
     }
 
     private static Tensor Sinusoids(int nCtx, int dModel)

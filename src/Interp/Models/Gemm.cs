@@ -83,10 +83,13 @@ public static class Gemm
 
     /// <summary>
     /// x [..., k] · w [k, n] (+ bias [n]) → [..., n]: OpenBLAS for large float32 CPU products with no gradient recorded,
-    /// else libtorch's matmul. The inputs are never written.
+    /// else libtorch's matmul. The product is taken in x's dtype: a weight (or bias) held in another dtype is converted
+    /// for this product only (<see cref="HookedTransformer.ComputeDType"/>). The inputs are never written.
     /// </summary>
     public static Tensor MatMul(Tensor x, Tensor w, Tensor? bias = null)
     {
+        w = Like(w, x);
+        if (bias is not null) bias = Like(bias, x);
         var sgemm = OpenBlas.Value.Product;
         if (sgemm is null || !Eligible(x, w, bias))
             return bias is null ? x.matmul(w) : x.matmul(w).add(bias, Scalars.One);
@@ -122,8 +125,25 @@ public static class Gemm
         return bias is not null && beta == 0 ? result.add(bias, Scalars.One) : result;
     }
 
-    /// <summary>The first byte of a contiguous CPU tensor's storage (its memory, not a copy).</summary>
-    private static ref byte Data(Tensor t) => ref Unsafe.AsRef(in MemoryMarshal.GetReference((ReadOnlySpan<byte>)t.bytes));
+    /// <summary>
+    /// <paramref name="weight"/> in <paramref name="activation"/>'s dtype: itself when they agree, else a converted copy
+    /// (strides kept, so that a transposed view stays one) whose gradient flows back to the weight.
+    /// </summary>
+    internal static Tensor Like(Tensor weight, Tensor activation) =>
+        weight.dtype == activation.dtype ? weight : weight.to(activation.dtype);
+
+    /// <summary>
+    /// The first byte of a contiguous CPU tensor's memory (not a copy). TorchSharp's span over a tensor holds at most
+    /// 2³¹ − 1 bytes, so a larger tensor (a float32 unembedding of a 256k vocabulary: 2.4 GB) is read through a view
+    /// of its first element, which starts at the same byte; its memory stays the tensor's.
+    /// </summary>
+    private static ref byte Data(Tensor t)
+    {
+        if (t.NumberOfElements * t.ElementSize <= int.MaxValue) return ref Unsafe.AsRef(in MemoryMarshal.GetReference((ReadOnlySpan<byte>)t.bytes));
+        using var flat = t.view(-1);
+        using var first = flat.narrow(0, 0, 1);
+        return ref Unsafe.AsRef(in MemoryMarshal.GetReference((ReadOnlySpan<byte>)first.bytes));
+    }
 
     private static bool Eligible(Tensor x, Tensor w, Tensor? bias)
     {

@@ -11,10 +11,35 @@ public sealed partial class HookedTransformer
     /// <summary>The dtype of the weights (float32 unless converted with <see cref="ToDtype"/>).</summary>
     public ScalarType DType => Embed.W_E.dtype;
 
+    private ScalarType? _compute;
+
+    /// <summary>
+    /// The dtype the forward pass computes in, which every activation, cache, key/value cache and gradient of the
+    /// stream has: <see cref="DType"/> unless set. Weights held in bfloat16 (the file's size in memory) can be computed
+    /// in float32: each weight is widened where the pass uses it, one product at a time, and the widened copy is freed
+    /// with the pass's other temporaries, so that the forward equals, bit for bit, that of the model converted to
+    /// float32 with <see cref="ToDtype"/>. Weight-space analyses (circuits, <c>FactoredMatrix</c>) read the weights in
+    /// <see cref="DType"/>. Setting it is not safe while another pass runs.
+    /// </summary>
+    /// <exception cref="InterpException">Set to a dtype that is not floating point.</exception>
+    public ScalarType ComputeDType
+    {
+        get => _compute ?? DType;
+        set
+        {
+            if (value is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16))
+                throw new InterpException($"ComputeDType: {value} is not a floating-point dtype (float32, float64, float16 or bfloat16)");
+            _compute = value == DType ? null : value;
+            Embed.Compute = _compute;
+            if (PosEmbed is not null) PosEmbed.Compute = _compute;
+            if (TokenTypeEmbed is not null) TokenTypeEmbed.Compute = _compute;
+        }
+    }
+
     /// <summary>
     /// A copy of this model whose weights, biases and constant tables are in <paramref name="dtype"/> (e.g. float64 for
     /// finite-difference checks), with the same values (rounded when narrowing), weight processing, tokenizer and device;
-    /// the forward pass then runs in that dtype. The caller disposes the copy. (TorchSharp's <c>Module.to(dtype)</c>
+    /// the forward pass then runs in that dtype (<see cref="ComputeDType"/> is <paramref name="dtype"/>). The caller disposes the copy. (TorchSharp's <c>Module.to(dtype)</c>
     /// cannot re-point the components' read-only weight properties, so it is not supported on this model.)
     /// </summary>
     /// <exception cref="InterpException"><paramref name="dtype"/> is not a floating-point type.</exception>
@@ -34,7 +59,9 @@ public sealed partial class HookedTransformer
     public HookedTransformer ToDevice(Device device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return Rebuild(DType, device);
+        var copy = Rebuild(DType, device);
+        copy.ComputeDType = ComputeDType;
+        return copy;
     }
 
     private HookedTransformer Rebuild(ScalarType dtype, Device device)

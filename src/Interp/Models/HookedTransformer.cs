@@ -430,7 +430,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             throw new InterpException($"ForwardFrom: layer {layer} is outside [0, {Config.NLayers}] ({Config.NLayers} layers; {Config.NLayers} = final norm and unembedding only)");
         if (residPre.dim() != 3 || residPre.shape[2] != Config.DModel || residPre.shape[0] == 0 || residPre.shape[1] == 0 || residPre.shape[1] > Config.NCtx)
             throw new InterpException($"ForwardFrom: {HookNames.ResidPre(Math.Min(layer, Config.NLayers - 1))} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residPre.shape)}]");
-        return (residPre.to(Embed.W_E.dtype, Device), Context(attentionMask, residPre.shape[0], residPre.shape[1]));
+        return (residPre.to(ComputeDType, Device), Context(attentionMask, residPre.shape[0], residPre.shape[1]));
     }
 
     /// <summary>
@@ -459,7 +459,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
             throw new InterpException($"ForwardFromMid: {HookNames.ResidMid(layer)} must be [batch, pos, d_model = {Config.DModel}] with 1 ≤ pos ≤ n_ctx = {Config.NCtx}, got [{string.Join(", ", residMid.shape)}]");
         using var scope = NewDisposeScope();
         var context = Context(attentionMask, residMid.shape[0], residMid.shape[1]);
-        var next = Blocks[layer].ForwardFromMid(residMid.to(Embed.W_E.dtype, Device));
+        var next = Blocks[layer].ForwardFromMid(residMid.to(ComputeDType, Device));
         return (reads is null ? RunFrom(layer + 1, next, context) : HeadAt(RunBlocks(layer + 1, next, context), reads)).MoveToOuterDisposeScope();
     }
 
@@ -535,7 +535,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (LnFinal is not null) x = LnFinal.forward(x);
         var cols = tensor(columns, device: Device);
         var unembed = UnembedOrNull!;
-        var logits = x.squeeze(1).matmul(unembed.W_U.index_select(1, cols)).add(unembed.b_U.index_select(0, cols), Scalars.One); // [batch, columns]
+        var logits = x.squeeze(1).matmul(Gemm.Like(unembed.W_U.index_select(1, cols), x)).add(unembed.b_U.index_select(0, cols), Scalars.One); // [batch, columns]
         if (_logitCap is null) return logits;
         return logits.requires_grad ? logits.div(_logitCap).tanh().mul(_logitCap) : logits.div_(_logitCap).tanh_().mul_(_logitCap);
     }

@@ -190,7 +190,7 @@ public sealed class KeyValueCache : IDisposable
         var cfg = Model.Config;
         int capacity = _keys[0] is null ? Math.Max(needed, Capacity) : Math.Max(needed, Math.Min(cfg.NCtx, 2 * Capacity));
         capacity = Math.Max(capacity, Math.Min(cfg.NCtx, 16));
-        var dtype = Model.Embed.W_E.dtype;
+        var dtype = Model.ComputeDType;
         var device = Model.Device;
         for (int l = 0; l < _keys.Length; l++)
         {

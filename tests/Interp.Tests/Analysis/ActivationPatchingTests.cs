@@ -61,6 +61,9 @@ public sealed class ActivationPatchingTests
         Assert.Equal(0.0, patching.Patch(), 6);
         Assert.Equal(patching.CorruptedMetric, patching.PatchedMetric([]), 6);
         Assert.Equal(patching.CleanMetric, patching.PatchedMetric([], target: clean), 6);
+        // The clean metric is read from the cached run's last residual stream: exactly what a reads-only clean forward gives.
+        var reads = Metrics.ReadsFor(Metrics.LogitDiff(3, 5, position: 6), model)!;
+        Assert.Equal(Metrics.PerSequence(reads, model.forward(clean, null, reads)).to(ScalarType.Float64).mean().item<double>(), patching.CleanMetric);
     }
 
     [Theory]

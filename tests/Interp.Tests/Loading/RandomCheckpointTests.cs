@@ -74,6 +74,20 @@ public sealed class RandomCheckpointTests
     }
 
     [Fact]
+    public void A_config_without_or_with_an_unknown_model_type_is_refused_naming_the_key_and_the_file()
+    {
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.File("config.json"), """{"hidden_size": 8}""");
+        var missing = Assert.Throws<ModelFileException>(() => RandomCheckpoint.Layout(tmp.File("config.json")));
+        Assert.Contains("model_type", missing.Message);
+        Assert.Contains("config.json", missing.Message);
+        File.WriteAllText(tmp.File("config.json"), """{"model_type": "mamba", "hidden_size": 8}""");
+        var unknown = Assert.Throws<ModelFileException>(() => RandomCheckpoint.Layout(tmp.File("config.json")));
+        Assert.Contains("unsupported model_type 'mamba'", unknown.Message);
+        Assert.Contains("llama", unknown.Message);   // the supported types are listed
+    }
+
+    [Fact]
     public void Other_load_formats_convert_after_loading_and_a_non_float_dtype_is_refused()
     {
         string stories = SharedData.Model("stories260K/stories260K.bin");
