@@ -38,24 +38,7 @@ public static class BenchSuite
         using var gpt = new[] { "gpt2", "sweep", "copying", "memory", "generation", "eap" }.Any(options.Runs) ? LoadGpt2(shape, options.ModelsDir, log) : null;
         long batch = options.Quick ? 2 : 4, pos = options.Quick ? 32 : 128;
 
-        PeerProcess? peer = null;
-        string peerProblem = "peer disabled (--no-peer)";
-        if (options.Peer && options.Runs("gpt2"))
-        {
-            try
-            {
-                string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
-                    ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
-                peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(gpt!.Source), get_num_threads(), options.InstallPeer);
-                log($"peer: {peer.Info}");
-            }
-            catch (InterpException ex)
-            {
-                peerProblem = ex.Message;
-                log(peerProblem);
-            }
-        }
-        double machinePeak = double.NaN;
+        var (peer, peerProblem) = options.Runs("gpt2") ? StartPeer(options, gpt!.Source, log) : (null, "peer disabled (--no-peer)");
         if (options.Runs("gpt2"))
         try
         {
@@ -68,20 +51,12 @@ public static class BenchSuite
             double oursPeak = flopsMm / mmT["ours"] / 1e9, peerPeak = peer is null ? double.NaN : flopsMm / mmT["peer"] / 1e9;
             Add(new("matmul_gflops_torchsharp", "machine", $"{n}^3", oursPeak, "GFLOP/s", double.NaN, "report", mmT["ours"], double.NaN, $"TorchSharp (libtorch) float32 matmul, {get_num_threads()} threads"));
             Add(new("matmul_gflops_peer", "machine", $"{n}^3", peerPeak, "GFLOP/s", double.NaN, "report", peer is null ? double.NaN : mmT["peer"], double.NaN, peer?.Info ?? peerProblem));
-            machinePeak = double.IsNaN(peerPeak) ? oursPeak : Math.Max(oursPeak, peerPeak);
 
             // 2. GPT-2: plain, cached, no-op hooks and the peer's plain and cached, interleaved.
             var model = gpt!.Model;
             foreach (var (b, p) in options.Quick ? [(batch, pos)] : new[] { (batch, pos), (1L, 1024L) })
             {
-                var r = ForwardVariants(model, shape.Name, b, p, peer, peerProblem, reps, warm, ct, b == batch, Add);
-                if (b == batch)
-                {
-                    double flops = Gpt2Shape.ForwardFlops(model.Config, b, p);
-                    double gflops = flops / r / 1e9;
-                    Add(new("forward_gflops", shape.Name, $"{b}x{p}", gflops, "GFLOP/s", double.NaN, "report", r, flops, $"plain forward, {flops / 1e9:F1} GFLOP counted"));
-                    Add(new("forward_fraction_of_peak", shape.Name, $"{b}x{p}", gflops / machinePeak, "fraction", double.NaN, "report", gflops, machinePeak, "plain forward GFLOP/s ÷ the larger measured matmul GFLOP/s"));
-                }
+                ForwardVariants(model, shape.Name, b, p, peer, peerProblem, reps, warm, ct, b == batch, Add, throughput: b == batch, weightProducts: b == batch);
             }
         }
         finally
@@ -196,7 +171,7 @@ public static class BenchSuite
 
         // 12. Today's families at their released shapes (random weights; not in a quick run unless named).
         if (options.Quick ? options.Only?.Contains("archs") == true : options.Runs("archs"))
-            Architectures(options, machinePeak, reps, warm, log, Add, ct);
+            Architectures(options, reps, warm, log, Add, ct);
 
         // 13. The soak under garbage-collection pressure (only when asked for: --only soak).
         if (options.Only?.Contains("soak") == true)
@@ -210,9 +185,14 @@ public static class BenchSuite
         return rows;
     }
 
-    /// <summary>Plain, cached and no-op-hooked forwards (and the peer's when given) interleaved; adds the ratio rows and returns the plain median.</summary>
+    /// <summary>
+    /// Plain, cached and no-op-hooked forwards (and the peer's when given) interleaved; adds the ratio rows and returns
+    /// the plain median. With <paramref name="throughput"/> the matmul probes (<see cref="ProductProbe"/>, and the
+    /// peer's same product) are interleaved too and the throughput rows are added; with <paramref name="weightProducts"/>
+    /// the forward's bare weight products too (<c>forward_weight_products_share</c>).
+    /// </summary>
     private static double ForwardVariants(HookedTransformer model, string name, long batch, long pos, PeerProcess? peer, string peerProblem,
-        int reps, int warm, CancellationToken ct, bool overheads, Action<BenchRow> add)
+        int reps, int warm, CancellationToken ct, bool overheads, Action<BenchRow> add, bool throughput = false, bool weightProducts = false)
     {
         var tokens = Tokens(model.Config, batch, pos);
         var noOps = model.HookPoints.Where(h => !HookNames.Is(h.Name, HookNames.Result))
@@ -229,7 +209,32 @@ public static class BenchSuite
             v.Add("peer_plain", () => peer.Seconds($"plain {batch} {pos}"));
             v.Add("peer_cached", () => peer.Seconds($"cached {batch} {pos}"));
         }
-        var t = v.Medians(warm, reps, ct);
+        // A forward of milliseconds is timed three times as often: its ratios sit near the noise of shared cores.
+        var t = v.Medians(warm, inner > 1 ? 3 * reps : reps, ct);
+        // The throughput probes are timed in a second interleaved set, with the plain forward again: a 2048² product
+        // between the timings above would disturb the small models' overhead ratios and the peer's timings.
+        var tp = new Dictionary<string, double>();
+        using var probe = throughput ? new ProductProbe() : null;
+        using var held = weightProducts ? NewDisposeScope() : null;
+        var weights = weightProducts ? WeightMatrices(model) : [];
+        var inputs = weights.Select(w => randn(batch * pos, w.shape[0])).ToArray();
+        if (probe is not null)
+        {
+            var pv = new Interleaved().Add("plain", Loop(inner, () => { using var s = NewDisposeScope(); model.forward(tokens); })).Add("product", probe.Seconds);
+            if (peer is not null) pv.Add("peer_product", () => peer.Seconds($"matmul {ProductProbe.Size}"));
+            // The forward's weight products alone, bare, on inputs of its rows: what the forward would take if it were only its GEMMs.
+            if (weightProducts) pv.Add("products", Loop(inner, () => { using var s = NewDisposeScope(); for (int i = 0; i < weights.Length; i++) Gemm.MatMul(inputs[i], weights[i]); }));
+            tp = pv.Medians(1, reps, ct);
+        }
+        if (probe is not null)
+            Throughput(model.Config, name, batch, pos, tp["plain"], probe.Gflops(tp["product"]), peer is null ? double.NaN : probe.Gflops(tp["peer_product"]), add);
+        if (probe is not null && weightProducts)
+        {
+            double flops = 2.0 * batch * pos * weights.Sum(w => (double)w.shape[0] * w.shape[1]);
+            double peak = Math.Max(probe.Gflops(tp["product"]), peer is null ? 0 : probe.Gflops(tp["peer_product"]));
+            add(new("forward_weight_products_share", name, $"{batch}x{pos}", tp["products"] / tp["plain"], "ratio", double.NaN, "report", tp["products"], tp["plain"],
+                $"the forward's {weights.Length} weight products alone, bare ({flops / 1e9:F1} GFLOP at {flops / tp["products"] / 1e9:F0} GFLOP/s, {flops / tp["products"] / 1e9 / peak:F2} of the peak), ÷ the plain forward"));
+        }
         string input = $"{batch}x{pos}";
         int points = noOps.Length;
         var (tensors, bytes) = PerCall(() => { using var s = NewDisposeScope(); model.forward(tokens); });
@@ -271,13 +276,8 @@ public static class BenchSuite
         var options = new GenerationOptions { MaxNewTokens = count };
         // The cache-less loop runs forwards over 1, 2, …, count positions: timed at five lengths, summed by linear interpolation.
         int[] lengths = [1, count / 4, count / 2, 3 * count / 4, count];
-        // A decode step multiplies one row by every block weight and the unembedding: those bare products (weights in
-        // contiguous [in, out] layouts, W_Q/W_K/W_V flattened to [d_model, head·d_head] once, before timing) are its floor.
-        var products = model.Blocks.SelectMany(b => new[] { b.Attn.W_Q, b.Attn.W_K, b.Attn.W_V }
-                .Select(w => w.detach().permute(1, 0, 2).reshape(w.shape[1], -1).contiguous())
-                .Append(b.Attn.W_O.detach().reshape(-1, model.Config.DModel))
-                .Concat(b.Mlp is null ? [] : new[] { b.Mlp.W_in.detach() }.Concat(b.Mlp.W_gate is null ? [] : [b.Mlp.W_gate.detach()]).Append(b.Mlp.W_out.detach())))
-            .Append(model.Unembed.W_U.detach()).ToArray();
+        // A decode step multiplies one row by every block weight and the unembedding: those bare products are its floor.
+        var products = WeightMatrices(model);
         var rows = products.Select(w => randn(1, w.shape[0])).ToArray();
         long productBytes = products.Sum(p => p.NumberOfElements * p.ElementSize);
         var v = new Interleaved()
@@ -393,22 +393,13 @@ public static class BenchSuite
 
     /// <summary>
     /// Pythia-160m (float32, widened from its float16 checkpoint; 4×128), Llama-3.2-1B (float32 from bfloat16, 1×128,
-    /// against the peer's LLaMA block on the same file) and Gemma-2-2B held in bfloat16 as it ships — too large for this
-    /// section's float32 load on a 24 GiB machine, and too slow to run in bfloat16 on a CPU without bfloat16 matrix
-    /// instructions (measured: the row <c>matmul_gflops_bf16</c>), so measured for its copying scores at a 256,000-token
-    /// vocabulary. Checkpoints are written once under <see cref="BenchOptions.ModelsDir"/> (0.3, 2.5 and 5.2 GB).
+    /// against the peer's LLaMA block on the same file) and Gemma-2-2B held in bfloat16 as it ships (a float32 load
+    /// needs more than a 24 GiB machine has): its copying scores at a 256,000-token vocabulary, and its forward
+    /// computed in float32 (bfloat16 products run far slower on a CPU without bfloat16 matrix instructions: the row
+    /// <c>matmul_gflops_bf16</c>). Checkpoints are written once under <see cref="BenchOptions.ModelsDir"/> (0.3, 2.5 and 5.2 GB).
     /// </summary>
-    private static void Architectures(BenchOptions options, double peak, int reps, int warm, Action<string> log, Action<BenchRow> add, CancellationToken ct)
+    private static void Architectures(BenchOptions options, int reps, int warm, Action<string> log, Action<BenchRow> add, CancellationToken ct)
     {
-        if (double.IsNaN(peak))
-        {
-            using var s = NewDisposeScope();
-            var a = randn(2048, 2048); var b = randn(2048, 2048);
-            a.matmul(b);
-            var sw = Stopwatch.StartNew();
-            a.matmul(b);
-            peak = 2.0 * 2048 * 2048 * 2048 / sw.Elapsed.TotalSeconds / 1e9;
-        }
         string Ensure(ArchShape shape)
         {
             var sw = Stopwatch.StartNew();
@@ -416,39 +407,20 @@ public static class BenchSuite
             log(written ? $"wrote {shape.Name} ({shape.Ships}) in {sw.Elapsed.TotalSeconds:F0} s" : $"reusing {dir}");
             return dir;
         }
-        void Throughput(HookedTransformer model, string name, long b, long p, double plain)
-        {
-            double flops = Gpt2Shape.ForwardFlops(model.Config, b, p), gflops = flops / plain / 1e9;
-            add(new("forward_gflops", name, $"{b}x{p}", gflops, "GFLOP/s", double.NaN, "report", plain, flops, $"plain forward, {flops / 1e9:F1} GFLOP counted"));
-            add(new("forward_fraction_of_peak", name, $"{b}x{p}", gflops / peak, "fraction", double.NaN, "report", gflops, peak, "plain forward GFLOP/s ÷ the measured matmul GFLOP/s"));
-        }
 
         using (var pythia = ModelLoader.Load(Ensure(ArchShape.Pythia160m)))
         {
             ct.ThrowIfCancellationRequested();
-            double plain = ForwardVariants(pythia.Model, ArchShape.Pythia160m.Name, 4, 128, null, "", reps, warm, ct, true, add);
-            Throughput(pythia.Model, ArchShape.Pythia160m.Name, 4, 128, plain);
+            ForwardVariants(pythia.Model, ArchShape.Pythia160m.Name, 4, 128, null, "", reps, warm, ct, true, add, throughput: true);
         }
 
         string llamaDir = Ensure(ArchShape.Llama32_1B);
         using (var llama = ModelLoader.Load(llamaDir))
         {
-            PeerProcess? peer = null;
-            string problem = "peer disabled (--no-peer)";
-            if (options.Peer)
-            {
-                try
-                {
-                    string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
-                        ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
-                    peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(llamaDir), get_num_threads(), options.InstallPeer);
-                }
-                catch (InterpException ex) { problem = ex.Message; log(problem); }
-            }
+            var (peer, problem) = StartPeer(options, llamaDir, log);
             try
             {
-                double plain = ForwardVariants(llama.Model, ArchShape.Llama32_1B.Name, 1, 128, peer, problem, reps, warm, ct, true, add);
-                Throughput(llama.Model, ArchShape.Llama32_1B.Name, 1, 128, plain);
+                ForwardVariants(llama.Model, ArchShape.Llama32_1B.Name, 1, 128, peer, problem, reps, warm, ct, true, add, throughput: true);
             }
             finally { peer?.Dispose(); }
         }
@@ -462,7 +434,7 @@ public static class BenchSuite
             var m = new Interleaved().Add("f32", () => { using var t = NewDisposeScope(); x.matmul(w); }).Add("bf16", () => { using var t = NewDisposeScope(); xb.matmul(wb); }).Medians(1, 3, ct);
             double f = 2.0 * 128 * 2304 * 9216;
             add(new("matmul_gflops_bf16", "machine", "128x2304x9216", f / m["bf16"] / 1e9, "GFLOP/s", double.NaN, "report", m["bf16"], m["f32"],
-                $"TorchSharp bfloat16 matmul (b = float32's seconds: {f / m["f32"] / 1e9:F1} GFLOP/s); why a bfloat16 model is not run forward here"));
+                $"TorchSharp bfloat16 matmul (b = float32's seconds: {f / m["f32"] / 1e9:F1} GFLOP/s); why the bfloat16 model computes in float32 here"));
         }
         long before = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
         var load = Stopwatch.StartNew();
@@ -475,6 +447,8 @@ public static class BenchSuite
             string name = ArchShape.Gemma2_2B.Name;
             add(new("load_peak_memory_vs_model", name, "bf16 file → bf16", loadPeak / (double)modelBytes, "ratio", double.NaN, "report", loadPeak, modelBytes,
                 $"peak RSS growth while loading ÷ the loaded model's bytes ({modelBytes / (double)(1L << 30):F2} GiB in bfloat16; float32 would be twice); {loadSeconds:F0} s"));
+            // Each measure starts from memory the allocator has given back, so that what loading freed is not counted as room.
+            NativeEnvironment.ReleaseFreedMemory();
             long start = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
             var sw = Stopwatch.StartNew();
             var scores = CircuitScores.Copying(model);
@@ -484,6 +458,102 @@ public static class BenchSuite
                 "CircuitScores.Copying of every head's W_E·OV·W_U (weights in bfloat16; products over vocabulary chunks in float32, summed in float64)"));
             add(new("copying_scores_extra_memory", name, $"{scores.Length} heads", extra / (double)(1L << 30), "GiB", 2, "<=", extra, modelBytes,
                 "peak RSS above the loaded model during the computation (b = the model's bytes)"));
+
+            // The forward with the weights kept in bfloat16 and computed in float32, each widened where it is used.
+            ct.ThrowIfCancellationRequested();
+            model.ComputeDType = ScalarType.Float32;
+            var tokens = Tokens(model.Config, 1, 128);
+            using var probe = new ProductProbe();
+            NativeEnvironment.ReleaseFreedMemory();
+            long forwardStart = ProcessMemory.Available ? ProcessMemory.ResetPeak() : 0;
+            using (NewDisposeScope()) model.forward(tokens);
+            long forwardExtra = ProcessMemory.Available ? ProcessMemory.Peak() - forwardStart : 0;
+            // The widening alone: every weight converted to float32 once, as one forward does, product by product.
+            var weights = model.parameters().ToArray();
+            var times = new Interleaved().Add("plain", () => { using var t = NewDisposeScope(); model.forward(tokens); })
+                .Add("widen", () => { foreach (var p in weights) { using var t = NewDisposeScope(); p.detach().to(ScalarType.Float32); } })
+                .Add("product", probe.Seconds).Medians(1, Math.Min(reps, 3), ct);
+            tokens.Dispose();
+            add(new("forward_seconds", name, "1x128", times["plain"], "s", double.NaN, "report", times["widen"], double.NaN,
+                $"plain forward, bfloat16 weights computed in float32 (ModelLoadOptions.ComputeDType); a = converting every weight to float32 once ({times["widen"] / times["plain"]:P0} of the forward)"));
+            Throughput(model.Config, name, 1, 128, times["plain"], probe.Gflops(times["product"]), double.NaN, add);
+            add(new("forward_extra_memory", name, "1x128", forwardExtra / (double)(1L << 30), "GiB", double.NaN, "report", forwardExtra, modelBytes,
+                "peak RSS above the bfloat16 model during one forward: the widened weights of one product at a time and the activations (b = the model's bytes)"));
+        }
+    }
+
+    /// <summary>
+    /// Every weight a forward pass (or a decode step) multiplies by, as [in, out] matrices in contiguous layouts, made
+    /// before timing: W_Q, W_K and W_V flattened to [d_model, head·d_head] (copies), W_O, the MLP's, W_U.
+    /// </summary>
+    private static Tensor[] WeightMatrices(HookedTransformer model) =>
+        model.Blocks.SelectMany(b => new[] { b.Attn.W_Q, b.Attn.W_K, b.Attn.W_V }
+                .Select(w => w.detach().permute(1, 0, 2).reshape(w.shape[1], -1).contiguous())
+                .Append(b.Attn.W_O.detach().reshape(-1, model.Config.DModel))
+                .Concat(b.Mlp is null ? [] : new[] { b.Mlp.W_in.detach() }.Concat(b.Mlp.W_gate is null ? [] : [b.Mlp.W_gate.detach()]).Append(b.Mlp.W_out.detach())))
+            .Append(model.Unembed.W_U.detach()).ToArray();
+
+    /// <summary>
+    /// The rows <c>forward_gflops</c> and <c>forward_fraction_of_peak</c>: the plain forward's GFLOP/s against the larger
+    /// of the matmul probes timed between its runs, ours (<paramref name="probeGflops"/>) and the peer's
+    /// (<paramref name="peerGflops"/>; NaN without a peer).
+    /// </summary>
+    private static void Throughput(ModelConfig cfg, string name, long batch, long pos, double plain, double probeGflops, double peerGflops, Action<BenchRow> add)
+    {
+        double flops = Gpt2Shape.ForwardFlops(cfg, batch, pos), gflops = flops / plain / 1e9;
+        double peak = double.IsNaN(peerGflops) ? probeGflops : Math.Max(probeGflops, peerGflops);
+        add(new("forward_gflops", name, $"{batch}x{pos}", gflops, "GFLOP/s", double.NaN, "report", plain, flops, $"plain forward, {flops / 1e9:F1} GFLOP counted"));
+        add(new("forward_fraction_of_peak", name, $"{batch}x{pos}", gflops / peak, "fraction", double.NaN, "report", gflops, peak,
+            $"plain forward GFLOP/s ÷ the matmul peak timed between its runs: the larger of a {ProductProbe.Size}² product on the forward's own path ({probeGflops:F0} GFLOP/s) and the peer's ({(double.IsNaN(peerGflops) ? "no peer" : $"{peerGflops:F0} GFLOP/s")})"));
+    }
+
+    /// <summary>
+    /// One float32 product of two <see cref="Size"/>² matrices through <see cref="Gemm.MatMul"/>, the path the forward's
+    /// weight products take (OpenBLAS where it is found): the machine's matmul peak, timed between the forward's runs so
+    /// that both see the same state of the shared cores.
+    /// </summary>
+    private sealed class ProductProbe : IDisposable
+    {
+        public const long Size = 2048;
+        private readonly Tensor _a = randn(Size, Size).DetachFromDisposeScope(), _b = randn(Size, Size).DetachFromDisposeScope();
+
+        public double Seconds()
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var sw = Stopwatch.StartNew();
+            Gemm.MatMul(_a, _b);
+            return sw.Elapsed.TotalSeconds;
+        }
+
+        public double Gflops(double seconds) => 2.0 * Size * Size * Size / seconds / 1e9;
+
+        public void Dispose()
+        {
+            _a.Dispose();
+            _b.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The PyTorch peer (<c>benchmarks/peer.py</c>) serving the model at <paramref name="modelDir"/>, or null with the
+    /// reason when it is disabled or cannot start (the rows that need it then say why).
+    /// </summary>
+    private static (PeerProcess? Peer, string Problem) StartPeer(BenchOptions options, string modelDir, Action<string> log)
+    {
+        if (!options.Peer) return (null, "peer disabled (--no-peer)");
+        try
+        {
+            string scripts = options.ScriptsDir ?? Path.GetDirectoryName(FindUpward("benchmarks/peer.py")
+                ?? throw new InterpException("bench: benchmarks/peer.py not found; pass the scripts folder"))!;
+            var peer = PeerProcess.Start(options.Python, scripts, Path.GetFullPath(modelDir), get_num_threads(), options.InstallPeer);
+            log($"peer: {peer.Info}");
+            return (peer, "");
+        }
+        catch (InterpException ex)
+        {
+            log(ex.Message);
+            return (null, ex.Message);
         }
     }
 

@@ -40,13 +40,20 @@ internal sealed class Interleaved
         for (int w = 0; w < warmup || (warmup > 0 && warming.Elapsed.TotalSeconds < MinWarmupSeconds); w++)
             foreach (var v in _variants) { ct.ThrowIfCancellationRequested(); v.Run(); }
         var times = _variants.ToDictionary(v => v.Name, _ => new List<double>());
+        // Each round runs the variants in a fresh (seeded) order: a rotation would keep every variant's predecessor
+        // fixed, so that one variant always ran after, say, the peer's, and paid for whatever that left behind.
+        var random = new Random(17);
+        var order = Enumerable.Range(0, _variants.Count).ToArray();
         for (int r = 0; r < repetitions; r++)
-            for (int i = 0; i < _variants.Count; i++)
+        {
+            random.Shuffle(order);
+            foreach (int i in order)
             {
                 ct.ThrowIfCancellationRequested();
-                var v = _variants[(i + r) % _variants.Count];
+                var v = _variants[i];
                 times[v.Name].Add(v.Run());
             }
+        }
         return times.ToDictionary(t => t.Key, t => Median(t.Value));
     }
 
