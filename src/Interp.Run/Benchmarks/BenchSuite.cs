@@ -186,12 +186,12 @@ public static class BenchSuite
     }
 
     /// <summary>
-    /// Plain, cached and no-op-hooked forwards (and the peer's when given) interleaved; adds the ratio rows and returns
-    /// the plain median. With <paramref name="throughput"/> the matmul probes (<see cref="ProductProbe"/>, and the
-    /// peer's same product) are interleaved too and the throughput rows are added; with <paramref name="weightProducts"/>
-    /// the forward's bare weight products too (<c>forward_weight_products_share</c>).
+    /// Plain, cached and no-op-hooked forwards (and the peer's when given) interleaved; adds the ratio rows. With
+    /// <paramref name="throughput"/> the matmul probes (<see cref="ProductProbe"/>, and the peer's same product) are
+    /// timed in a second interleaved set and the throughput rows are added; with <paramref name="weightProducts"/> as
+    /// well, the forward's bare weight products join that set (<c>forward_weight_products_share</c>).
     /// </summary>
-    private static double ForwardVariants(HookedTransformer model, string name, long batch, long pos, PeerProcess? peer, string peerProblem,
+    private static void ForwardVariants(HookedTransformer model, string name, long batch, long pos, PeerProcess? peer, string peerProblem,
         int reps, int warm, CancellationToken ct, bool overheads, Action<BenchRow> add, bool throughput = false, bool weightProducts = false)
     {
         var tokens = Tokens(model.Config, batch, pos);
@@ -215,6 +215,7 @@ public static class BenchSuite
         // between the timings above would disturb the small models' overhead ratios and the peer's timings.
         var tp = new Dictionary<string, double>();
         using var probe = throughput ? new ProductProbe() : null;
+        weightProducts &= throughput;   // the products are timed in the throughput set only
         using var held = weightProducts ? NewDisposeScope() : null;
         var weights = weightProducts ? WeightMatrices(model) : [];
         var inputs = weights.Select(w => randn(batch * pos, w.shape[0])).ToArray();
@@ -260,7 +261,6 @@ public static class BenchSuite
             }
         }
         tokens.Dispose();
-        return t["plain"];
     }
 
     /// <summary>

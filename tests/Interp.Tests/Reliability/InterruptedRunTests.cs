@@ -40,7 +40,22 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
         catch (System.ComponentModel.Win32Exception) { return false; }
     });
 
-    private static Process Start(string outDir, string workDir)
+    /// <summary>A started run and the last lines it wrote (its own and the script's, which shares its console).</summary>
+    private sealed class Run(Process process) : IDisposable
+    {
+        private readonly Queue<string> _lines = new();
+        public Process Process { get; } = process;
+        public void Add(string? line)
+        {
+            if (line is null) return;
+            lock (_lines) { _lines.Enqueue(line); if (_lines.Count > 30) _lines.Dequeue(); }
+        }
+        /// <summary>The last lines, for a failure message: what the run was doing when it went wrong.</summary>
+        public string Tail() { lock (_lines) return "\n--- its last output lines ---\n" + string.Join('\n', _lines); }
+        public void Dispose() => Process.Dispose();
+    }
+
+    private static Run Start(string outDir, string workDir)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
         string[] args = [CliDll, "run", Experiment, "--out", outDir, "--seed", "0"];
@@ -50,12 +65,12 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
         info.WorkingDirectory = workDir;
         info.RedirectStandardOutput = true;
         info.RedirectStandardError = true;
-        var process = Process.Start(info)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
+        var run = new Run(Process.Start(info)!);
+        run.Process.OutputDataReceived += (_, e) => run.Add(e.Data);
+        run.Process.ErrorDataReceived += (_, e) => run.Add(e.Data);
+        run.Process.BeginOutputReadLine();
+        run.Process.BeginErrorReadLine();
+        return run;
     }
 
     /// <summary>Whether the child's SIGINT disposition is "ignore" (bit 1 of SigIgn in /proc/PID/status).</summary>
@@ -72,9 +87,11 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
     private static (int ExitCode, TimeSpan Elapsed) RunToEnd(string outDir, string workDir)
     {
         var watch = Stopwatch.StartNew();
-        using var p = Start(outDir, workDir);
-        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(120)), "the run did not finish within 120 s");
-        return (p.ExitCode, watch.Elapsed);
+        using var run = Start(outDir, workDir);
+        Assert.True(run.Process.WaitForExit(TimeSpan.FromSeconds(120)), "the run did not finish within 120 s" + run.Tail());
+        run.Process.WaitForExit();   // the output readers' last lines
+        Assert.True(run.Process.ExitCode == 0, $"exit code {run.Process.ExitCode}{run.Tail()}");
+        return (run.Process.ExitCode, watch.Elapsed);
     }
 
     [LinuxFact]   // signals and /proc
@@ -101,17 +118,23 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
             // Spread over the whole run, from process start-up to the last files.
             var delay = TimeSpan.FromMilliseconds(random.NextDouble() * duration.TotalMilliseconds * 0.95);
             string dir = Path.Combine(tmp.Path, $"run{i:00}-{(signal == Sigint ? "int" : "kill")}");
-            using (var p = Start(dir, work))
+            string tail = "";
+            var stopping = Stopwatch.StartNew();
+            using (var run = Start(dir, work))
             {
+                var p = run.Process;
                 Thread.Sleep(delay);
                 if (signal == Sigint && !p.HasExited) sigintIgnored |= IgnoresSigint(p.Id);
+                stopping.Restart();
                 if (!p.HasExited) Kill(p.Id, signal);
                 // SIGINT: the CLI records what it finished (status "cancelled") and exits 130, or it had already completed.
-                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"run {i} did not stop within 60 s of signal {signal}");
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"run {i} did not stop within 60 s of signal {signal}{run.Tail()}");
+                p.WaitForExit();
+                tail = $" (signal at {delay.TotalSeconds:F2} s, exit {p.ExitCode} {stopping.Elapsed.TotalSeconds:F2} s later){run.Tail()}";
                 if (signal == Sigint)
                 {
                     sigintRuns++;
-                    Assert.True(p.ExitCode is 0 or 130, $"run {i}: SIGINT exit code {p.ExitCode}");
+                    Assert.True(p.ExitCode is 0 or 130, $"run {i}: SIGINT exit code {p.ExitCode}{tail}");
                 }
                 else sigkillRuns++;
             }
@@ -120,7 +143,7 @@ public sealed class InterruptedRunTests(ITestOutputHelper output)
             leftovers += left;
             if (signal == Sigint && manifest is not null)
             {
-                Assert.True(manifest.Status is RunStatus.Cancelled or RunStatus.Completed, $"run {i}: status {manifest.Status} after SIGINT");
+                Assert.True(manifest.Status is RunStatus.Cancelled or RunStatus.Completed, $"run {i}: status {manifest.Status} after SIGINT{tail}");
                 if (manifest.Status == RunStatus.Cancelled) cancelled++;
             }
             int artefacts = files.Count(f => f.EndsWith(".parquet", StringComparison.Ordinal) || f.EndsWith(".png", StringComparison.Ordinal));
