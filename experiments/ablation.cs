@@ -2,9 +2,10 @@
 // Ablation: remove each head, attention layer and MLP layer of a model in turn (zero, mean or resample ablation) and
 // measure how much the metric changes: the loss on repeated random sequences, or — with --prompts FILE — the logit
 // difference logit(answer) − logit(wrong) at each prompt's last token, averaged over the prompts (which run as one
-// right-padded batch). The sweep reuses the clean run up to the ablated layer and runs several ablations per forward pass.
+// right-padded batch, swept in units of unit_size). The sweep reuses the clean run up to the ablated layer and runs several ablations per forward pass.
 // Run: dotnet run experiments/ablation.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
 //      [--set metric=repeated_loss|loss] [--set positions=all|repeated|3,4] [--set batch=32] [--set half=24] [--set ablations_per_forward=N]
+//      [--set unit_size=8] [--shard i/n --out DIR, then: interp merge DIR]
 
 using System.ComponentModel;
 using Interp;
@@ -17,7 +18,7 @@ using static TorchSharp.torch;
 
 AblationKind[] Kinds = [AblationKind.Zero, AblationKind.Mean, AblationKind.Resample];
 
-return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences or the logit difference on your prompts"), async (context, settings, ct) =>
+return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate every head, attention layer and MLP layer (zero, mean, resample) and measure the loss on repeated random sequences or the logit difference on your prompts") { Shards = true }, async (context, settings, ct) =>
 {
     var loaded = context.Model;
     var model = loaded.Model;
@@ -63,12 +64,50 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
     var options = new AblationSweepOptions { AblationsPerForward = settings.AblationsPerForward };
 
     var targets = AblationTarget.AllHeads(cfg, positions).Concat(AblationTarget.AllLayers(cfg, positions)).ToArray();
-    var rows = new List<AblationRow>();
-    for (int i = 0; i < Kinds.Length; i++)
+    // The work units: chunks of unit_size sequences (or prompts), each swept alone. A shard (--shard i/n) does its share
+    // of the units; every unit's rows are then gathered (from every shard, in a merge) and averaged over all sequences.
+    long sequences = tokens.shape[0];
+    int unitSize = settings.UnitSize >= 1 ? settings.UnitSize : throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
+    int unitCount = (int)((sequences + unitSize - 1) / unitSize);
+    var units = context.Units(unitCount);
+    var unitRows = new List<AblationUnitRow>();
+    for (int k = 0; k < units.Count; k++)
     {
-        context.ReportProgress($"{Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", (double)i / Kinds.Length);
-        rows.AddRange(AblationSweep.Run(model, tokens, targets, Kinds[i], metric, reference, options, ct, mask));
+        int u = units[k];
+        long start = (long)u * unitSize, n = Math.Min(unitSize, sequences - start);
+        using var unitScope = NewDisposeScope();
+        var unitTokens = tokens.narrow(0, start, n);                                                   // [n, pos]
+        var unitMask = mask?.narrow(0, start, n);
+        var unitMetric = prompts is null ? metric
+            : Metrics.LogitDiff(prompts.AnswerIds[(int)start..(int)(start + n)], prompts.WrongIds[(int)start..(int)(start + n)], prompts.LastPositions[(int)start..(int)(start + n)]);
+        var unitReference = reference.Rows(start);   // resampling by each sequence's place in the whole batch
+        for (int i = 0; i < Kinds.Length; i++)
+        {
+            context.ReportProgress($"unit {u + 1} of {unitCount}: {Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", 0.9 * (k * Kinds.Length + i) / (units.Count * Kinds.Length));
+            var swept = AblationSweep.Run(model, unitTokens, targets, Kinds[i], unitMetric, unitReference, options, ct, unitMask);
+            for (int t = 0; t < swept.Count; t++)
+                unitRows.Add(new AblationUnitRow(u, (int)n, Ablation.Name(Kinds[i]), t, swept[t].MetricClean, swept[t].MetricAblated));
+        }
     }
+    var gathered = await context.GatherAsync("ablation_units", unitRows, ct);
+
+    // Each site's metric over all sequences: the sequence-weighted mean of its units' means, summed in unit order.
+    var sums = new Dictionary<(string Kind, int Site), (double N, double Clean, double Ablated)>();
+    foreach (var r in gathered)
+    {
+        var (n, c, a) = sums.GetValueOrDefault((r.Ablation, r.Site));
+        sums[(r.Ablation, r.Site)] = (n + r.Sequences, c + r.Sequences * r.MetricClean, a + r.Sequences * r.MetricAblated);
+    }
+    var rows = new List<AblationRow>();
+    foreach (var kind in Kinds)
+        for (int t = 0; t < targets.Length; t++)
+        {
+            var (n, c, a) = sums.TryGetValue((Ablation.Name(kind), t), out var sum) ? sum
+                : throw new InterpException($"ablation: no unit row for site {t} ({targets[t].ComponentName} {targets[t].Layer}) under {Ablation.Name(kind)} ablation");
+            if (n != sequences) throw new InterpException($"ablation: site {t} under {Ablation.Name(kind)} ablation covers {n} of {sequences} sequences");
+            var target = targets[t];
+            rows.Add(new AblationRow(target.Layer, target.Head, target.ComponentName, kind, target.PositionsName, c / n, a / n) { Feature = target.Feature, Sae = target.SaeHookName ?? "" });
+        }
     await context.WriteTableAsync("ablation.parquet", AblationSweep.ToTable(rows, metricName),
         $"{metricName} on {input}, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
         "and MLP layer (hook_mlp_out) zero-, mean- or resample-ablated alone (mean and resample over a reference batch of as many sequences)", ct);
@@ -153,4 +192,9 @@ sealed record AblationSettings : RepeatedInputSettings
     public int? AblationsPerForward { get; init; }
     [Description("a prompt set (JSON Lines: prompt, answer, wrong[, corrupted]) to run on instead of repeated random sequences; the metric is then logit(answer) − logit(wrong) at each prompt's last token")]
     public string? Prompts { get; init; }
+    [Description("sequences (or prompts) per work unit: each unit is swept as one batch, and a sharded run (--shard i/n) splits the units")]
+    public int UnitSize { get; init; } = 8;
 }
+
+/// <summary>One site's clean and ablated metric on one unit of sequences (their mean): the rows a shard writes and the tables are made from.</summary>
+sealed record AblationUnitRow(int Unit, int Sequences, string Ablation, int Site, double MetricClean, double MetricAblated) : IUnitRow;

@@ -46,6 +46,7 @@ public static class CliApp
             services.GetRequiredService<PromptsCommand>().Build(),
             services.GetRequiredService<TokensCommand>().Build(),
             services.GetRequiredService<SaeCommand>().Build(),
+            services.GetRequiredService<MergeCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -78,6 +79,7 @@ public static class CliApp
         builder.Services.AddSingleton<CacheCommand>();
         builder.Services.AddSingleton<GenerateCommand>();
         builder.Services.AddSingleton<ListCommand>();
+        builder.Services.AddSingleton<MergeCommand>();
         builder.Services.AddSingleton<RunCommand>();
         builder.Services.AddSingleton<TrainDefaultCommand>();
         builder.Services.AddSingleton<BenchCommand>();

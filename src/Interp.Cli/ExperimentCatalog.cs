@@ -3,8 +3,8 @@ using Interp.Hooks;
 
 namespace Interp.Cli;
 
-/// <summary>One experiment script: its name (the file name), where it is, and its one-line description.</summary>
-public sealed record ExperimentScript(string Name, string Path, string Description);
+/// <summary>One experiment script: its name (the file name), where it is, its one-line description, and whether it shards (<c>--shard i/n</c>).</summary>
+public sealed record ExperimentScript(string Name, string Path, string Description, bool Shards = false);
 
 /// <summary>
 /// The experiments <c>interp</c> knows: the scripts in the repository's <c>experiments/</c> folder (found from the current
@@ -48,8 +48,12 @@ public static class ExperimentCatalog
         var declared = Declaration.Match(text);
         string description = declared.Success ? Regex.Unescape(declared.Groups[1].Value)
             : text.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("// ", StringComparison.Ordinal))?[3..] ?? "";
-        return new ExperimentScript(System.IO.Path.GetFileNameWithoutExtension(path), path, description);
+        bool shards = declared.Success && Shardable.IsMatch(text[declared.Index..]);
+        return new ExperimentScript(System.IO.Path.GetFileNameWithoutExtension(path), path, description, shards);
     }
+
+    // The ExperimentInfo's initializer right after its description: new("name", "description") { Shards = true }.
+    private static readonly Regex Shardable = new(@"^[^\n]*?""\)\s*\{\s*Shards\s*=\s*true", RegexOptions.Singleline);
 
     private static readonly Regex Declaration = new(@"Experiment\.RunAsync<\w+>\(args, new\(""[^""]*"", ""((?:[^""\\]|\\.)*)""", RegexOptions.Singleline);
 }

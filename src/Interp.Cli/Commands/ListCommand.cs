@@ -20,7 +20,7 @@ public sealed class ListCommand(CliConsole console, IOptions<RunDefaults> option
             int width = all.Max(e => e.Name.Length);
             string root = Path.GetDirectoryName(ExperimentCatalog.Folder()!)!;
             foreach (var e in all)
-                await Console.Out.WriteLineAsync($"{e.Name.PadRight(width)}  {e.Description}  ({Path.GetRelativePath(root, e.Path)})");
+                await Console.Out.WriteLineAsync($"{e.Name.PadRight(width)}  {e.Description}{(e.Shards ? " [shards]" : "")}  ({Path.GetRelativePath(root, e.Path)})");
             return 0;
         }));
         return command;

@@ -12,7 +12,14 @@ namespace Interp.Experiments;
 /// <param name="Name">The name used on the command line and in run folders, e.g. <c>ablation</c>.</param>
 /// <param name="Description">One line saying what the experiment shows.</param>
 /// <param name="UsesModel">True when it analyses a model (the built-in one unless <c>--model</c> names another).</param>
-public sealed record ExperimentInfo(string Name, string Description, bool UsesModel = true);
+public sealed record ExperimentInfo(string Name, string Description, bool UsesModel = true)
+{
+    /// <summary>
+    /// True when the experiment splits its work into units (<see cref="ExperimentContext.Units"/>) and gathers per-unit
+    /// rows (<see cref="ExperimentContext.GatherAsync{T}"/>), so that it runs as shards (<c>--shard i/n</c>) and a merge.
+    /// </summary>
+    public bool Shards { get; init; }
+}
 
 /// <summary>
 /// The entry point of an experiment script (<c>experiments/*.cs</c>, or any program of a researcher's own): parses
@@ -58,8 +65,10 @@ public static class Experiment
         var prompts = new Option<string?>("--prompts") { Description = "A prompt set (JSON Lines): the same as --set prompts=FILE" };
         var sae = new Option<string?>("--sae") { Description = "An SAE folder in SAELens's format, for scripts that read one: the same as --set sae=DIR" };
         var set = new Option<string[]>("--set") { Description = "A setting key=value (repeatable; the settings are listed below)" };
+        var shard = new Option<string?>("--shard") { Description = "Run shard i of n (i/n) of the experiment's work units into --out DIR; `interp merge DIR` then writes the tables, figures and report" };
+        var merge = new Option<string?>("--merge") { Description = "Merge the completed shards in DIR (the settings, seed and model are the shards')" };
         var command = new RootCommand($"{info.Name}: {info.Description}\n\nSettings (--set key=value; defaults in parentheses):\n{ExperimentSettings.List<TSettings>()}")
-            { model, outDir, seed, device, prompts, sae, set };
+            { model, outDir, seed, device, prompts, sae, set, shard, merge };
         command.SetAction(async (parse, ct) =>
         {
             try
@@ -73,23 +82,43 @@ public static class Experiment
                 }
                 if (parse.GetValue(prompts) is { } file) pairs["prompts"] = file;
                 if (parse.GetValue(sae) is { } saeDir) pairs["sae"] = saeDir;
-                var settings = ExperimentSettings.Bind<TSettings>(pairs, info.Name);
+                ShardSpec? shardSpec = parse.GetValue(shard) is { } shardText ? ShardSpec.Parse(shardText) : null;
+                ShardSet? shards = null;
+                if (parse.GetValue(merge) is { } mergeDir)
+                {
+                    // The merge runs with the shards' settings, seed, model and device: given again, they could only disagree.
+                    if (pairs.Count > 0 || parse.GetValue(model) is not null || parse.GetValue(seed) is not null || parse.GetValue(outDir) is not null || shardSpec is not null)
+                        throw new InterpException("--merge DIR takes no other options: the settings, seed, model and device are the shards' (shards/manifest-<i>.json)");
+                    shards = ShardSet.Load(mergeDir);
+                    if (shards.First.Experiment != info.Name)
+                        throw new InterpException($"{mergeDir} holds shards of {shards.First.Experiment}, not of {info.Name}: merge it with interp merge {mergeDir}");
+                }
+                if ((shardSpec is not null || shards is not null) && !info.Shards)
+                    throw new InterpException($"experiment {info.Name} does not shard: its work is not split into units; run it without --shard (shardable: ablation, activation_patching, head_attribution, …; see interp list)");
+                var settings = shards is not null ? ExperimentSettings.FromJson<TSettings>(shards.First.Settings, info.Name) : ExperimentSettings.Bind<TSettings>(pairs, info.Name);
                 if (defaults.Threads > 0) torch.set_num_threads(defaults.Threads);
+                string? modelPath = shards is null ? parse.GetValue(model)
+                    : shards.First.Options.GetValueOrDefault("model") is { } recorded && !recorded.StartsWith('(') ? recorded : null;
                 var runOptions = new ExperimentRunOptions
                 {
-                    ModelPath = parse.GetValue(model),
+                    ModelPath = modelPath,
                     DefaultModel = () => BuiltInModel.Load(logger),
                     OutputDirectory = parse.GetValue(outDir),
                     ArtifactsRoot = defaults.ArtifactsRoot,
-                    Seed = parse.GetValue(seed) ?? defaults.Seed,
-                    Device = parse.GetValue(device) ?? defaults.Device,
+                    Seed = shards?.First.Seed ?? parse.GetValue(seed) ?? defaults.Seed,
+                    Device = (shards is null ? null : shards.First.Options.GetValueOrDefault("device")) ?? parse.GetValue(device) ?? defaults.Device,
                     Settings = ExperimentSettings.ToJson(settings),
                     Progress = ProgressDisplay.ForConsole(error),
+                    Shard = shardSpec,
+                    Merge = shards,
                 };
                 var experiment = new ScriptExperiment<TSettings>(info, settings, run);
                 var result = await new ExperimentRunner(logger).RunAsync(experiment, runOptions, ct);
                 var m = result.Manifest;
-                await output.WriteLineAsync($"{m.Experiment}: {m.Status.ToString().ToLowerInvariant()} — {m.Artifacts.Count} files in {result.OutputDirectory}");
+                if (m.Shard is { } done)
+                    await output.WriteLineAsync($"{m.Experiment} shard {done.Index}/{done.Count}: {m.Status.ToString().ToLowerInvariant()} — units {(done.Done.Length == 0 ? "none" : $"{done.Done[0]}…{done.Done[^1]}")} of {done.Units}, {done.Rows:N0} rows in {result.OutputDirectory}/{ShardFiles.Folder}");
+                else
+                    await output.WriteLineAsync($"{m.Experiment}: {m.Status.ToString().ToLowerInvariant()} — {m.Artifacts.Count} files in {result.OutputDirectory}");
                 foreach (var k in m.KeyNumbers)
                     await output.WriteLineAsync($"  {k.Name} = {k.Value.ToString(k.Format, System.Globalization.CultureInfo.InvariantCulture)}  ({k.Description})");
                 if (m.Status == RunStatus.Failed) await error.WriteLineAsync($"error: {m.Error}");

@@ -20,17 +20,26 @@ public sealed class ExperimentContext
     private readonly RunManifest _manifest;
     private readonly Func<LoadedModel>? _loadModel;
     private readonly IProgress<ExperimentProgress>? _progress;
+    private readonly ShardSet? _merge;
     private LoadedModel? _model;
+    private int? _units;
 
     internal ExperimentContext(string outputDirectory, RunManifest manifest, Func<LoadedModel>? loadModel, ILogger logger,
-        IProgress<ExperimentProgress>? progress)
+        IProgress<ExperimentProgress>? progress, ShardSpec? shard = null, ShardSet? merge = null)
     {
         OutputDirectory = outputDirectory;
         _manifest = manifest;
         _loadModel = loadModel;
         Logger = logger;
         _progress = progress;
+        Shard = shard;
+        _merge = merge;
     }
+
+    /// <summary>The shard this process runs (<c>--shard i/n</c>), or null when it runs the whole experiment or merges.</summary>
+    public ShardSpec? Shard { get; }
+    /// <summary>True when this process merges the shards of a run (<c>interp merge OUT</c>): it does no units, and <see cref="GatherAsync{T}"/> reads every shard's rows.</summary>
+    public bool IsMerge => _merge is not null;
 
     /// <summary>The run's folder.</summary>
     public string OutputDirectory { get; }
@@ -63,10 +72,93 @@ public sealed class ExperimentContext
 
     internal LoadedModel? LoadedModelOrNull => _model;
 
+    /// <summary>
+    /// The work units this process does, out of <paramref name="count"/> (a number the settings alone decide: sequence
+    /// chunks, prompt chunks, …): all of them in a plain run, the shard's contiguous share in a shard run
+    /// (<see cref="ShardSpec.Range"/>), none in a merge. Called once, before the units' work; the rows of every unit
+    /// then go to <see cref="GatherAsync{T}"/>, and everything after it (aggregates, tables, figures, the report) runs on
+    /// the rows of all units, in the plain run and in the merge alike — which is why their tables are the same.
+    /// </summary>
+    /// <exception cref="InterpException">Called twice, or with no units.</exception>
+    public IReadOnlyList<int> Units(int count)
+    {
+        if (_units is not null) throw new InterpException($"experiment {_manifest.Experiment} asked for its units twice (ExperimentContext.Units)");
+        if (count < 1) throw new InterpException($"experiment {_manifest.Experiment} has no work units ({count}): nothing to do");
+        _units = count;
+        if (_merge is not null)
+        {
+            if (_merge.First.Shard!.Units != count)
+                throw new InterpException($"{_merge.Directory}: the shards split {_merge.First.Shard.Units} units, but these settings make {count}");
+            return [];
+        }
+        if (Shard is not { } shard) return Enumerable.Range(0, count).ToArray();
+        var (start, end) = shard.Range(count);
+        int[] done = Enumerable.Range(start, end - start).ToArray();
+        _manifest.Shard = new ShardInfo(shard.Index, shard.Count, count, done);
+        _manifest.Save(OutputDirectory);
+        Logger.LogInformation("Shard {Shard}: units {Start}…{End} of {Count}", shard, start, end - 1, count);
+        return done;
+    }
+
+    /// <summary>
+    /// The per-unit rows of every unit. In a plain run: <paramref name="rows"/> themselves. In a shard run: writes them as
+    /// the shard's partition <c>shards/&lt;table&gt;/shard=&lt;i&gt;/part.parquet</c> (atomically; a re-run replaces it) and
+    /// ends the shard's run. In a merge: reads every shard's partition and returns their rows in unit order (shard 0's
+    /// first: the shards' ranges ascend), as the plain run produced them.
+    /// </summary>
+    /// <exception cref="InterpException">Called before <see cref="Units"/>; a row of a unit this process did not do;
+    /// in a merge, a shard's partition missing or unreadable, or a model other than the shards'.</exception>
+    public async Task<IReadOnlyList<T>> GatherAsync<T>(string table, IReadOnlyList<T> rows, CancellationToken cancellationToken = default) where T : IUnitRow
+    {
+        if (_units is not { } count) throw new InterpException($"experiment {_manifest.Experiment} gathered rows before asking for its units (ExperimentContext.Units)");
+        if (!FileNames.IsPlain(table) || table.Contains('=') || table.StartsWith('.'))
+            throw new InterpException($"per-unit table name '{table}' must be a plain folder name (no '=', '/' or leading '.')");
+        if (_merge is not null) return await ReadShardsAsync<T>(table, count, cancellationToken);
+        if (Shard is not { } shard) return rows;
+        var (start, end) = shard.Range(count);
+        if (rows.FirstOrDefault(r => r.Unit < start || r.Unit >= end) is { } stray)
+            throw new InterpException($"shard {shard} did units {start}…{end - 1}, but a row of unit {stray.Unit} was gathered");
+        string path = Path.Combine(OutputDirectory, ShardFiles.Partition(table, shard.Index));
+        await ParquetRecords.ToTable(rows).WriteAsync(path, cancellationToken);
+        _manifest.Shard = _manifest.Shard! with { Table = table, Rows = rows.Count };
+        _manifest.Save(OutputDirectory);
+        Logger.LogInformation("Shard {Shard}: wrote {Rows:N0} rows of {Table} ({Path})", shard, rows.Count, table, ShardFiles.Partition(table, shard.Index));
+        throw new ShardCompletedException();
+    }
+
+    private async Task<IReadOnlyList<T>> ReadShardsAsync<T>(string table, int count, CancellationToken cancellationToken) where T : IUnitRow
+    {
+        var merge = _merge!;
+        string expected = merge.First.Model?.Sha256 ?? "", actual = _manifest.Model?.Sha256 ?? "";
+        if (expected != actual)
+            throw new InterpException($"{merge.Directory}: the shards ran model {merge.First.Model?.Source} (sha256 {expected}), but the merge loaded {_manifest.Model?.Source} (sha256 {actual})");
+        var all = new List<T>();
+        foreach (var m in merge.Shards)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var info = m.Shard!;
+            if (info.Table != table)
+                throw new InterpException($"{merge.Directory}: shard {info.Index} wrote per-unit table '{info.Table ?? "(none)"}', but the merge reads '{table}'");
+            string path = Path.Combine(merge.Directory, ShardFiles.Partition(table, info.Index));
+            if (!File.Exists(path))
+                throw new InterpException($"{merge.Directory}: shard {info.Index} of {merge.Count} is recorded as completed, but its partition {ShardFiles.Partition(table, info.Index)} is missing: re-run the shard");
+            var part = await ParquetRecords.ReadAsync<T>(path, cancellationToken);
+            if (part.Count != info.Rows)
+                throw new InterpException($"{path} holds {part.Count} rows, but shard {info.Index}'s manifest recorded {info.Rows}: the partition was replaced by another run; re-run the shard");
+            var (start, end) = new ShardSpec(info.Index, merge.Count).Range(count);
+            if (part.FirstOrDefault(r => r.Unit < start || r.Unit >= end) is { } stray)
+                throw new InterpException($"{path}: a row of unit {stray.Unit}, outside shard {info.Index}'s units {start}…{end - 1}");
+            all.AddRange(part);
+        }
+        Logger.LogInformation("Merged {Rows:N0} rows of {Table} from {Count} shards", all.Count, table, merge.Count);
+        return all;
+    }
+
     /// <summary>Writes a table (a <c>run_id</c> column is appended) and records it.</summary>
     public async Task WriteTableAsync(string fileName, ParquetTable table, string description, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        RefuseInShard(fileName);
         string path = ArtifactPath(fileName, ".parquet");
         table.Add(Columns.RunId, Enumerable.Repeat(RunId, (int)table.RowCount).ToArray());
         await table.WriteAsync(path, cancellationToken);
@@ -77,6 +169,7 @@ public sealed class ExperimentContext
     /// <summary>Saves a figure as PNG, records it, and shows it in the report with its one-line caption.</summary>
     public void SaveFigure(string fileName, Plot plot, string caption, int width = 900, int height = 600)
     {
+        RefuseInShard(fileName);
         string path = ArtifactPath(fileName, ".png");
         Figures.SavePng(plot, path, width, height);
         Report.Add(new ReportItem.Figure(fileName, caption));
@@ -108,6 +201,13 @@ public sealed class ExperimentContext
 
     /// <summary>Reports progress to whoever runs the experiment (a progress bar in the CLI).</summary>
     public void ReportProgress(string stage, double? fraction = null) => _progress?.Report(new ExperimentProgress(stage, fraction));
+
+    // A shard writes only its per-unit rows: the tables and figures are the merge's, made from every unit.
+    private void RefuseInShard(string fileName)
+    {
+        if (Shard is { } shard)
+            throw new InterpException($"experiment {_manifest.Experiment} wrote {fileName} in shard {shard}: a shard writes only its per-unit rows (ExperimentContext.GatherAsync); tables and figures come from the merge");
+    }
 
     private void Record(RunArtifact artifact)
     {

@@ -27,6 +27,13 @@ public sealed record ExperimentRunOptions
     public System.Text.Json.Nodes.JsonObject? Settings { get; init; }
     /// <summary>Receives progress reports.</summary>
     public IProgress<ExperimentProgress>? Progress { get; init; }
+    /// <summary>
+    /// Run only this shard's units into <see cref="OutputDirectory"/> (required: every shard of a run writes into the same
+    /// folder): its manifest is <c>shards/manifest-&lt;i&gt;.json</c>, its output the per-unit partition; no report.
+    /// </summary>
+    public ShardSpec? Shard { get; init; }
+    /// <summary>Merge these (checked) shards: the run writes into their folder the tables, figures, manifest and report of the whole run.</summary>
+    public ShardSet? Merge { get; init; }
 }
 
 /// <summary>The outcome of a run.</summary>
@@ -45,15 +52,26 @@ public sealed class ExperimentRunner(ILogger? logger = null)
     {
         var started = DateTimeOffset.UtcNow;
         string runId = $"{experiment.Name}-{started:yyyyMMdd-HHmmss}";
-        string dir = CreateRunDirectory(options.OutputDirectory ?? Path.Combine(options.ArtifactsRoot, "runs", runId));
+        if (options.Shard is not null && options.Merge is not null) throw new InterpException("a run is either one shard (--shard) or the merge (--merge), not both");
+        string dir;
+        if (options.Shard is { } shard)
+        {
+            // Every shard writes into the one folder of the run: no fresh sibling folder, as a plain run gets.
+            dir = options.OutputDirectory ?? throw new InterpException($"a shard run needs --out DIR: the {shard.Count} shards of a run write into one folder");
+            runId += $"-shard{shard.Index}";
+            CreateFolder(Path.Combine(dir, ShardFiles.Folder));
+        }
+        else if (options.Merge is { } merge) dir = merge.Directory;
+        else dir = CreateRunDirectory(options.OutputDirectory ?? Path.Combine(options.ArtifactsRoot, "runs", runId));
         var manifest = new RunManifest
         {
+            FileName = options.Shard is { } s ? ShardFiles.Manifest(s.Index) : "manifest.json",
             RunId = runId,
             Experiment = experiment.Name,
             Seed = options.Seed,
             Started = started,
             Settings = options.Settings?.DeepClone().AsObject() ?? new(),
-            Options = new Dictionary<string, string> { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device },
+            Options = RunOptions(experiment, options),
             Versions = Versions(),
             Native = new() { ["weight_products"] = Gemm.Describe(), ["settings"] = NativeEnvironment.Describe(), ["allocator"] = NativeEnvironment.DescribeAllocator(), ["torchsharp_library"] = NativeLoader.Outcome ?? "not loaded" },
         };
@@ -67,11 +85,14 @@ public sealed class ExperimentRunner(ILogger? logger = null)
         Func<LoadedModel>? load = !experiment.UsesModel ? null
             : options.ModelPath is not null ? () => ModelLoader.Load(options.ModelPath, new ModelLoadOptions { Device = options.Device })
             : options.DefaultModel ?? throw new InterpException($"experiment {experiment.Name} needs a model: pass --model PATH");
-        var context = new ExperimentContext(dir, manifest, load, _logger, options.Progress);
+        var context = new ExperimentContext(dir, manifest, load, _logger, options.Progress, options.Shard, options.Merge);
         torch.manual_seed(options.Seed);
         try
         {
-            await TorchThread.RunAsync(() => experiment.RunAsync(context, cancellationToken));
+            try { await TorchThread.RunAsync(() => experiment.RunAsync(context, cancellationToken)); }
+            catch (ShardCompletedException) { }   // the shard's rows are written: the rest is the merge's
+            if (options.Shard is not null && manifest.Shard?.Table is null)
+                throw new InterpException($"experiment {experiment.Name} ended without gathering its per-unit rows (ExperimentContext.Units and GatherAsync): it cannot run as a shard");
             manifest.Status = RunStatus.Completed;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -91,10 +112,13 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             manifest.Ended = DateTimeOffset.UtcNow;
             try
             {
-                RunReport.Write(dir, manifest, context.Report);
-                manifest.Artifacts.RemoveAll(a => a.Kind == "report");
-                manifest.Artifacts.Add(new RunArtifact("report.md", "report", "the report (Markdown)"));
-                manifest.Artifacts.Add(new RunArtifact("report.html", "report", "the report (HTML)"));
+                if (options.Shard is null)   // a shard writes no report: the report is the merge's
+                {
+                    RunReport.Write(dir, manifest, context.Report);
+                    manifest.Artifacts.RemoveAll(a => a.Kind == "report");
+                    manifest.Artifacts.Add(new RunArtifact("report.md", "report", "the report (Markdown)"));
+                    manifest.Artifacts.Add(new RunArtifact("report.html", "report", "the report (HTML)"));
+                }
                 manifest.Save(dir);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -107,6 +131,23 @@ public sealed class ExperimentRunner(ILogger? logger = null)
             context.LoadedModelOrNull?.Dispose();
         }
         return new RunResult(dir, manifest);
+    }
+
+    private static Dictionary<string, string> RunOptions(IExperiment experiment, ExperimentRunOptions options)
+    {
+        var recorded = new Dictionary<string, string> { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device };
+        // A file-based program (`dotnet run script.cs`, `interp run`) knows its script: the merge of its shards runs the same one.
+        if (options.Shard is not null && AppContext.GetData("EntryPointFilePath") is string script) recorded["script"] = script;
+        return recorded;
+    }
+
+    private static void CreateFolder(string dir)
+    {
+        try { Directory.CreateDirectory(dir); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new InterpException($"cannot create the output folder {dir}: {ex.Message}", ex);
+        }
     }
 
     private static string CreateRunDirectory(string requested)

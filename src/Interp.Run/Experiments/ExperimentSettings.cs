@@ -60,6 +60,23 @@ public static class ExperimentSettings
         return json;
     }
 
+    /// <summary>
+    /// A <typeparamref name="T"/> bound from settings recorded by <see cref="ToJson{T}"/> (a shard's manifest, for its
+    /// merge): each value is written back as the text <see cref="Bind{T}"/> reads, so the same checks apply.
+    /// </summary>
+    /// <exception cref="InterpException">An unknown key or a value that does not parse.</exception>
+    public static T FromJson<T>(JsonObject json, string experiment) where T : new()
+    {
+        static string Text(JsonNode? node) => node switch
+        {
+            null => "none",
+            JsonArray a => string.Join(",", a.Select(Text)),
+            JsonValue v when v.TryGetValue(out string? text) => text,
+            _ => node.ToJsonString(),
+        };
+        return Bind<T>(json.ToDictionary(kv => kv.Key, kv => Text(kv.Value)), experiment);
+    }
+
     /// <summary>The settings as an aligned text table, for <c>--help</c> and error messages.</summary>
     public static string List<T>() where T : new()
     {

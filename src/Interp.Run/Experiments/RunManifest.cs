@@ -67,6 +67,13 @@ public sealed class RunManifest
     public List<RunArtifact> Artifacts { get; init; } = new();
     /// <summary>Headline numbers.</summary>
     public List<KeyNumber> KeyNumbers { get; init; } = new();
+    /// <summary>For one shard of a sharded run (<c>--shard i/n</c>): which shard and what it did; null otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ShardInfo? Shard { get; set; }
+
+    /// <summary>Where in the run folder the manifest is written: <c>manifest.json</c>, or a shard's <c>shards/manifest-&lt;i&gt;.json</c>.</summary>
+    [JsonIgnore]
+    public string FileName { get; init; } = "manifest.json";
 
     /// <summary>JSON options: snake_case, indented.</summary>
     public static readonly JsonSerializerOptions Json = new()
@@ -77,9 +84,9 @@ public sealed class RunManifest
         TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
     };
 
-    /// <summary>Atomically writes the manifest into <paramref name="directory"/>.</summary>
+    /// <summary>Atomically writes the manifest into <paramref name="directory"/> (as <see cref="FileName"/>).</summary>
     public void Save(string directory) =>
-        AtomicFile.WriteAllText(Path.Combine(directory, "manifest.json"), JsonSerializer.Serialize(this, Json));
+        AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
 
     /// <summary>Reads a run's manifest.</summary>
     public static RunManifest Load(string directory) =>

@@ -24,6 +24,7 @@ public sealed class AblationReference : IDisposable
 {
     private readonly Dictionary<string, Tensor> _activations = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _means = new(StringComparer.Ordinal);
+    private readonly AblationReference? _owner;   // set on a view (Rows): the reference whose activations it shares
 
     /// <summary>
     /// A reference batch of <paramref name="tokens"/> [R, pos] (or [pos]) for <paramref name="model"/>, right-padded with
@@ -42,6 +43,26 @@ public sealed class AblationReference : IDisposable
         Seed = seed;
     }
 
+    private AblationReference(AblationReference owner, long rowOffset)
+    {
+        (_owner, _activations, _means) = (owner, owner._activations, owner._means);
+        (Model, Tokens, Padding, Seed, RowOffset) = (owner.Model, owner.Tokens, owner.Padding, owner.Seed, rowOffset);
+    }
+
+    /// <summary>
+    /// This reference for an input batch that is rows <paramref name="offset"/>… of a larger one (a chunk of it): resampling
+    /// gives chunk row b what it gives row <paramref name="offset"/> + b of the whole batch, so that a batch run in chunks
+    /// is ablated as it is in one piece. The view shares this reference's activations; disposing it frees nothing.
+    /// </summary>
+    public AblationReference Rows(long offset)
+    {
+        if (offset < 0) throw new InterpException($"a row offset is at least 0, got {offset}");
+        return new AblationReference(_owner ?? this, RowOffset + offset);
+    }
+
+    /// <summary>The index, in the whole input batch, of the input's first sequence (see <see cref="Rows"/>); 0 unless a view.</summary>
+    public long RowOffset { get; }
+
     /// <summary>Where the reference batch is padding, bool [R, pos_ref] (true at padding), or null when it has none.</summary>
     public Tensor? Padding { get; }
 
@@ -58,7 +79,8 @@ public sealed class AblationReference : IDisposable
 
     /// <summary>
     /// For an input batch of <paramref name="batch"/> sequences: the reference sequence each one takes its activations
-    /// from in resample ablation, (b + s_b) mod R with s_b uniform in 1…R−1 (seeded; 0 when R = 1).
+    /// from in resample ablation, (g + s_g) mod R with g = <see cref="RowOffset"/> + b and s_g uniform in 1…R−1 (seeded;
+    /// 0 when R = 1).
     /// </summary>
     public long[] ResampleIndices(long batch)
     {
@@ -66,8 +88,9 @@ public sealed class AblationReference : IDisposable
         if (r == 1) return new long[batch];
         using var scope = NewDisposeScope();
         var generator = new Generator((ulong)Seed);
-        var shifts = randint(1, r, [batch], generator: generator, dtype: ScalarType.Int64).data<long>().ToArray();
-        return Enumerable.Range(0, (int)batch).Select(b => (b + shifts[b]) % r).ToArray();
+        // Draws for rows 0 … offset + batch − 1 of the whole batch: a chunk's rows take the draws of their place in it.
+        var shifts = randint(1, r, [RowOffset + batch], generator: generator, dtype: ScalarType.Int64).data<long>().ToArray();
+        return Enumerable.Range(0, (int)batch).Select(b => (RowOffset + b + shifts[RowOffset + b]) % r).ToArray();
     }
 
     /// <summary>The reference activations [R, pos_ref, …] at <paramref name="hookName"/>, computed on first use.</summary>
@@ -127,7 +150,7 @@ public sealed class AblationReference : IDisposable
     /// <summary>Computes, in one forward pass, the reference activations at every hook in <paramref name="hookNames"/> not cached yet.</summary>
     internal void Prepare(IEnumerable<string> hookNames)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(_disposed || _owner?._disposed == true, this);
         var missing = hookNames.Where(n => !_activations.ContainsKey(n)).Distinct().ToHashSet(StringComparer.Ordinal);
         if (missing.Count == 0) return;
         foreach (var name in missing) Model.GetHookPoint(name);   // unknown names fail with suggestions
@@ -151,6 +174,7 @@ public sealed class AblationReference : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        if (_owner is not null) return;   // a view: the owner frees the activations
         foreach (var t in _activations.Values.Concat(_means.Values)) t.Dispose();
         _activations.Clear();
         _means.Clear();

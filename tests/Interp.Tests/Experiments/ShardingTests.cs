@@ -1,0 +1,184 @@
+using System.Text.Json.Nodes;
+using Interp.Analysis;
+using Interp.Experiments;
+using Interp.Loading;
+using Interp.Results;
+using Interp.Tests.Reliability;
+using Interp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace Interp.Tests.Experiments;
+
+/// <summary>
+/// Sharded runs (<c>--shard i/n</c> + <c>interp merge</c>) against the single-process run of the same settings: the
+/// merged tables equal the single run's row for row (every column but run_id, exactly), for n = 1, 2, 3 and 7; a merge
+/// of an incomplete or inconsistent set of shards is refused naming the shard at fault.
+/// </summary>
+public sealed class ShardingTests
+{
+    private static Task<(int Code, string Out, string Err)> Cli(params string[] args) => ExperimentScriptTests.RunRaw(args);
+
+    [Fact]
+    public void Every_unit_belongs_to_exactly_one_shard_and_the_ranges_ascend()
+    {
+        for (int units = 1; units <= 30; units++)
+            for (int n = 1; n <= 12; n++)
+            {
+                var owners = new int[units];
+                int previousEnd = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    var (start, end) = new ShardSpec(i, n).Range(units);
+                    Assert.Equal(previousEnd, start);
+                    Assert.True(end - start <= (units + n - 1) / n, $"{units} units, shard {i}/{n}: {end - start} units");
+                    for (int u = start; u < end; u++) owners[u]++;
+                    previousEnd = end;
+                }
+                Assert.Equal(units, previousEnd);
+                Assert.All(owners, o => Assert.Equal(1, o));
+            }
+        Assert.Equal(new ShardSpec(2, 7), ShardSpec.Parse("2/7"));
+        foreach (var bad in new[] { "3/3", "1", "-1/2", "a/b", "1/0", "0/2/3" })
+            Assert.Contains($"'{bad}'", Assert.Throws<InterpException>(() => ShardSpec.Parse(bad)).Message);
+    }
+
+    private sealed record Row(int Unit, long Big, float Single, double Value, bool Flag, string Name) : IUnitRow;
+
+    [Fact]
+    public async Task Records_round_trip_through_parquet_and_read_back_by_ParquetSharp()
+    {
+        using var tmp = new TempDir();
+        Row[] rows = [new(0, long.MaxValue, 1.5f, Math.PI, true, "zero"), new(3, -7, float.Epsilon, -0.0, false, ""), new(2, 0, -2f, double.MaxValue, true, "ünïcode")];
+        string path = tmp.File("rows.parquet");
+        await ParquetRecords.ToTable(rows).WriteAsync(path);
+        Assert.Equal(rows, await ParquetRecords.ReadAsync<Row>(path));
+        var independent = ParquetRead.Columns(path);
+        Assert.Equal(["unit", "big", "single", "value", "flag", "name"], independent.Keys);
+        Assert.Equal(rows.Select(r => (object)r.Name), independent["name"]);
+        Assert.Equal(rows.Select(r => (object)r.Value), independent["value"]);
+
+        // An empty list still has every column; a table of another shape is refused by column name.
+        string empty = tmp.File("empty.parquet");
+        await ParquetRecords.ToTable(Array.Empty<Row>()).WriteAsync(empty);
+        Assert.Empty(await ParquetRecords.ReadAsync<Row>(empty));
+        var other = new ParquetTable().Add("unit", new[] { 1 }).Add("value", new[] { "text" });
+        await other.WriteAsync(tmp.File("other.parquet"));
+        var error = await Assert.ThrowsAsync<InterpException>(() => ParquetRecords.ReadAsync<Row>(tmp.File("other.parquet")));
+        Assert.Contains("no column 'big'", error.Message);
+    }
+
+    [Fact]
+    public void A_chunk_of_a_batch_resamples_as_its_rows_of_the_whole_batch()
+    {
+        using var loaded = BuiltInModel.Load();
+        using var scope = NewDisposeScope();
+        using var reference = new AblationReference(loaded.Model, randint(0, loaded.Model.Config.DVocab, [7, 5]), seed: 11);
+        var whole = reference.ResampleIndices(12);
+        Assert.Equal(whole[4..9], reference.Rows(4).ResampleIndices(5));
+        Assert.Equal(whole[9..], reference.Rows(4).Rows(5).ResampleIndices(3));
+        using (reference.Rows(3)) { }                                                  // disposing a view frees nothing
+        Assert.Equal(whole, reference.ResampleIndices(12));
+        Assert.Equal(7, reference.Activation("blocks.0.hook_resid_pre").shape[0]);
+    }
+
+    /// <summary>Runs <paramref name="experiment"/> whole into <c>single</c>, then as n shards merged, for each n; every merged table must equal the single run's.</summary>
+    private static async Task AssertShardsMergeToTheSingleRun(string experiment, string[] settings, int[] counts)
+    {
+        using var tmp = new TempDir();
+        string single = tmp.File("single");
+        var (code, _, err) = await Cli(["run", experiment, .. settings, "--out", single]);
+        Assert.True(code == 0, err);
+        foreach (int n in counts)
+        {
+            string dir = tmp.File($"shards{n}");
+            for (int i = 0; i < n; i++)
+            {
+                var shard = await Cli(["run", experiment, .. settings, "--shard", $"{i}/{n}", "--out", dir]);
+                Assert.True(shard.Code == 0, $"shard {i}/{n}: {shard.Err}");
+                Assert.False(File.Exists(Path.Combine(dir, "manifest.json")), "a shard writes only its own manifest");
+                Assert.Empty(Directory.GetFiles(dir, "*.parquet"));
+            }
+            var merge = await Cli("merge", dir);
+            Assert.True(merge.Code == 0, $"merge of {n}: {merge.Err}");
+            var manifest = RunManifest.Load(dir);
+            ExperimentScriptTests.AssertArtifactsComplete(dir, manifest);
+            Assert.True(RunOutputs.AssertSameTables(single, dir) > 0);
+            var reference = RunManifest.Load(single);
+            Assert.Equal(reference.KeyNumbers.Select(k => (k.Name, k.Value)), manifest.KeyNumbers.Select(k => (k.Name, k.Value)));
+            Assert.Equal(reference.Artifacts.Select(a => a.File).Order(), manifest.Artifacts.Select(a => a.File).Order());
+        }
+    }
+
+    [Fact]
+    public Task Ablation_on_repeated_sequences_merged_from_1_2_3_and_7_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("ablation", ["--set", "batch=7", "--set", "half=6", "--set", "unit_size=1"], [1, 2, 3, 7]);
+
+    [Fact]
+    public Task Ablation_on_prompts_merged_from_3_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("ablation", ["--model", TestModels.StoriesBin, "--prompts", RepoFiles.Path("experiments/prompts/stories_names.jsonl"), "--set", "unit_size=5"], [3]);
+
+    [Fact]
+    public async Task A_merge_of_missing_failed_or_mismatched_shards_is_refused_naming_the_shard()
+    {
+        using var tmp = new TempDir();
+        string dir = tmp.File("run");
+        string[] settings = ["--set", "batch=3", "--set", "half=4", "--set", "unit_size=1"];
+        for (int i = 0; i < 3; i++)
+            Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", $"{i}/3", "--out", dir])).Code);
+        string Manifest(int i) => Path.Combine(dir, ShardFiles.Manifest(i));
+        string original = File.ReadAllText(Manifest(1));
+
+        async Task Refused(string expected)
+        {
+            var (code, _, err) = await Cli("merge", dir);
+            Assert.Equal(1, code);
+            Assert.Contains(expected, err);
+            Assert.False(File.Exists(Path.Combine(dir, "ablation.parquet")), "a refused merge writes no table");
+        }
+        void Edit(Action<JsonObject> change)
+        {
+            var json = JsonNode.Parse(original)!.AsObject();
+            change(json);
+            File.WriteAllText(Manifest(1), json.ToJsonString());
+        }
+
+        File.Delete(Manifest(1));
+        await Refused("shard 1 of 3 is missing");
+        Edit(j => j["settings"]!["half"] = 5);
+        await Refused("shard 1 ran with setting half = 5, but shard 0 ran 4");
+        Edit(j => j["model"]!["sha256"] = "0123456789abcdef");
+        await Refused("shard 1 ran on model");
+        Edit(j => j["seed"] = 9);
+        await Refused("shard 1 ran with seed 9");
+        Edit(j => { j["status"] = "failed"; j["error"] = "out of memory"; });
+        await Refused("shard 1 is failed: out of memory");
+        Edit(j => j["status"] = "running");
+        await Refused("shard 1 is running (or was killed)");
+        File.WriteAllText(Manifest(1), original);
+        File.Delete(Path.Combine(dir, ShardFiles.Partition("ablation_units", 2)));
+        await Refused("shard 2 of 3 is recorded as completed, but its partition shards/ablation_units/shard=2/part.parquet is missing");
+
+        // Re-running the shard replaces its partition; the merge then completes.
+        Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", "2/3", "--out", dir])).Code);
+        Assert.Equal(0, (await Cli("merge", dir)).Code);
+        Assert.True(File.Exists(Path.Combine(dir, "ablation.parquet")));
+    }
+
+    [Fact]
+    public async Task Experiments_that_do_not_shard_say_so_and_shards_need_an_output_folder()
+    {
+        var (code, _, err) = await Cli("run", "induction_heads", "--shard", "0/2", "--out", Path.Combine(Path.GetTempPath(), "interp-never-written"));
+        Assert.Equal(1, code);
+        Assert.Contains("experiment induction_heads does not shard", err);
+        (code, _, err) = await Cli("run", "ablation", "--shard", "0/2");
+        Assert.Equal(1, code);
+        Assert.Contains("a shard run needs --out DIR", err);
+        (code, _, err) = await Cli("run", "ablation", "--shard", "2/2", "--out", Path.Combine(Path.GetTempPath(), "interp-never-written"));
+        Assert.Equal(1, code);
+        Assert.Contains("--shard '2/2'", err);
+        using var tmp = new TempDir();
+        (code, _, err) = await Cli("merge", tmp.Path);
+        Assert.Equal(1, code);
+        Assert.Contains("holds no shard manifests", err);
+    }
+}
