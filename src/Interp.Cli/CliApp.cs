@@ -47,6 +47,7 @@ public static class CliApp
             services.GetRequiredService<TokensCommand>().Build(),
             services.GetRequiredService<SaeCommand>().Build(),
             services.GetRequiredService<MergeCommand>().Build(),
+            services.GetRequiredService<SlurmCommand>().Build(),
 
         };
         return await root.Parse(args).InvokeAsync(Invocation(output, error), cancellationToken);
@@ -80,6 +81,7 @@ public static class CliApp
         builder.Services.AddSingleton<GenerateCommand>();
         builder.Services.AddSingleton<ListCommand>();
         builder.Services.AddSingleton<MergeCommand>();
+        builder.Services.AddSingleton<SlurmCommand>();
         builder.Services.AddSingleton<RunCommand>();
         builder.Services.AddSingleton<TrainDefaultCommand>();
         builder.Services.AddSingleton<BenchCommand>();

@@ -46,7 +46,7 @@ internal static class ScriptLauncher
     /// (their parent folder, for the projects those reference) and the Directory.* files above them. MSBuild's own
     /// up-to-date check of a script with project references takes seconds; this takes milliseconds.
     /// </summary>
-    private static async Task<string?> BuildAsync(ExperimentScript script, TextWriter error, CancellationToken cancellationToken)
+    internal static async Task<string?> BuildAsync(ExperimentScript script, TextWriter error, CancellationToken cancellationToken)
     {
         using var _ = await BuildLock.AcquireAsync(cancellationToken);
         string stamp = Path.Combine(Path.GetTempPath(), "interp-script-stamps", Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(script.Path)))[..16] + ".txt");

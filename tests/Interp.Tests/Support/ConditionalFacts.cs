@@ -36,3 +36,29 @@ public sealed class LinuxFactAttribute : FactAttribute
         if (!OperatingSystem.IsLinux()) Skip = "Linux only";
     }
 }
+
+/// <summary>
+/// A fact that needs a Slurm cluster answering here (<c>sinfo</c> lists a node up; <c>.ci/run</c> starts the shared
+/// one-node cluster); skipped with the reason elsewhere.
+/// </summary>
+public sealed class SlurmFactAttribute : FactAttribute
+{
+    private static readonly Lazy<string?> Unavailable = new(() =>
+    {
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("sinfo", ["-h", "-o", "%T"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            string states = p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(10_000)) { p.Kill(); return "sinfo did not answer within 10 s"; }
+            return p.ExitCode == 0 && states.Split('\n').Any(s => s.Trim() is "idle" or "mixed" or "allocated") ? null
+                : $"no Slurm node is up (sinfo: exit {p.ExitCode}, states '{states.Trim()}'); .ci/run starts one with ../shared/tools/slurm-local/start-slurm.sh";
+        }
+        catch (System.ComponentModel.Win32Exception) { return "Slurm is not installed here (no sinfo); .ci/run installs and starts it with ../shared/tools/slurm-local/start-slurm.sh"; }
+    });
+
+    public SlurmFactAttribute()
+    {
+        if (Unavailable.Value is { } reason) Skip = reason;
+    }
+}
