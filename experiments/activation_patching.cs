@@ -6,7 +6,7 @@
 // FILE the clean and corrupted runs are each line's prompt and corrupted prompt (one right-padded batch each) and the
 // metric is logit(answer) − logit(wrong) at each prompt's last token, averaged over the prompts.
 // Run: dotnet run experiments/activation_patching.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
-//      [--set batch=32] [--set half=24] [--set per_position=false]
+//      [--set batch=32] [--set half=24] [--set per_position=false] [--set unit_size=8] [--shard i/n --out DIR, then: interp merge DIR]
 
 using System.ComponentModel;
 using System.Globalization;
@@ -21,7 +21,7 @@ using Interp.Results;
 using TorchSharp;
 using static TorchSharp.torch;
 
-return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activation_patching", "Patch every activation from clean [BOS] r r into corrupted [BOS] c r runs: which ones restore induction"), async (context, settings, ct) =>
+return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activation_patching", "Patch every activation from clean [BOS] r r into corrupted [BOS] c r runs: which ones restore induction") { Shards = true }, async (context, settings, ct) =>
 {
     var loaded = context.Model;
     var model = loaded.Model;
@@ -38,27 +38,63 @@ return await Experiment.RunAsync<ActivationPatchingSettings>(args, new("activati
     var (clean, half, prefix) = (input.Tokens, input.Half, input.Prefix);
     var corrupted = input.CorruptFirstCopy(context.Seed + 1);
     int positions = (int)clean.shape[1];
-    context.ReportProgress("clean and corrupted runs", 0.05);
-    using var patching = new ActivationPatching(model, clean, corrupted, input.RepeatedHalfLogProb()) { SequencesPerPass = settings.SequencesPerPass };
-    context.AddNumber("metric_clean", patching.CleanMetric, "mean log-probability of the correct token over the repeated half, clean run");
-    context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted run (first copy replaced by other random tokens)");
-    patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
-
     var sites = Sites(cfg, positions, settings.PerPosition);
-    var progress = new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f));
-    var results = patching.Sweep(sites, progress, ct);
+    var metric = input.RepeatedHalfLogProb();
+    var patched = await PatchUnitsAsync(context, model, clean, corrupted, null, (_, _) => metric, sites, settings, ct);
+    context.AddNumber("metric_clean", patched.Clean, "mean log-probability of the correct token over the repeated half, clean run");
+    context.AddNumber("metric_corrupted", patched.Corrupted, "the same, corrupted run (first copy replaced by other random tokens)");
 
-    await WriteTableAsync(context, results, "metric with one activation patched from the clean into the corrupted run", ct);
+    await WriteTableAsync(context, patched.Results, "metric with one activation patched from the clean into the corrupted run", ct);
 
     context.ReportProgress("figures", 0.9);
-    var value = results.ToDictionary(r => r.Site, r => r.Value);
+    var value = patched.Results.ToDictionary(r => r.Site, r => r.Value);
     var scores = HeadDetection.Score(model, clean, half, ct);
     int fromLayer = Math.Min(1, cfg.NLayers - 1);
     var ind = Enumerable.Range(fromLayer, cfg.NLayers - fromLayer).Select(l => scores.Best(HeadScoreKind.Induction, l)).MaxBy(b => b.Score);
-    Summarise(context, cfg, patching, value, ind, positions, prefix, half, settings.Batch);
+    Summarise(context, cfg, patched, value, ind, positions, prefix, half, settings.Batch);
     DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
     context.ReportProgress("done", 1.0);
 });
+
+// The work units are chunks of unit_size sequence pairs, each patched alone (a shard, --shard i/n, does its share); the
+// raw metrics of every unit are then gathered and averaged over all sequences, and normalised once from those means.
+static async Task<Patched> PatchUnitsAsync(ExperimentContext context, HookedTransformer model, Tensor clean, Tensor corrupted, Tensor? mask,
+    Func<int, int, Metric> metricOf, IReadOnlyList<PatchSite> sites, ActivationPatchingSettings settings, CancellationToken ct)
+{
+    long sequences = clean.shape[0];
+    int unitSize = settings.UnitSize >= 1 ? settings.UnitSize : throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
+    int unitCount = (int)((sequences + unitSize - 1) / unitSize);
+    var units = context.Units(unitCount);
+    var rows = new List<PatchUnitRow>();
+    for (int k = 0; k < units.Count; k++)
+    {
+        int u = units[k], start = u * unitSize, n = (int)Math.Min(unitSize, sequences - start);
+        using var unitScope = NewDisposeScope();
+        context.ReportProgress($"unit {u + 1} of {unitCount}: clean and corrupted runs", 0.85 * k / units.Count);
+        using var patching = new ActivationPatching(model, clean.narrow(0, start, n), corrupted.narrow(0, start, n), metricOf(start, n), mask?.narrow(0, start, n))
+            { SequencesPerPass = settings.SequencesPerPass };
+        var progress = new Progress<double>(f => context.ReportProgress($"unit {u + 1} of {unitCount}: patching", 0.85 * (k + f) / units.Count));
+        var raw = patching.PatchedMetrics(sites, progress: progress, cancellationToken: ct);
+        for (int i = 0; i < sites.Count; i++) rows.Add(new PatchUnitRow(u, n, i, raw[i], patching.CleanMetric, patching.CorruptedMetric));
+    }
+    var gathered = await context.GatherAsync("activation_patching_units", rows, ct);
+
+    // Sequence-weighted means over the units, summed in unit order; then (m − m_corrupted) / (m_clean − m_corrupted).
+    var patchedSum = new double[sites.Count];
+    var covered = new double[sites.Count];
+    double cleanSum = 0, corruptedSum = 0, total = 0;
+    foreach (var r in gathered)
+    {
+        patchedSum[r.Site] += r.Sequences * r.Patched;
+        covered[r.Site] += r.Sequences;
+        if (r.Site == 0) (cleanSum, corruptedSum, total) = (cleanSum + r.Sequences * r.Clean, corruptedSum + r.Sequences * r.Corrupted, total + r.Sequences);
+    }
+    if (covered.Any(c => c != sequences)) throw new InterpException($"activation_patching: the units' rows cover {covered.Min()} of {sequences} sequences for some site");
+    double m_clean = cleanSum / total, m_corrupted = corruptedSum / total;
+    ActivationPatching.Normalise(m_clean, m_clean, m_corrupted);   // fails now, with the reason, if there is nothing to recover
+    var results = sites.Select((site, i) => new PatchResult(site, patchedSum[i] / total, ActivationPatching.Normalise(patchedSum[i] / total, m_clean, m_corrupted))).ToArray();
+    return new Patched(m_clean, m_corrupted, results);
+}
 
 // The researcher's prompts: patch from each prompt into its corrupted twin; the metric is the mean logit difference.
 static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loaded, ActivationPatchingSettings settings, string file, CancellationToken ct)
@@ -67,21 +103,19 @@ static async Task PatchPromptsAsync(ExperimentContext context, LoadedModel loade
     using var prompts = PromptSet.Load(file, loaded.Model);
     var (clean, corrupted, mask) = prompts.PatchingInputs("activation patching");
     int positions = (int)clean.shape[1];
-    context.ReportProgress("clean and corrupted runs", 0.05);
-    using var patching = new ActivationPatching(loaded.Model, clean, corrupted, prompts.LogitDiff(), mask) { SequencesPerPass = settings.SequencesPerPass };
-    context.AddNumber("metric_clean", patching.CleanMetric, "mean logit(answer) − logit(wrong) at each prompt's last token, clean prompts");
-    context.AddNumber("metric_corrupted", patching.CorruptedMetric, "the same, corrupted prompts");
-    patching.Normalise(patching.CleanMetric);   // fails now, with the reason, if there is nothing to recover
-
     var sites = Sites(cfg, positions, settings.PerPosition);
-    var results = patching.Sweep(sites, new Progress<double>(f => context.ReportProgress("patching", 0.1 + 0.75 * f)), ct);
+    var patched = await PatchUnitsAsync(context, loaded.Model, clean, corrupted, mask,
+        (start, n) => Metrics.LogitDiff(prompts.AnswerIds[start..(start + n)], prompts.WrongIds[start..(start + n)], prompts.LastPositions[start..(start + n)]), sites, settings, ct);
+    context.AddNumber("metric_clean", patched.Clean, "mean logit(answer) − logit(wrong) at each prompt's last token, clean prompts");
+    context.AddNumber("metric_corrupted", patched.Corrupted, "the same, corrupted prompts");
+    var results = patched.Results;
     await WriteTableAsync(context, results, $"mean logit difference over the {prompts.Count} prompts of {Path.GetFileName(file)} with one activation patched from the clean into the corrupted prompts", ct);
 
     var value = results.ToDictionary(r => r.Site, r => r.Value);
     var heads = value.Where(kv => kv.Key.Kind == PatchKind.HeadOut && kv.Key.Position < 0).OrderByDescending(kv => kv.Value).Take(5)
         .Select(kv => $"{kv.Key.Layer}.{kv.Key.Head}: {kv.Value:0.000}");
     context.AddText($"**Set-up.** {prompts.Count} prompts of {Path.GetFileName(file)} and their corrupted twins, right-padded to {positions} tokens. " +
-                    $"Metric: logit(answer) − logit(wrong) at each prompt's last token, mean **{patching.CleanMetric:0.000}** clean and **{patching.CorruptedMetric:0.000}** corrupted. " +
+                    $"Metric: logit(answer) − logit(wrong) at each prompt's last token, mean **{patched.Clean:0.000}** clean and **{patched.Corrupted:0.000}** corrupted. " +
                     $"Heads whose output (every position) restores most: {string.Join(", ", heads)}. Per-position figures label the first prompt's tokens.");
     DrawFigures(context, loaded, value, clean, corrupted, settings.PerPosition);
     context.ReportProgress("done", 1.0);
@@ -109,7 +143,7 @@ static Task WriteTableAsync(ExperimentContext context, IReadOnlyList<PatchResult
         "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
 }
 
-static void Summarise(ExperimentContext context, ModelConfig cfg, ActivationPatching patching, Dictionary<PatchSite, double> value,
+static void Summarise(ExperimentContext context, ModelConfig cfg, Patched patching, Dictionary<PatchSite, double> value,
     (int Layer, int Head, double Score) ind, int positions, int prefix, int half, int batch)
 {
     double inductionOut = value[PatchSite.HeadOut(ind.Layer, ind.Head)];
@@ -123,10 +157,10 @@ static void Summarise(ExperimentContext context, ModelConfig cfg, ActivationPatc
     context.AddText($"**Set-up.** {batch} clean sequences [BOS] + r + r of {half} random tokens repeated once, and corrupted twins whose first " +
                     $"copy is replaced by other random tokens (each differs at every position), so that the second copy has nothing to copy from. " +
                     $"Metric: mean log-probability of the correct next token over the repeated half (predicted positions {prefix + half + 1}–{positions - 1}), " +
-                    $"**{patching.CleanMetric:0.000}** clean and **{patching.CorruptedMetric:0.000}** corrupted. Each value is " +
+                    $"**{patching.Clean:0.000}** clean and **{patching.Corrupted:0.000}** corrupted. Each value is " +
                     "(m_patched − m_corrupted) / (m_clean − m_corrupted): 0 = the patch restores nothing, 1 = it restores the clean behaviour, below 0 = it makes things worse.");
-    if (patching.CleanMetric - patching.CorruptedMetric < 0.5)
-        context.AddText($"**Caution.** Corrupting the first copy changes the metric by only {patching.CleanMetric - patching.CorruptedMetric:0.000} nats: " +
+    if (patching.Clean - patching.Corrupted < 0.5)
+        context.AddText($"**Caution.** Corrupting the first copy changes the metric by only {patching.Clean - patching.Corrupted:0.000} nats: " +
                         "this model barely uses the earlier copy on these tokens (no induction on random tokens), so the normalised values below are " +
                         "ratios of small differences and say little; the raw column is the measurement.");
     string layerHeads = string.Join(", ", heads.Select(kv => $"{kv.Key.Layer}.{kv.Key.Head}: {kv.Value:0.000}"));
@@ -221,4 +255,12 @@ sealed record ActivationPatchingSettings : RepeatedInputSettings
     public int SequencesPerPass { get; init; } = 1024;
     [Description("a prompt set (JSON Lines: prompt, answer, wrong, corrupted) to patch from prompt into corrupted prompt instead of repeated random sequences")]
     public string? Prompts { get; init; }
+    [Description("sequence pairs (or prompts) per work unit: each unit is patched as one batch, and a sharded run (--shard i/n) splits the units")]
+    public int UnitSize { get; init; } = 8;
 }
+
+/// <summary>The clean and corrupted metrics (means over every sequence) and each site's result.</summary>
+sealed record Patched(double Clean, double Corrupted, IReadOnlyList<PatchResult> Results);
+
+/// <summary>One site's raw patched metric on one unit, with the unit's clean and corrupted metrics (means over its sequences): the rows a shard writes.</summary>
+sealed record PatchUnitRow(int Unit, int Sequences, int Site, double Patched, double Clean, double Corrupted) : IUnitRow;

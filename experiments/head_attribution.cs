@@ -5,7 +5,7 @@
 // With --prompts FILE the direction is unembed(answer) − unembed(wrong) at each prompt's last real token (the prompts run
 // as one right-padded batch): the components sum to the logit difference logit(answer) − logit(wrong) of each prompt.
 // Run: dotnet run experiments/head_attribution.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
-//      [--set batch=32] [--set half=24] [--set process_weights=false]
+//      [--set batch=32] [--set half=24] [--set process_weights=false] [--set unit_size=8 with --prompts; --shard i/n --out DIR, then: interp merge DIR]
 
 using System.ComponentModel;
 using Interp;
@@ -18,7 +18,7 @@ using Interp.Prompts;
 using Interp.Results;
 using static TorchSharp.torch;
 
-return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attribution", "Direct logit attribution: the next-token logit split into embeddings, every head, every MLP and the biases, per position"), async (context, settings, ct) =>
+return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attribution", "Direct logit attribution: the next-token logit split into embeddings, every head, every MLP and the biases, per position") { Shards = true }, async (context, settings, ct) =>
 {
     var loaded = context.Model;
     var model = loaded.Model;
@@ -29,9 +29,12 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
         context.ProcessWeights(model, "the attributed logits are centred over the vocabulary.");
     if (settings.Prompts is { } file)
     {
-        await AttributePromptsAsync(context, model, file, ct);
+        if (settings.UnitSize < 1) throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
+        await AttributePromptsAsync(context, model, file, settings.UnitSize, ct);
         return;
     }
+    if (context.Shard is not null || context.IsMerge)
+        throw new InterpException("head_attribution shards with --prompts only: its repeated random sequences are one batch (run it without --shard)");
 
     context.ReportProgress("scoring heads", 0.1);
     var input = settings.Input(cfg).Draw(loaded, context.Seed);
@@ -79,25 +82,53 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
 // The researcher's prompts: logit(answer) − logit(wrong) at each prompt's last real token, split into its direct components.
 // Centring the unembedding (process_weights) shifts every logit of a position by the same amount, so a logit difference
 // and its attribution are the same with raw or processed weights.
-static async Task AttributePromptsAsync(ExperimentContext context, HookedTransformer model, string file, CancellationToken ct)
+static async Task AttributePromptsAsync(ExperimentContext context, HookedTransformer model, string file, int unitSize, CancellationToken ct)
 {
     var cfg = model.Config;
     using var prompts = PromptSet.Load(file, model);
-    context.ReportProgress("attributing logit differences", 0.2);
-    var attribution = HeadAttribution.AtLastTokens(model, prompts.Clean.Tokens, prompts.Clean.AttentionMask, prompts.AnswerIds, prompts.WrongIds);
-    ct.ThrowIfCancellationRequested();
-    var values = TensorData.ToMatrix(attribution.Values.squeeze(-1));                  // [component, prompt]
-    var logit = TensorData.ToVector(attribution.Logit.squeeze(-1));                     // [prompt]
-    var total = TensorData.ToVector(attribution.Total().squeeze(-1));                   // [prompt]
     int n = prompts.Count;
     var last = prompts.LastPositions;
+    // The work units: chunks of unit_size prompts, each attributed as one batch (a shard, --shard i/n, does its share);
+    // every prompt's rows are then gathered, and the table and the means are made from all of them.
+    int unitCount = (n + unitSize - 1) / unitSize;
+    var units = context.Units(unitCount);
+    var unitRows = new List<AttributionUnitRow>();
+    for (int k = 0; k < units.Count; k++)
+    {
+        int u = units[k], start = u * unitSize, count = Math.Min(unitSize, n - start);
+        context.ReportProgress($"attributing logit differences, unit {u + 1} of {unitCount}", 0.7 * k / units.Count);
+        using var unitScope = NewDisposeScope();
+        var unitAttribution = HeadAttribution.AtLastTokens(model, prompts.Clean.Tokens.narrow(0, start, count), prompts.Clean.AttentionMask.narrow(0, start, count),
+            prompts.AnswerIds[start..(start + count)], prompts.WrongIds[start..(start + count)]);
+        ct.ThrowIfCancellationRequested();
+        var unitValues = TensorData.ToMatrix(unitAttribution.Values.squeeze(-1));      // [component, prompt of the unit]
+        var unitLogit = TensorData.ToVector(unitAttribution.Logit.squeeze(-1));         // [prompt of the unit]
+        for (int b = 0; b < count; b++)
+        {
+            foreach (var (component, c) in unitAttribution.Components.Select((x, i) => (x, i)))
+                unitRows.Add(new AttributionUnitRow(u, start + b, last[start + b], component.Kind.ToString(), component.Layer, component.Head, unitValues[c, b]));
+            unitRows.Add(new AttributionUnitRow(u, start + b, last[start + b], "logit", -1, -1, unitLogit[b]));
+        }
+    }
+    var gathered = await context.GatherAsync("head_attribution_units", unitRows, ct);
+
+    // Back to [component, prompt]: the components in the order of the first prompt's rows, the model's logit apart.
+    var components = gathered.Where(r => r.Prompt == 0 && r.Kind != "logit").Select(r => new ResidualComponent(Enum.Parse<ComponentKind>(r.Kind), r.Layer, r.Head)).ToArray();
+    var index = components.Select((c, i) => (c, i)).ToDictionary(x => x.c, x => x.i);
+    var values = new double[components.Length, n];
+    var logit = new double[n];
+    foreach (var r in gathered)
+        if (r.Kind == "logit") logit[r.Prompt] = r.Value;
+        else values[index[new ResidualComponent(Enum.Parse<ComponentKind>(r.Kind), r.Layer, r.Head)], r.Prompt] = r.Value;
+    var total = Enumerable.Range(0, n).Select(b => Enumerable.Range(0, components.Length).Sum(c => values[c, b])).ToArray();
+    var attribution = (Components: components, Count: components.Length);
 
     var rows = new ParquetColumns();
     for (int b = 0; b < n; b++)
     {
-        for (int c = 0; c < attribution.Components.Count; c++)
+        for (int c = 0; c < components.Length; c++)
         {
-            var component = attribution.Components[c];
+            var component = components[c];
             rows.Row(("prompt", b), ("position", last[b]), ("component", component.Name), ("layer", component.Layer), ("head", component.Head), ("value", values[c, b]));
         }
         rows.Row(("prompt", b), ("position", last[b]), ("component", "logit"), ("layer", -1), ("head", -1), ("value", logit[b]));
@@ -109,7 +140,7 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
 
     double metric = logit.Average(), attributionTotal = total.Average();
     double maxError = Enumerable.Range(0, n).Max(b => Math.Abs(total[b] - logit[b]));
-    var mean = new double[attribution.Components.Count];
+    var mean = new double[attribution.Count];
     for (int c = 0; c < mean.Length; c++) mean[c] = Enumerable.Range(0, n).Average(b => values[c, b]);
     var map = new double[cfg.NLayers, cfg.NHeads];
     var heads = new List<(int Layer, int Head, double Value)>();
@@ -235,4 +266,9 @@ sealed record HeadAttributionSettings : RepeatedInputSettings
     public bool ProcessWeights { get; init; } = true;
     [Description("a prompt set (JSON Lines: prompt, answer, wrong[, corrupted]) to run on instead of repeated random sequences; the direction attributed is then unembed(answer) − unembed(wrong) at each prompt's last token")]
     public string? Prompts { get; init; }
+    [Description("(with --prompts) prompts per work unit: each unit is attributed as one batch, and a sharded run (--shard i/n) splits the units")]
+    public int UnitSize { get; init; } = 8;
 }
+
+/// <summary>One prompt's direct attribution to one component (kind, layer, head; kind "logit" = the model's own logit difference): the rows a shard writes.</summary>
+sealed record AttributionUnitRow(int Unit, int Prompt, int Position, string Kind, int Layer, int Head, double Value) : IUnitRow;

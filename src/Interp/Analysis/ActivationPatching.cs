@@ -247,7 +247,7 @@ public sealed class ActivationPatching : IDisposable
     /// the normalisation every patching method shares (activation and attribution patching).
     /// </summary>
     /// <exception cref="InterpException">The metric is the same on both runs: there is nothing to recover.</exception>
-    internal static double Normalise(double raw, double clean, double corrupted)
+    public static double Normalise(double raw, double clean, double corrupted)
     {
         double gap = clean - corrupted;
         if (Math.Abs(gap) <= 1e-9 * Math.Max(1, Math.Abs(clean)))

@@ -118,6 +118,18 @@ public sealed class ShardingTests
         AssertShardsMergeToTheSingleRun("ablation", ["--model", TestModels.StoriesBin, "--prompts", RepoFiles.Path("experiments/prompts/stories_names.jsonl"), "--set", "unit_size=5"], [3]);
 
     [Fact]
+    public Task Activation_patching_merged_from_1_2_3_and_7_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("activation_patching", ["--set", "batch=7", "--set", "half=5", "--set", "unit_size=1", "--set", "per_position=false"], [1, 2, 3, 7]);
+
+    [Fact]
+    public Task Activation_patching_on_prompts_merged_from_3_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("activation_patching", ["--model", TestModels.StoriesBin, "--prompts", RepoFiles.Path("experiments/prompts/stories_names.jsonl"), "--set", "unit_size=5", "--set", "per_position=false"], [3]);
+
+    [Fact]
+    public Task Head_attribution_on_prompts_merged_from_1_2_3_and_7_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("head_attribution", ["--model", TestModels.StoriesBin, "--prompts", RepoFiles.Path("experiments/prompts/stories_names.jsonl"), "--set", "unit_size=3"], [1, 2, 3, 7]);
+
+    [Fact]
     public async Task A_merge_of_missing_failed_or_mismatched_shards_is_refused_naming_the_shard()
     {
         using var tmp = new TempDir();
@@ -177,7 +189,10 @@ public sealed class ShardingTests
         Assert.Equal(1, code);
         Assert.Contains("--shard '2/2'", err);
         using var tmp = new TempDir();
-        (code, _, err) = await Cli("merge", tmp.Path);
+        (code, _, err) = await Cli("run", "head_attribution", "--shard", "0/2", "--out", tmp.File("attribution"));
+        Assert.Equal(1, code);
+        Assert.Contains("head_attribution shards with --prompts only", err);
+        (code, _, err) = await Cli("merge", tmp.Sub("empty"));
         Assert.Equal(1, code);
         Assert.Contains("holds no shard manifests", err);
     }
