@@ -177,6 +177,42 @@ public sealed class ShardingTests
     }
 
     [Fact]
+    public async Task DuckDB_reads_the_shards_as_one_Hive_partitioned_table_and_the_merged_table_agrees()
+    {
+        using var tmp = new TempDir();
+        string dir = tmp.File("run");
+        string[] settings = ["--set", "batch=5", "--set", "half=4", "--set", "unit_size=1"];
+        for (int i = 0; i < 3; i++)
+            Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", $"{i}/3", "--out", dir])).Code);
+        Assert.Equal(0, (await Cli("merge", dir)).Code);
+
+        using var db = new DuckDB.NET.Data.DuckDBConnection("DataSource=:memory:");
+        db.Open();
+        object?[] Query(string sql)
+        {
+            using var command = db.CreateCommand();
+            command.CommandText = sql;
+            using var reader = command.ExecuteReader();
+            Assert.True(reader.Read(), sql);
+            var row = new object?[reader.FieldCount];
+            for (int i = 0; i < row.Length; i++) row[i] = reader.GetValue(i);
+            return row;
+        }
+        string shards = Path.Combine(dir, "shards", "ablation_units", "*", "part.parquet").Replace("'", "''", StringComparison.Ordinal);
+        // 5 units over 3 shards: 1, 2, 2 units; 3 kinds × 6 sites (4 heads, 2 attention layers) per unit.
+        var all = Query($"SELECT count(*), count(DISTINCT shard), min(unit), max(unit), count(DISTINCT unit) FROM read_parquet('{shards}', hive_partitioning = true)");
+        Assert.Equal(new long[] { 90, 3, 0, 4, 5 }, all.Select(v => Convert.ToInt64(v, System.Globalization.CultureInfo.InvariantCulture)));
+        var perShard = Query($"SELECT string_agg(n::VARCHAR, ',' ORDER BY shard) FROM (SELECT shard, count(DISTINCT unit) AS n FROM read_parquet('{shards}', hive_partitioning = true) GROUP BY shard)");
+        Assert.Equal("1,2,2", perShard[0]);
+
+        // The merged table's zero-ablated mean over all sequences, recomputed by DuckDB from the shards' per-unit rows.
+        string merged = Path.Combine(dir, "ablation.parquet").Replace("'", "''", StringComparison.Ordinal);
+        var check = Query($"SELECT max(abs(m.metric_ablated - u.mean)) FROM (SELECT row_number() OVER (ORDER BY file_row_number) - 1 AS site, metric_ablated FROM read_parquet('{merged}', file_row_number = true) WHERE ablation = 'zero') m " +
+                          $"JOIN (SELECT site, sum(sequences * metric_ablated) / sum(sequences) AS mean FROM read_parquet('{shards}', hive_partitioning = true) WHERE ablation = 'zero' GROUP BY site) u USING (site)");
+        Assert.True(Convert.ToDouble(check[0], System.Globalization.CultureInfo.InvariantCulture) < 1e-12, $"merged vs DuckDB's mean of the shards: {check[0]}");
+    }
+
+    [Fact]
     public async Task Experiments_that_do_not_shard_say_so_and_shards_need_an_output_folder()
     {
         var (code, _, err) = await Cli("run", "induction_heads", "--shard", "0/2", "--out", Path.Combine(Path.GetTempPath(), "interp-never-written"));
