@@ -138,6 +138,7 @@ public sealed class ExperimentRunner(ILogger? logger = null)
         var recorded = new Dictionary<string, string> { ["model"] = options.ModelPath ?? (experiment.UsesModel ? "(built-in default)" : "(none)"), ["device"] = options.Device };
         // A file-based program (`dotnet run script.cs`, `interp run`) knows its script: the merge of its shards runs the same one.
         if (options.Shard is not null && AppContext.GetData("EntryPointFilePath") is string script) recorded["script"] = script;
+        if (options.Merge is { } merge) recorded["merged_from"] = $"{merge.Count} shards ({ShardFiles.Folder}/manifest-0 … {merge.Count - 1}.json)";
         return recorded;
     }
 
