@@ -67,26 +67,23 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
     // The work units: chunks of unit_size sequences (or prompts), each swept alone. A shard (--shard i/n) does its share
     // of the units; every unit's rows are then gathered (from every shard, in a merge) and averaged over all sequences.
     long sequences = tokens.shape[0];
-    int unitSize = settings.UnitSize >= 1 ? settings.UnitSize : throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
-    int unitCount = (int)((sequences + unitSize - 1) / unitSize);
-    var units = context.Units(unitCount);
+    var units = context.Chunks(sequences, settings.UnitSize);
     var unitRows = new List<AblationUnitRow>();
     for (int k = 0; k < units.Count; k++)
     {
-        int u = units[k];
-        long start = (long)u * unitSize, n = Math.Min(unitSize, sequences - start);
+        var (u, start, n) = units[k];
         using var unitScope = NewDisposeScope();
         var unitTokens = tokens.narrow(0, start, n);                                                   // [n, pos]
         var unitMask = mask?.narrow(0, start, n);
         var unitMetric = prompts is null ? metric
-            : Metrics.LogitDiff(prompts.AnswerIds[(int)start..(int)(start + n)], prompts.WrongIds[(int)start..(int)(start + n)], prompts.LastPositions[(int)start..(int)(start + n)]);
+            : Metrics.LogitDiff(prompts.AnswerIds[start..(start + n)], prompts.WrongIds[start..(start + n)], prompts.LastPositions[start..(start + n)]);
         var unitReference = reference.Rows(start);   // resampling by each sequence's place in the whole batch
         for (int i = 0; i < Kinds.Length; i++)
         {
-            context.ReportProgress($"unit {u + 1} of {unitCount}: {Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", 0.9 * (k * Kinds.Length + i) / (units.Count * Kinds.Length));
+            context.ReportProgress($"unit {u + 1}: {Ablation.Name(Kinds[i])} ablation of {targets.Length} sites", 0.9 * (k * Kinds.Length + i) / (units.Count * Kinds.Length));
             var swept = AblationSweep.Run(model, unitTokens, targets, Kinds[i], unitMetric, unitReference, options, ct, unitMask);
             for (int t = 0; t < swept.Count; t++)
-                unitRows.Add(new AblationUnitRow(u, (int)n, Ablation.Name(Kinds[i]), t, swept[t].MetricClean, swept[t].MetricAblated));
+                unitRows.Add(new AblationUnitRow(u, n, Ablation.Name(Kinds[i]), t, swept[t].MetricClean, swept[t].MetricAblated));
         }
     }
     var gathered = await context.GatherAsync("ablation_units", unitRows, ct);

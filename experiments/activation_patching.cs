@@ -62,18 +62,16 @@ static async Task<Patched> PatchUnitsAsync(ExperimentContext context, HookedTran
     Func<int, int, Metric> metricOf, IReadOnlyList<PatchSite> sites, ActivationPatchingSettings settings, CancellationToken ct)
 {
     long sequences = clean.shape[0];
-    int unitSize = settings.UnitSize >= 1 ? settings.UnitSize : throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
-    int unitCount = (int)((sequences + unitSize - 1) / unitSize);
-    var units = context.Units(unitCount);
+    var units = context.Chunks(sequences, settings.UnitSize);
     var rows = new List<PatchUnitRow>();
     for (int k = 0; k < units.Count; k++)
     {
-        int u = units[k], start = u * unitSize, n = (int)Math.Min(unitSize, sequences - start);
+        var (u, start, n) = units[k];
         using var unitScope = NewDisposeScope();
-        context.ReportProgress($"unit {u + 1} of {unitCount}: clean and corrupted runs", 0.85 * k / units.Count);
+        context.ReportProgress($"unit {u + 1}: clean and corrupted runs", 0.85 * k / units.Count);
         using var patching = new ActivationPatching(model, clean.narrow(0, start, n), corrupted.narrow(0, start, n), metricOf(start, n), mask?.narrow(0, start, n))
             { SequencesPerPass = settings.SequencesPerPass };
-        var progress = new Progress<double>(f => context.ReportProgress($"unit {u + 1} of {unitCount}: patching", 0.85 * (k + f) / units.Count));
+        var progress = new Progress<double>(f => context.ReportProgress($"unit {u + 1}: patching", 0.85 * (k + f) / units.Count));
         var raw = patching.PatchedMetrics(sites, progress: progress, cancellationToken: ct);
         for (int i = 0; i < sites.Count; i++) rows.Add(new PatchUnitRow(u, n, i, raw[i], patching.CleanMetric, patching.CorruptedMetric));
     }

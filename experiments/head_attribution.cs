@@ -29,7 +29,6 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
         context.ProcessWeights(model, "the attributed logits are centred over the vocabulary.");
     if (settings.Prompts is { } file)
     {
-        if (settings.UnitSize < 1) throw new InterpException($"setting 'unit_size' must be at least 1, got {settings.UnitSize}");
         await AttributePromptsAsync(context, model, file, settings.UnitSize, ct);
         return;
     }
@@ -90,13 +89,12 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
     var last = prompts.LastPositions;
     // The work units: chunks of unit_size prompts, each attributed as one batch (a shard, --shard i/n, does its share);
     // every prompt's rows are then gathered, and the table and the means are made from all of them.
-    int unitCount = (n + unitSize - 1) / unitSize;
-    var units = context.Units(unitCount);
+    var units = context.Chunks(n, unitSize);
     var unitRows = new List<AttributionUnitRow>();
     for (int k = 0; k < units.Count; k++)
     {
-        int u = units[k], start = u * unitSize, count = Math.Min(unitSize, n - start);
-        context.ReportProgress($"attributing logit differences, unit {u + 1} of {unitCount}", 0.7 * k / units.Count);
+        var (u, start, count) = units[k];
+        context.ReportProgress($"attributing logit differences, unit {u + 1}", 0.7 * k / units.Count);
         using var unitScope = NewDisposeScope();
         var unitAttribution = HeadAttribution.AtLastTokens(model, prompts.Clean.Tokens.narrow(0, start, count), prompts.Clean.AttentionMask.narrow(0, start, count),
             prompts.AnswerIds[start..(start + count)], prompts.WrongIds[start..(start + count)]);

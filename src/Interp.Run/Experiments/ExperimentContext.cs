@@ -101,6 +101,18 @@ public sealed class ExperimentContext
     }
 
     /// <summary>
+    /// <see cref="Units"/> for <paramref name="items"/> sequences (prompts, pairs, …) in chunks of <paramref name="unitSize"/>
+    /// (the last one shorter): ⌈items / unitSize⌉ units, each with the first item it holds and how many.
+    /// </summary>
+    /// <exception cref="InterpException"><paramref name="unitSize"/> is below 1 (the setting <c>unit_size</c>), or there are no items.</exception>
+    public IReadOnlyList<WorkUnit> Chunks(long items, int unitSize)
+    {
+        if (unitSize < 1) throw new InterpException($"setting 'unit_size' must be at least 1, got {unitSize}");
+        int count = checked((int)((items + unitSize - 1) / unitSize));
+        return Units(count).Select(u => new WorkUnit(u, u * unitSize, (int)Math.Min(unitSize, items - (long)u * unitSize))).ToArray();
+    }
+
+    /// <summary>
     /// The per-unit rows of every unit. In a plain run: <paramref name="rows"/> themselves. In a shard run: writes them as
     /// the shard's partition <c>shards/&lt;table&gt;/shard=&lt;i&gt;/part.parquet</c> (atomically; a re-run replaces it) and
     /// ends the shard's run. In a merge: reads every shard's partition and returns their rows in unit order (shard 0's

@@ -89,19 +89,8 @@ public static class ExperimentSettings
         return text.ToString().TrimEnd();
     }
 
-    /// <summary>PascalCase → snake_case.</summary>
-    public static string SnakeCase(string name)
-    {
-        var text = new StringBuilder();
-        for (int i = 0; i < name.Length; i++)
-        {
-            char c = name[i];
-            if (char.IsUpper(c) && i > 0 && (char.IsLower(name[i - 1]) || char.IsDigit(name[i - 1]) || (i + 1 < name.Length && char.IsLower(name[i + 1]))))
-                text.Append('_');
-            text.Append(char.ToLowerInvariant(c));
-        }
-        return text.ToString();
-    }
+    /// <summary>PascalCase → snake_case (the rule of every column and setting name).</summary>
+    public static string SnakeCase(string name) => Interp.Results.ParquetRecords.SnakeCase(name);
 
     // Declaration order, a base record's settings first (metadata tokens order the members of one type only).
     private static IEnumerable<PropertyInfo> Properties(Type type) =>

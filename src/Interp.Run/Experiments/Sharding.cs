@@ -29,6 +29,9 @@ public readonly record struct ShardSpec(int Index, int Count)
     public override string ToString() => $"{Index}/{Count}";
 }
 
+/// <summary>A work unit that is a chunk of an experiment's inputs: unit <see cref="Index"/> holds items <see cref="Start"/> … <see cref="Start"/> + <see cref="Count"/> − 1.</summary>
+public readonly record struct WorkUnit(int Index, int Start, int Count);
+
 /// <summary>A per-unit row of a sharded experiment: the unit it came from, by which the merge orders and checks rows.</summary>
 public interface IUnitRow
 {
