@@ -81,6 +81,16 @@ public sealed class ShardingTests
         Assert.Equal(7, reference.Activation("blocks.0.hook_resid_pre").shape[0]);
     }
 
+    /// <summary>Runs shards 0 … <paramref name="n"/> − 1 of <paramref name="experiment"/> into <paramref name="dir"/>, each of which must complete.</summary>
+    private static async Task RunShardsAsync(string experiment, string[] settings, int n, string dir)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            var shard = await Cli(["run", experiment, .. settings, "--shard", $"{i}/{n}", "--out", dir]);
+            Assert.True(shard.Code == 0, $"shard {i}/{n}: {shard.Err}");
+        }
+    }
+
     /// <summary>Runs <paramref name="experiment"/> whole into <c>single</c>, then as n shards merged, for each n; every merged table must equal the single run's.</summary>
     private static async Task AssertShardsMergeToTheSingleRun(string experiment, string[] settings, int[] counts)
     {
@@ -91,13 +101,9 @@ public sealed class ShardingTests
         foreach (int n in counts)
         {
             string dir = tmp.File($"shards{n}");
-            for (int i = 0; i < n; i++)
-            {
-                var shard = await Cli(["run", experiment, .. settings, "--shard", $"{i}/{n}", "--out", dir]);
-                Assert.True(shard.Code == 0, $"shard {i}/{n}: {shard.Err}");
-                Assert.False(File.Exists(Path.Combine(dir, "manifest.json")), "a shard writes only its own manifest");
-                Assert.Empty(Directory.GetFiles(dir, "*.parquet"));
-            }
+            await RunShardsAsync(experiment, settings, n, dir);
+            Assert.False(File.Exists(Path.Combine(dir, "manifest.json")), "a shard writes only its own manifest");
+            Assert.Empty(Directory.GetFiles(dir, "*.parquet"));
             var merge = await Cli("merge", dir);
             Assert.True(merge.Code == 0, $"merge of {n}: {merge.Err}");
             var manifest = RunManifest.Load(dir);
@@ -135,8 +141,7 @@ public sealed class ShardingTests
         using var tmp = new TempDir();
         string dir = tmp.File("run");
         string[] settings = ["--set", "batch=3", "--set", "half=4", "--set", "unit_size=1"];
-        for (int i = 0; i < 3; i++)
-            Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", $"{i}/3", "--out", dir])).Code);
+        await RunShardsAsync("ablation", settings, 3, dir);
         string Manifest(int i) => Path.Combine(dir, ShardFiles.Manifest(i));
         string original = File.ReadAllText(Manifest(1));
 
@@ -181,9 +186,7 @@ public sealed class ShardingTests
     {
         using var tmp = new TempDir();
         string dir = tmp.File("run");
-        string[] settings = ["--set", "batch=5", "--set", "half=4", "--set", "unit_size=1"];
-        for (int i = 0; i < 3; i++)
-            Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", $"{i}/3", "--out", dir])).Code);
+        await RunShardsAsync("ablation", ["--set", "batch=5", "--set", "half=4", "--set", "unit_size=1"], 3, dir);
         Assert.Equal(0, (await Cli("merge", dir)).Code);
 
         using var db = new DuckDB.NET.Data.DuckDBConnection("DataSource=:memory:");
