@@ -66,6 +66,8 @@ public sealed class ExperimentRunner(ILogger? logger = null)
         var manifest = new RunManifest
         {
             FileName = options.Shard is { } s ? ShardFiles.Manifest(s.Index) : "manifest.json",
+            // Which shard from the first save: a shard killed before it split its units still names itself.
+            Shard = options.Shard is { } own ? new ShardInfo(own.Index, own.Count, 0, []) : null,
             RunId = runId,
             Experiment = experiment.Name,
             Seed = options.Seed,

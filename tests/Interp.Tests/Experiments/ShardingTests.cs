@@ -215,6 +215,56 @@ public sealed class ShardingTests
         Assert.True(Convert.ToDouble(check[0], System.Globalization.CultureInfo.InvariantCulture) < 1e-12, $"merged vs DuckDB's mean of the shards: {check[0]}");
     }
 
+    [LinuxFact]   // SIGKILL
+    public async Task A_killed_shard_leaves_no_partial_file_is_refused_by_the_merge_and_a_rerun_completes_it()
+    {
+        using var tmp = new TempDir();
+        string dir = tmp.File("run");
+        string[] settings = ["--set", "batch=8", "--set", "half=8", "--set", "unit_size=1"];
+        await RunShardsAsync("ablation", settings, 2, dir);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(0, (await Cli(["run", "ablation", .. settings, "--shard", "1/2", "--out", dir])).Code);
+        double seconds = watch.Elapsed.TotalSeconds;   // how long a run of shard 1 takes here, now
+        string partition = Path.Combine(dir, ShardFiles.Partition("ablation_units", 1));
+        var complete = ParquetRead.Columns(partition);
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+        var random = new Random(20_261_202);
+        int killedRunning = 0;
+        for (int attempt = 0; attempt < 4; attempt++)
+        {
+            // Re-run shard 1 and kill it (SIGKILL, the launcher; the script follows it) at a seeded moment of its run.
+            var psi = new System.Diagnostics.ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "Interp.Cli.dll"), "run", "ablation", .. settings, "--shard", "1/2", "--out", dir])
+                { RedirectStandardOutput = true, RedirectStandardError = true };
+            using (var p = System.Diagnostics.Process.Start(psi)!)
+            {
+                p.OutputDataReceived += (_, _) => { };
+                p.ErrorDataReceived += (_, _) => { };
+                p.BeginOutputReadLine();
+                p.BeginErrorReadLine();
+                Thread.Sleep(TimeSpan.FromSeconds(seconds * (0.2 + 0.7 * random.NextDouble())));
+                p.Kill();
+                Assert.True(p.WaitForExit(30_000));
+            }
+            Thread.Sleep(500);   // the script sees its launcher gone within 50 ms and stops itself
+            // Whatever is under a final name is complete: the partition is the earlier run's or the killed run's, in full.
+            var visible = Directory.GetFiles(Path.GetDirectoryName(partition)!).Where(f => !Path.GetFileName(f).StartsWith('.')).ToArray();
+            Assert.Equal([partition], visible);
+            Assert.Equal(complete["metric_ablated"], ParquetRead.Columns(partition)["metric_ablated"]);
+            var manifest = System.Text.Json.JsonSerializer.Deserialize<RunManifest>(File.ReadAllText(Path.Combine(dir, ShardFiles.Manifest(1))), RunManifest.Json)!;
+            if (manifest.Status != RunStatus.Completed)
+            {
+                killedRunning++;
+                var (code, _, err) = await Cli("merge", dir);
+                Assert.Equal(1, code);
+                Assert.Contains("shard 1 is running (or was killed)", err);
+            }
+        }
+        Assert.True(killedRunning > 0, $"no kill landed while shard 1 ran (a run takes {seconds:F1} s)");
+        await RunShardsAsync("ablation", settings, 2, dir);   // shard 0 again too: a re-run replaces its partition
+        Assert.Equal(0, (await Cli("merge", dir)).Code);
+        Assert.Equal(RunStatus.Completed, RunManifest.Load(dir).Status);
+    }
+
     [Fact]
     public async Task Experiments_that_do_not_shard_say_so_and_shards_need_an_output_folder()
     {
