@@ -119,7 +119,6 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
         if (r.Kind == "logit") logit[r.Prompt] = r.Value;
         else values[index[new ResidualComponent(Enum.Parse<ComponentKind>(r.Kind), r.Layer, r.Head)], r.Prompt] = r.Value;
     var total = Enumerable.Range(0, n).Select(b => Enumerable.Range(0, components.Length).Sum(c => values[c, b])).ToArray();
-    var attribution = (Components: components, Count: components.Length);
 
     var rows = new ParquetColumns();
     for (int b = 0; b < n; b++)
@@ -138,12 +137,12 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
 
     double metric = logit.Average(), attributionTotal = total.Average();
     double maxError = Enumerable.Range(0, n).Max(b => Math.Abs(total[b] - logit[b]));
-    var mean = new double[attribution.Count];
+    var mean = new double[components.Length];
     for (int c = 0; c < mean.Length; c++) mean[c] = Enumerable.Range(0, n).Average(b => values[c, b]);
     var map = new double[cfg.NLayers, cfg.NHeads];
     var heads = new List<(int Layer, int Head, double Value)>();
     for (int c = 0; c < mean.Length; c++)
-        if (attribution.Components[c] is { Kind: ComponentKind.Head } h)
+        if (components[c] is { Kind: ComponentKind.Head } h)
         {
             map[h.Layer, h.Head] = mean[c];
             heads.Add((h.Layer, h.Head, mean[c]));
@@ -162,8 +161,8 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
     context.AddNumber("prompts_toward_answer", logit.Count(v => v > 0), "prompts whose logit difference is positive (the answer is preferred)", "0");
 
     var pushing = ranked.Take(Math.Min(3, ranked.Length)).Select(x => $"**{x.Layer}.{x.Head}** ({x.Value:+0.000;−0.000})");
-    var strongest = Enumerable.Range(0, mean.Length).Where(c => attribution.Components[c].Kind != ComponentKind.Head)
-        .OrderByDescending(c => Math.Abs(mean[c])).Take(3).Select(c => $"{attribution.Components[c].Label} {mean[c]:+0.000;−0.000}");
+    var strongest = Enumerable.Range(0, mean.Length).Where(c => components[c].Kind != ComponentKind.Head)
+        .OrderByDescending(c => Math.Abs(mean[c])).Take(3).Select(c => $"{components[c].Label} {mean[c]:+0.000;−0.000}");
     context.AddText($"**Direct logit attribution on your prompts.** {n} prompts of {Path.GetFileName(file)} ({prompts.Clean.Lengths.Min()}–{prompts.Clean.MaxLength} tokens, " +
                     $"one right-padded batch). At each prompt's last token the model prefers the answer by a mean logit difference of **{metric:0.000}** " +
                     $"({logit.Count(v => v > 0)} of {n} prompts positive). The heads that push most toward the answer directly: {string.Join(", ", pushing)}; " +
@@ -175,13 +174,13 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
         Figures.LayerHead(map, "Direct attribution, logit(answer) − logit(wrong)", "logit difference"),
         $"Mean over the {n} prompts of each head's direct contribution (layer × head) to logit(answer) − logit(wrong) at the prompt's last token; positive = toward the answer.",
         Math.Max(600, 90 * cfg.NHeads + 200), Math.Max(300, 70 * cfg.NLayers + 150));
-    var others = Enumerable.Range(0, mean.Length).Where(c => attribution.Components[c].Kind != ComponentKind.Head).ToArray();
+    var others = Enumerable.Range(0, mean.Length).Where(c => components[c].Kind != ComponentKind.Head).ToArray();
     var matrix = new double[others.Length + 1, 1];
     for (int i = 0; i < others.Length; i++) matrix[i, 0] = mean[others[i]];
     matrix[others.Length, 0] = heads.Sum(x => x.Value);
     context.SaveFigure("components_prompts.png",
         Figures.Matrix(matrix, "Direct attribution of the other components", "mean over prompts", "component",
-            others.Select(c => attribution.Components[c].Label).Append("all heads").ToArray(), ["logit diff"], "logit difference", annotate: true),
+            others.Select(c => components[c].Label).Append("all heads").ToArray(), ["logit diff"], "logit difference", annotate: true),
         "Mean direct contribution to logit(answer) − logit(wrong) of the embeddings, every MLP and the biases, and of all heads together.",
         500, Math.Max(350, 30 * others.Length + 200));
     context.ReportProgress("done", 1.0);

@@ -27,10 +27,7 @@ public sealed class MergeCommand(CliConsole console, IOptions<RunDefaults> optio
     public Task<int> MergeAsync(string directory, CancellationToken cancellationToken) => Guard(() =>
     {
         if (!Directory.Exists(directory)) throw new InterpException($"{directory} does not exist: nothing to merge");
-        var found = ShardSet.Read(directory);
-        if (found.Count == 0)
-            throw new InterpException($"{directory} holds no shard manifests ({ShardFiles.Folder}/manifest-<i>.json): run the shards first (interp run NAME --shard i/n --out {directory})");
-        var first = found.First().Value;
+        var first = ShardSet.Any(directory);
         // A script run by path is merged by the same path; a catalogue experiment by its name.
         var script = first.Options.GetValueOrDefault("script") is { } path && File.Exists(path) ? ExperimentCatalog.Find(path) : ExperimentCatalog.Find(first.Experiment);
         return ScriptLauncher.RunAsync(script, ["--merge", directory], Console.Out, Console.Error, cancellationToken);

@@ -62,16 +62,16 @@ public sealed class SlurmCommand(CliConsole console, IOptions<RunDefaults> optio
         string name = ExperimentCatalog.All().Any(e => e.Path == script.Path) ? script.Name : script.Path;
         Directory.CreateDirectory(Path.Combine(SlurmScripts.Folder(outDir), "logs"));
         string work = Environment.CurrentDirectory;
-        AtomicFileText(SlurmScripts.ArrayScript(outDir), SlurmScripts.Array(name, count, outDir, runArgs, sbatchArgs, work));
+        SlurmScripts.WriteAtomically(SlurmScripts.ArrayScript(outDir), SlurmScripts.Array(name, count, outDir, runArgs, sbatchArgs, work));
         if (print)
         {
-            AtomicFileText(SlurmScripts.MergeScript(outDir), SlurmScripts.Merge(name, outDir, sbatchArgs, work, null));
+            SlurmScripts.WriteAtomically(SlurmScripts.MergeScript(outDir), SlurmScripts.Merge(name, outDir, sbatchArgs, work, null));
             await Console.Out.WriteLineAsync($"wrote {SlurmScripts.ArrayScript(outDir)} and {SlurmScripts.MergeScript(outDir)}; submit with:\n" +
                 $"  ARRAY=$(sbatch --parsable {SlurmScripts.ArrayScript(outDir)})\n  sbatch --dependency=afterok:$ARRAY {SlurmScripts.MergeScript(outDir)}");
             return 0;
         }
         string arrayJob = SlurmClient.Submit(SlurmScripts.ArrayScript(outDir));
-        AtomicFileText(SlurmScripts.MergeScript(outDir), SlurmScripts.Merge(name, outDir, sbatchArgs, work, arrayJob));
+        SlurmScripts.WriteAtomically(SlurmScripts.MergeScript(outDir), SlurmScripts.Merge(name, outDir, sbatchArgs, work, arrayJob));
         string mergeJob = SlurmClient.Submit(SlurmScripts.MergeScript(outDir));
         var submission = new SlurmSubmission(arrayJob, Enumerable.Range(0, count).ToArray(), mergeJob, DateTimeOffset.UtcNow);
         var jobs = new SlurmJobsFile(name, count, [submission]);
@@ -187,6 +187,4 @@ public sealed class SlurmCommand(CliConsole console, IOptions<RunDefaults> optio
         var all = File.ReadAllLines(path);
         return string.Join('\n', all.Skip(Math.Max(0, all.Length - lines)).Select(l => "    " + l));
     }
-
-    private static void AtomicFileText(string path, string text) => SlurmScripts.WriteAtomically(path, text);
 }

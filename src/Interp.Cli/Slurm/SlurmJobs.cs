@@ -41,8 +41,9 @@ internal static class SlurmScripts
     public static string Folder(string outDir) => Path.Combine(outDir, "slurm");
     public static string ArrayScript(string outDir) => Path.Combine(Folder(outDir), "array.sbatch");
     public static string MergeScript(string outDir) => Path.Combine(Folder(outDir), "merge.sbatch");
-    public static string ShardLog(string outDir, int shard) => Path.Combine(Folder(outDir), "logs", $"shard-{shard.ToString(CultureInfo.InvariantCulture)}.log");
-    public static string MergeLog(string outDir) => Path.Combine(Folder(outDir), "logs", "merge.log");
+    public static string ShardLog(string outDir, int shard) => Log(outDir, $"shard-{shard.ToString(CultureInfo.InvariantCulture)}.log");
+    public static string MergeLog(string outDir) => Log(outDir, "merge.log");
+    private static string Log(string outDir, string file) => Path.Combine(Folder(outDir), "logs", file);
 
     /// <summary>How a job starts this program: the dotnet host and the CLI's assembly (every task runs the same build).</summary>
     public static string[] Interp()
@@ -56,7 +57,7 @@ internal static class SlurmScripts
     /// <summary>The array script: shard <c>$SLURM_ARRAY_TASK_ID</c> of <paramref name="count"/>, with the run's options.</summary>
     public static string Array(string experiment, int count, string outDir, IReadOnlyList<string> runArgs, IReadOnlyList<string> sbatchArgs, string workDir)
     {
-        var text = Header($"interp-{experiment}", ShardLog(outDir, 0).Replace("shard-0.log", "shard-%a.log", StringComparison.Ordinal), workDir, sbatchArgs,
+        var text = Header($"interp-{experiment}", Log(outDir, "shard-%a.log"), workDir, sbatchArgs,
             $"--array=0-{(count - 1).ToString(CultureInfo.InvariantCulture)}");
         text.AppendLine(CultureInfo.InvariantCulture, $"# Shard $SLURM_ARRAY_TASK_ID of {count} of {experiment}, written by interp slurm submit.");
         text.AppendLine(CultureInfo.InvariantCulture, $"# The count is written out, not $SLURM_ARRAY_TASK_COUNT: interp slurm resubmit runs this script again as an array of the failed shards only.");
@@ -93,22 +94,13 @@ internal static class SlurmScripts
         return text;
     }
 
-    /// <summary>Writes <paramref name="text"/> to <paramref name="path"/> through a temporary file and a rename: never half a script.</summary>
+    /// <summary>Writes <paramref name="text"/> to <paramref name="path"/> atomically (never half a script), a failure named.</summary>
     public static void WriteAtomically(string path, string text)
     {
-        string tmp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(tmp, text);
-            File.Move(tmp, path, overwrite: true);
-        }
+        try { global::Interp.Loading.AtomicFile.WriteAllText(path, text); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new InterpException($"cannot write {path}: {ex.Message}", ex);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
         }
     }
 

@@ -102,14 +102,21 @@ public sealed class ShardSet
         return found;
     }
 
+    /// <summary>The manifest of the lowest-numbered shard present in <paramref name="directory"/> (which experiment it is, unchecked).</summary>
+    /// <exception cref="InterpException">The folder holds no shard manifest.</exception>
+    public static RunManifest Any(string directory, SortedDictionary<int, RunManifest>? found = null)
+    {
+        found ??= Read(directory);
+        return found.Count > 0 ? found.First().Value
+            : throw new InterpException($"{directory} holds no shard manifests ({ShardFiles.Folder}/manifest-<i>.json): run the shards first (interp run NAME --shard i/n --out {directory})");
+    }
+
     /// <summary>Reads and checks the shards of <paramref name="directory"/>.</summary>
     /// <exception cref="InterpException">No shards; shards missing, not completed, or of different experiments, settings, seeds, models or unit counts — each named.</exception>
     public static ShardSet Load(string directory)
     {
         var found = Read(directory);
-        if (found.Count == 0)
-            throw new InterpException($"{directory} holds no shard manifests ({ShardFiles.Folder}/manifest-<i>.json): run the shards first (interp run NAME --shard i/n --out {directory})");
-        var first = found.First().Value;
+        var first = Any(directory, found);
         int n = first.Shard!.Count;
         var other = found.Where(f => f.Value.Shard!.Count != n).Select(f => $"shard {f.Key} says {f.Value.Shard!.Count}").ToArray();
         if (other.Length > 0)

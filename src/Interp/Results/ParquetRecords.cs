@@ -85,7 +85,8 @@ public static class ParquetRecords
         }
     }
 
-    private static async Task<Array> ReadColumnAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct)
+    /// <summary>One column of a row group as a typed array (strings as <c>string[]</c>, never null).</summary>
+    internal static async Task<Array> ReadColumnAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct)
     {
         if (field.ClrType == typeof(int)) { var a = new int[n]; await group.ReadAsync<int>(field, a, null, ct); return a; }
         if (field.ClrType == typeof(long)) { var a = new long[n]; await group.ReadAsync<long>(field, a, null, ct); return a; }

@@ -29,13 +29,13 @@ public static class ParquetTableReader
         }
     }
 
-    private static async Task<IEnumerable<double>> ReadAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct)
-    {
-        if (field.ClrType == typeof(int)) { var a = new int[n]; await group.ReadAsync<int>(field, a, null, ct); return a.Select(v => (double)v); }
-        if (field.ClrType == typeof(long)) { var a = new long[n]; await group.ReadAsync<long>(field, a, null, ct); return a.Select(v => (double)v); }
-        if (field.ClrType == typeof(float)) { var a = new float[n]; await group.ReadAsync<float>(field, a, null, ct); return a.Select(v => (double)v); }
-        var d = new double[n];
-        await group.ReadAsync<double>(field, d, null, ct);
-        return d;
-    }
+    private static async Task<IEnumerable<double>> ReadAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct) =>
+        await ParquetRecords.ReadColumnAsync(group, field, n, ct) switch
+        {
+            int[] a => a.Select(v => (double)v),
+            long[] a => a.Select(v => (double)v),
+            float[] a => a.Select(v => (double)v),
+            double[] a => a,
+            var other => throw new InterpException($"column '{field.Name}' holds {other.GetType().GetElementType()?.Name} values, not numbers"),
+        };
 }

@@ -266,6 +266,41 @@ public sealed class ShardingTests
     }
 
     [Fact]
+    public async Task Bad_unit_sizes_and_slurm_options_are_refused_naming_the_value()
+    {
+        using var tmp = new TempDir();
+        var (code, _, err) = await Cli("run", "ablation", "--set", "unit_size=0", "--out", tmp.File("zero"));
+        Assert.Equal(1, code);
+        Assert.Contains("setting 'unit_size' must be at least 1, got 0", err);
+        // --print writes the scripts without a cluster: the checks of the options come first.
+        (code, _, err) = await Cli("slurm", "submit", "ablation", "--shards", "0", "--out", tmp.File("slurm0"), "--print");
+        Assert.Equal(1, code);
+        Assert.Contains("--shards 0: a run has at least one shard", err);
+        (code, _, err) = await Cli("slurm", "submit", "ablation", "--shards", "2", "--out", tmp.File("slurm1"), "--print", "--sbatch-arg", "partition=gpu");
+        Assert.Equal(1, code);
+        Assert.Contains("--sbatch-arg 'partition=gpu': expected one sbatch option", err);
+        (code, _, err) = await Cli("slurm", "submit", "induction_heads", "--shards", "2", "--out", tmp.File("slurm2"), "--print");
+        Assert.Equal(1, code);
+        Assert.Contains("experiment induction_heads does not shard", err);
+        (code, _, err) = await Cli("slurm", "submit", "ablation", "--shards", "2", "--out", tmp.File("slurm3"), "--print", "--shard", "0/2");
+        Assert.Equal(1, code);
+        Assert.Contains("--shard is set by interp slurm submit for each task", err);
+        (code, _, err) = await Cli("slurm", "status", tmp.Path);
+        Assert.Equal(1, code);
+        Assert.Contains("it was not submitted with interp slurm submit", err);
+
+        // A well-formed --print: both scripts, the array over every shard, the count written out, the options quoted.
+        (code, _, err) = await Cli("slurm", "submit", "ablation", "--shards", "3", "--out", tmp.File("print"), "--print", "--sbatch-arg=--partition=cpu", "--set", "half=it's");
+        Assert.True(code == 0, err);
+        string array = File.ReadAllText(Path.Combine(tmp.File("print"), "slurm", "array.sbatch"));
+        Assert.Contains("#SBATCH --array=0-2", array);
+        Assert.Contains("#SBATCH --partition=cpu", array);
+        Assert.Contains("--shard \"$SLURM_ARRAY_TASK_ID/3\"", array);
+        Assert.Contains("'half=it'\\''s'", array);
+        Assert.Contains("merge", File.ReadAllText(Path.Combine(tmp.File("print"), "slurm", "merge.sbatch")));
+    }
+
+    [Fact]
     public async Task Experiments_that_do_not_shard_say_so_and_shards_need_an_output_folder()
     {
         var (code, _, err) = await Cli("run", "induction_heads", "--shard", "0/2", "--out", Path.Combine(Path.GetTempPath(), "interp-never-written"));
