@@ -82,9 +82,9 @@ public sealed class ScalarLifetimeAnalyzerTests
         var references = PlatformReferences().Concat(AppReferences(except: ["Interp.dll", "Interp.Run.dll", "Interp.Cli.dll", "Interp.Tests.dll"])).ToArray();
         // The projects' InternalsVisibleTo items, which MSBuild turns into assembly attributes.
         var core = Compile("Interp", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp")), references, [],
-            InternalsVisibleTo("Interp.Run"));
+            InternalsVisibleTo(Path.Combine(root, "src", "Interp", "Interp.csproj")));
         var run = Compile("Interp.Run", OutputKind.DynamicallyLinkedLibrary, SourceFiles(Path.Combine(root, "src", "Interp.Run")), [.. references, core.ToMetadataReference()], [],
-            InternalsVisibleTo("Interp.Cli"));
+            InternalsVisibleTo(Path.Combine(root, "src", "Interp.Run", "Interp.Run.csproj")));
         var cli = Compile("Interp.Cli", OutputKind.ConsoleApplication, SourceFiles(Path.Combine(root, "src", "Interp.Cli")),
             [.. references, core.ToMetadataReference(), run.ToMetadataReference()], []);
         // Each script is its own program.
@@ -127,7 +127,9 @@ public sealed class ScalarLifetimeAnalyzerTests
     private static ImmutableArray<Diagnostic> Run(Compilation compilation) =>
         compilation.WithAnalyzers([new ScalarLifetimeAnalyzer()]).GetAnalyzerDiagnosticsAsync().GetAwaiter().GetResult();
 
-    private static string InternalsVisibleTo(string assembly) => $"[assembly: System.Runtime.CompilerServices.InternalsVisibleTo(\"{assembly}\")]";
+    private static string[] InternalsVisibleTo(string project) =>
+        [.. System.Xml.Linq.XDocument.Load(project).Descendants("InternalsVisibleTo").Select(item => item.Attribute("Include")?.Value)
+            .OfType<string>().Select(assembly => $"[assembly: System.Runtime.CompilerServices.InternalsVisibleTo(\"{assembly}\")]")];
 
     private static CSharpCompilation Compile(string name, OutputKind kind, IEnumerable<string> files, IEnumerable<MetadataReference> references, string[] symbols,
         params string[] extraSources)

@@ -241,7 +241,12 @@ public sealed class ShardingTests
                 p.ErrorDataReceived += (_, _) => { };
                 p.BeginOutputReadLine();
                 p.BeginErrorReadLine();
-                Thread.Sleep(TimeSpan.FromSeconds(seconds * (0.2 + 0.7 * random.NextDouble())));
+                // The process's start-up (host, script launcher) takes longer than the run itself and varies: the clock
+                // starts when the shard's manifest says it runs.
+                var started = System.Diagnostics.Stopwatch.StartNew();
+                while (ManifestStatus(dir, 1) != RunStatus.Running && !p.HasExited && started.Elapsed < TimeSpan.FromSeconds(120))
+                    Thread.Sleep(5);
+                Thread.Sleep(TimeSpan.FromSeconds(seconds * 0.8 * random.NextDouble()));
                 p.Kill();
                 Assert.True(p.WaitForExit(30_000));
             }
@@ -250,8 +255,7 @@ public sealed class ShardingTests
             var visible = Directory.GetFiles(Path.GetDirectoryName(partition)!).Where(f => !Path.GetFileName(f).StartsWith('.')).ToArray();
             Assert.Equal([partition], visible);
             Assert.Equal(complete["metric_ablated"], ParquetRead.Columns(partition)["metric_ablated"]);
-            var manifest = System.Text.Json.JsonSerializer.Deserialize<RunManifest>(File.ReadAllText(Path.Combine(dir, ShardFiles.Manifest(1))), RunManifest.Json)!;
-            if (manifest.Status != RunStatus.Completed)
+            if (ManifestStatus(dir, 1) != RunStatus.Completed)
             {
                 killedRunning++;
                 var (code, _, err) = await Cli("merge", dir);
@@ -263,6 +267,13 @@ public sealed class ShardingTests
         await RunShardsAsync("ablation", settings, 2, dir);   // shard 0 again too: a re-run replaces its partition
         Assert.Equal(0, (await Cli("merge", dir)).Code);
         Assert.Equal(RunStatus.Completed, RunManifest.Load(dir).Status);
+    }
+
+    private static RunStatus? ManifestStatus(string dir, int shard)
+    {
+        string path = Path.Combine(dir, ShardFiles.Manifest(shard));
+        // The manifest is replaced by a rename, so a read sees one whole version.
+        return File.Exists(path) ? System.Text.Json.JsonSerializer.Deserialize<RunManifest>(File.ReadAllText(path), RunManifest.Json)!.Status : null;
     }
 
     [Fact]
