@@ -5,7 +5,9 @@
 // (embeddings, heads, MLPs → every head's q, k and v input, every MLP, the logits) is scored by EAP and EAP-IG; the top-n
 // circuits are run with every other edge patched from the corrupted run (and again mean-ablated), giving the faithfulness
 // curves; the strongest edges are also patched one by one, to set the estimate against the real effect; and the clean
-// input's tokens are attributed a logit difference by integrated gradients.
+// input's tokens are attributed a logit difference by integrated gradients. The scores and the input attribution are
+// computed in work units of unit_size sequences, which a sharded run (--shard i/n) splits; the circuits are ranked by
+// the scores of all units, so their faithfulness is measured once every unit is in (in the merge, for a sharded run).
 // Run: dotnet run experiments/circuit_discovery.cs [-- --model PATH] [--prompts experiments/prompts/stories_names.jsonl]
 //      [--set batch=16] [--set steps=30] [--set circuit_edges=10] [--set scatter_edges=300]
 
@@ -21,7 +23,7 @@ using Interp.Results;
 using TorchSharp;
 using static TorchSharp.torch;
 
-return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_discovery", "Edge attribution patching (EAP, EAP-IG), circuits and their faithfulness, input attribution"), async (context, settings, ct) =>
+return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_discovery", "Edge attribution patching (EAP, EAP-IG), circuits and their faithfulness, input attribution") { Shards = true }, async (context, settings, ct) =>
 {
     var loaded = context.Model;
     var model = loaded.Model;
@@ -29,7 +31,8 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
     using var scope = NewDisposeScope();
     Tensor clean, corrupted;
     Tensor? mask = null;
-    Metric metric, inputMetric;
+    Metric metric;
+    Func<int, int, Metric> unitMetric, unitInputMetric;   // (first sequence, count): the metric of those sequences alone
     string setup;
     PromptSet? prompts = null;
     try
@@ -38,7 +41,9 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
         {
             prompts = PromptSet.Load(file, model);
             (clean, corrupted, mask) = prompts.PatchingInputs("circuit discovery");
-            metric = inputMetric = prompts.LogitDiff();
+            metric = prompts.LogitDiff();
+            var set = prompts;
+            unitMetric = unitInputMetric = (start, n) => Metrics.LogitDiff(set.AnswerIds[start..(start + n)], set.WrongIds[start..(start + n)], set.LastPositions[start..(start + n)]);
             setup = prompts.PatchingDescription;
         }
         else
@@ -50,25 +55,63 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
             // Input attribution: logit(correct last token) − logit(the corrupted first copy's token there), predicted at pos − 2.
             var answers = clean[.., -1].contiguous().cpu().data<long>().Select(x => (int)x).ToArray();
             var wrongs = corrupted[.., input.Prefix + input.Half - 1].contiguous().cpu().data<long>().Select(x => (int)x).ToArray();
-            inputMetric = Metrics.LogitDiff(answers, wrongs, Enumerable.Repeat((int)clean.shape[1] - 2, answers.Length).ToArray());
+            var predictedAt = Enumerable.Repeat((int)clean.shape[1] - 2, answers.Length).ToArray();
+            var repeated = metric;
+            unitMetric = (_, _) => repeated;   // the same positions in every sequence
+            unitInputMetric = (start, n) => Metrics.LogitDiff(answers[start..(start + n)], wrongs[start..(start + n)], predictedAt[start..(start + n)]);
             setup = $"{settings.Batch} clean sequences [BOS] + r + r of {input.Half} random tokens and corrupted twins whose first copy is replaced; metric the mean log-probability of the correct token over the repeated half";
         }
 
-        context.ReportProgress("clean run, corrupted run and EAP", 0.05);
+        // The baseline of the input attribution: the corrupted prompt's token embeddings (what the tokens that differ
+        // contribute to the answer), or zero embeddings (ill-conditioned for models without additive position embeddings).
+        string baselineName = settings.InputBaseline == InputBaseline.Corrupted ? "the corrupted input's token embeddings as baseline" : "zero-embedding baseline";
+
+        // The work units: each unit's sequences are scored by EAP and EAP-IG (for the mean metric over the unit) and
+        // attributed by integrated gradients; a shard does its share, and the rows of all units are gathered.
+        int sequences = (int)clean.shape[0], positions = (int)clean.shape[1];
+        var units = context.Chunks(sequences, settings.UnitSize ?? sequences);
+        var unitRows = new List<CircuitUnitRow>();
+        for (int k = 0; k < units.Count; k++)
+        {
+            var (u, start, n) = units[k];
+            context.ReportProgress($"unit {u + 1}: clean run, corrupted run, EAP and EAP-IG ({settings.Steps} steps)", 0.45 * k / units.Count);
+            using var unitScope = NewDisposeScope();
+            var unitClean = clean.narrow(0, start, n);                                              // [n, pos]
+            var unitCorrupted = corrupted.narrow(0, start, n);
+            var unitMask = mask?.narrow(0, start, n);
+            using var unitEap = new EdgeAttribution(model, unitClean, unitCorrupted, unitMetric(start, n), unitMask, settings.SequencesPerPass, ct);
+            unitRows.Add(new(u, "sequences", -1, -1, 0, n));
+            foreach (var (method, part) in new[] { (EdgeMethod.Eap, "eap"), (EdgeMethod.EapIg, "eap_ig") })
+            {
+                var scores = unitEap.Scores(method, settings.Steps, ct);
+                for (int e = 0; e < scores.Count; e++) unitRows.Add(new(u, part, -1, -1, e, scores[e].Score));
+            }
+            var unitBaseline = settings.InputBaseline == InputBaseline.Corrupted ? InputAttribution.Embeddings(model, unitCorrupted, unitMask) : null;
+            var unitAttribution = InputAttribution.IntegratedGradients(model, unitClean, unitInputMetric(start, n), settings.Steps, unitBaseline, unitMask, ct);
+            for (int b = 0; b < n; b++)
+            {
+                unitRows.Add(new(u, "input_metric", start + b, -1, 0, unitAttribution.Metric[b]));
+                unitRows.Add(new(u, "input_baseline_metric", start + b, -1, 0, unitAttribution.BaselineMetric[b]));
+                for (int p = 0; p < positions; p++) unitRows.Add(new(u, "input_attribution", start + b, p, 0, unitAttribution.Attributions[b][p]));
+            }
+        }
+        var gathered = await context.GatherAsync("circuit_units", unitRows, ct);
+
+        // Each edge's score over the whole batch: the sequence-weighted mean of its units' scores, summed in unit order.
+        context.ReportProgress("clean run and corrupted run of the whole batch", 0.45);
         using var eap = new EdgeAttribution(model, clean, corrupted, metric, mask, settings.SequencesPerPass, ct);
         double gap = eap.CleanMetric - eap.CorruptedMetric;
         if (gap == 0) throw new InterpException("circuit discovery: the metric is the same on the clean and the corrupted run; there is nothing to recover");
-        var eapScores = eap.Scores(EdgeMethod.Eap, cancellationToken: ct);
-        context.ReportProgress($"EAP-IG ({settings.Steps} steps)", 0.15);
-        var igScores = eap.Scores(EdgeMethod.EapIg, settings.Steps, ct);
+        var (eapScores, igScores, attribution) = CircuitUnitRow.Read(gathered, context.UnitCount, eap.Graph, sequences, positions, settings.Steps);
         await context.WriteTableAsync("edge_attribution.parquet", EdgeTable.Build((EdgeMethod.Eap, eapScores), (EdgeMethod.EapIg, igScores)),
             $"every edge of the graph scored by EAP (method = eap) and EAP-IG with {settings.Steps} steps (method = eap_ig): score = Σ over the batch and positions of " +
             "(upstream clean − upstream corrupted) · ∂metric/∂(downstream input), the estimated change of the metric when the edge alone is restored", ct);
 
         context.ReportProgress("faithfulness curves", 0.5);
         var sizes = EdgeAttribution.DefaultSizes(eap.Graph.Edges.Count);
-        var curves = new[] { EdgeMethod.Eap, EdgeMethod.EapIg }.SelectMany(m => eap.FaithfulnessCurve(m, sizes, settings.Steps, cancellationToken: ct)).ToArray();
-        var meanCurves = new[] { EdgeMethod.Eap, EdgeMethod.EapIg }.SelectMany(m => eap.FaithfulnessCurve(m, sizes, settings.Steps, CircuitAblation.Mean, ct)).ToArray();
+        var byMethod = new[] { (EdgeMethod.Eap, eapScores), (EdgeMethod.EapIg, igScores) };
+        var curves = byMethod.SelectMany(m => eap.FaithfulnessCurve(m.Item1, m.Item2, sizes, cancellationToken: ct)).ToArray();
+        var meanCurves = byMethod.SelectMany(m => eap.FaithfulnessCurve(m.Item1, m.Item2, sizes, CircuitAblation.Mean, ct)).ToArray();
         double meanAblated = eap.MeanAblatedMetric(ct);
         await context.WriteTableAsync("circuit_faithfulness.parquet", EdgeTable.Faithfulness(curves.Concat(meanCurves)),
             "faithfulness of the circuit of the top `edges` edges by |score| of `method`, run on the clean input with every other edge's upstream output replaced: " +
@@ -114,11 +157,6 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
             $"The same circuits with every other edge carrying its upstream node's mean clean output at each position: 0 = every edge mean-ablated ({meanAblated:0.000}), 1 = clean ({eap.CleanMetric:0.000}). " +
             "EAP's scores estimate the effect of the corrupted run, not of the mean, so these circuits need not be faithful in this sense.");
 
-        // The baseline of the input attribution: the corrupted prompt's token embeddings (what the tokens that differ
-        // contribute to the answer), or zero embeddings (ill-conditioned for models without additive position embeddings).
-        var baseline = settings.InputBaseline == InputBaseline.Corrupted ? InputAttribution.Embeddings(model, corrupted, mask) : null;
-        string baselineName = settings.InputBaseline == InputBaseline.Corrupted ? "the corrupted input's token embeddings as baseline" : "zero-embedding baseline";
-        var attribution = InputAttribution.IntegratedGradients(model, clean, inputMetric, settings.Steps, baseline, mask, ct);
         int shown = (int)(mask is null ? clean.shape[1] : mask[0].sum().item<long>());
         var ids = clean[0].cpu().data<long>().Take(shown).Select(x => (int)x).ToArray();
         string Text(int id) => loaded.Tokenizer?.ToStrTokens([id])[0] ?? id.ToString(CultureInfo.InvariantCulture);
@@ -182,6 +220,55 @@ sealed record CircuitDiscoverySettings : RepeatedInputSettings
     public string? Prompts { get; init; }
     [Description("the input attribution's baseline: the corrupted input's token embeddings, or zero embeddings")]
     public InputBaseline InputBaseline { get; init; } = InputBaseline.Corrupted;
+    [Description("sequences (or prompts) per work unit, scored alone (none: the whole batch); a sharded run (--shard i/n) splits the units")]
+    public int? UnitSize { get; init; }
+}
+
+/// <summary>
+/// One value of a unit's work, the rows a shard writes (<c>shards/circuit_units/</c>): <c>sequences</c> (the unit's
+/// count), <c>eap</c> and <c>eap_ig</c> (edge <c>index</c>'s score for the unit's mean metric), and per sequence of the
+/// whole batch <c>input_metric</c>, <c>input_baseline_metric</c> and <c>input_attribution</c> (at position).
+/// </summary>
+sealed record CircuitUnitRow(int Unit, string Part, int Sequence, int Position, int Index, double Value) : IUnitRow
+{
+    /// <summary>Every unit's rows (in unit order) back as the batch's edge scores (the sequence-weighted mean of the units') and input attribution.</summary>
+    public static (EdgeScore[] Eap, EdgeScore[] EapIg, InputAttributionResult Attribution) Read(IReadOnlyList<CircuitUnitRow> rows, int units, EdgeGraph graph,
+        int sequences, int positions, int steps)
+    {
+        var eap = new double[graph.Edges.Count];
+        var ig = new double[graph.Edges.Count];
+        var attributions = new double[sequences][];
+        var metric = new double[sequences];
+        var baseline = new double[sequences];
+        for (int b = 0; b < sequences; b++) attributions[b] = new double[positions];
+        int seen = 0;
+        foreach (var unit in rows.GroupBy(r => r.Unit))
+        {
+            if (unit.Key != seen++) throw new InterpException($"circuit_discovery: the rows of unit {seen - 1} are missing (found unit {unit.Key} next)");
+            double weight = (unit.SingleOrDefault(r => r.Part == "sequences")?.Value
+                ?? throw new InterpException($"circuit_discovery: unit {unit.Key} has no 'sequences' row")) / sequences;
+            foreach (var r in unit)
+            {
+                bool edge = r.Part is "eap" or "eap_ig", input = r.Part.StartsWith("input_", StringComparison.Ordinal);
+                if ((edge && (uint)r.Index >= eap.Length) || (input && ((uint)r.Sequence >= sequences || (r.Part == "input_attribution" && (uint)r.Position >= positions))))
+                    throw new InterpException($"circuit_discovery: unit {r.Unit}'s '{r.Part}' row (sequence {r.Sequence}, position {r.Position}, index {r.Index}) is outside " +
+                                              $"{graph.Edges.Count} edges and {sequences} sequences × {positions} positions: the shards ran other inputs");
+                switch (r.Part)
+                {
+                    case "sequences": break;
+                    case "eap": eap[r.Index] += weight * r.Value; break;
+                    case "eap_ig": ig[r.Index] += weight * r.Value; break;
+                    case "input_metric": metric[r.Sequence] = r.Value; break;
+                    case "input_baseline_metric": baseline[r.Sequence] = r.Value; break;
+                    case "input_attribution": attributions[r.Sequence][r.Position] = r.Value; break;
+                    default: throw new InterpException($"circuit_discovery: unit {r.Unit} has a row of unknown part '{r.Part}'");
+                }
+            }
+        }
+        if (seen != units) throw new InterpException($"circuit_discovery: rows of {seen} units, but the batch has {units}");
+        EdgeScore[] Scores(double[] s) => [.. graph.Edges.Select((edge, e) => new EdgeScore(edge, s[e]))];
+        return (Scores(eap), Scores(ig), new InputAttributionResult(attributions, metric, baseline, steps));
+    }
 }
 
 /// <summary>The baseline of the input attribution.</summary>

@@ -14,15 +14,18 @@ using Interp.Training.Saes;
 using ScottPlot;
 using static TorchSharp.torch;
 
-return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", "Train (or load with --sae) an SAE on the residual stream, evaluate it, and show its top features: contexts, logit effects, heads that move them"), async (context, settings, ct) =>
+return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", "Train (or load with --sae) an SAE on the residual stream, evaluate it, and show its top features: contexts, logit effects, heads that move them") { Shards = true }, async (context, settings, ct) =>
 {
     var model = context.Model.Model;
     var tokenizer = context.Model.Tokenizer;
     int bos = tokenizer?.BosId ?? settings.Bos;
+    bool sharded = context.Shard is not null || context.IsMerge;
 
     // 1. The SAE: loaded, or trained here with the recipe for this model.
     string saeDir;
     if (settings.Sae is { } given) saeDir = given;
+    else if (sharded)
+        throw new InterpException("sae_features --shard: every shard would train an SAE of its own; train it once (interp run sae_features, or a training script) and pass its folder with --sae DIR");
     else
     {
         var recipe = SaeRecipe.Named(settings.Recipe ?? (context.Model.Tokenizer is null ? "builtin" : "stories260K"));
@@ -43,17 +46,37 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     }
     using var sae = Sae.Load(saeDir);
 
-    // 2. Held-out text the model samples itself (a seed the recipe did not train on).
+    // 2. Held-out text the model samples itself (a seed the recipe did not train on). A merge reads the shards' tokens.
     int contextSize = Math.Min(settings.ContextSize, model.Config.NCtx);
-    context.ReportProgress("held-out corpus", 0.65);
-    var corpus = new GeneratedTokenSource(model, bos, 2 * settings.Sequences, contextSize - 1, settings.CorpusSeed, batchSize: 32);
     using var scope = NewDisposeScope();
-    var tokens = TokenWindows.Batch(corpus, contextSize, bos, settings.Sequences, ct);   // [sequences, pos]
+    Tensor? tokens = null;   // [sequences, pos]
+    if (!context.IsMerge)
+    {
+        context.ReportProgress("held-out corpus", 0.65);
+        var corpus = new GeneratedTokenSource(model, bos, 2 * settings.Sequences, contextSize - 1, settings.CorpusSeed, batchSize: 32);
+        tokens = TokenWindows.Batch(corpus, contextSize, bos, settings.Sequences, ct);
+    }
 
-    // 3. Evaluation.
-    context.ReportProgress("evaluating", 0.7);
-    var eval = SaeEvaluation.Run(model, sae, tokens, cancellationToken: ct);
-    await context.WriteTableAsync("sae_eval.parquet", eval.ToTable(), $"SAELens's evals on {tokens.shape[0]} held-out windows of {contextSize} tokens (docs/saes.md)", ct);
+    // 3. The sweep, in units of unit_size windows (a shard does its share): each unit's evaluation sums, tokens and
+    // non-zero feature activations become its rows; the metrics and tables are computed from every unit's rows.
+    var units = context.Chunks(settings.Sequences, settings.UnitSize);
+    var unitRows = new List<SaeUnitRow>();
+    for (int k = 0; k < units.Count; k++)
+    {
+        var (u, start, n) = units[k];
+        context.ReportProgress($"unit {u + 1}: evaluation and feature activations", 0.7 + 0.1 * k / units.Count);
+        using var unitScope = NewDisposeScope();
+        var unitTokens = tokens!.narrow(0, start, n);                                                    // [n, pos]
+        var sums = SaeEvaluation.Accumulate(model, sae, unitTokens, cancellationToken: ct);
+        var unitActs = SaeFeatureActivations.Collect(model, sae, unitTokens, cancellationToken: ct);
+        unitRows.AddRange(SaeUnitRow.Of(u, start, sums, unitActs));
+    }
+    var gathered = await context.GatherAsync("sae_units", unitRows, ct);
+    var (statistics, tokenIds, entries) = SaeUnitRow.Read(gathered, context.UnitCount, sae.Config, contextSize);
+
+    // 4. Evaluation.
+    var eval = SaeEvaluation.Finish(sae, statistics);
+    await context.WriteTableAsync("sae_eval.parquet", eval.ToTable(), $"SAELens's evals on {settings.Sequences} held-out windows of {contextSize} tokens (docs/saes.md)", ct);
     context.AddNumber("l0", eval.L0, "mean features active per position", "0.0");
     context.AddNumber("explained_variance", eval.ExplainedVariance, "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² on held-out text");
     context.AddNumber("ce_loss_score", eval.CeLossScore, "(CE zero-ablated − CE with the SAE) / (CE zero-ablated − CE clean)");
@@ -61,16 +84,16 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     context.AddText($"CE loss on held-out text: clean {eval.CeLossClean:0.000}, with the SAE spliced in {eval.CeLossWithSae:0.000}, with `{sae.Config.HookName}` " +
                     $"zero-ablated {eval.CeLossZeroAblated:0.000}; KL score {eval.KlDivScore:0.000}.");
 
-    // 4. Feature activations: the sparse table, densities.
+    // 5. Feature activations: the sparse table, densities.
     context.ReportProgress("features", 0.8);
-    var acts = SaeFeatureActivations.Collect(model, sae, tokens, cancellationToken: ct);
+    var acts = SaeFeatureActivations.FromEntries(sae.Config.DSae, contextSize, tokenIds, entries);
     await context.WriteTableAsync("sae_feature_acts.parquet", acts.ToTable(), "every non-zero feature activation: sequence, position, feature, value", ct);
     await context.WriteTableAsync("sae_feature_stats.parquet", acts.StatsTable(), "each feature's density, log10 density, max and mean when active", ct);
     var histogram = FeatureDensityHistogram.Of(acts.Stats);
     context.SaveFigure("feature_density.png", Figures.FeatureDensity(histogram, $"Feature density: SAE at {sae.Config.HookName}"),
         $"log10 of the fraction of held-out positions each feature fires on; {histogram.Dead} of {sae.Config.DSae} never fire.", 850, 500);
 
-    // 5. The top features: the most total activation among those that are not dense (> 10 % of positions), so that
+    // 6. The top features: the most total activation among those that are not dense (> 10 % of positions), so that
     // the list is not a few always-on features.
     var top = acts.Stats.Where(s => !s.IsDead && s.Density <= settings.MaxDensity)
         .OrderByDescending(s => s.Density * s.MeanWhenActive).ThenBy(s => s.Feature).Take(settings.TopFeatures).Select(s => s.Feature).ToArray();
@@ -151,4 +174,80 @@ sealed record SaeFeaturesSettings
     public int ContextsPerFeature { get; init; } = 5;
     [Description("features denser than this fraction of positions are left out of the top list")]
     public double MaxDensity { get; init; } = 0.1;
+    [Description("held-out windows per work unit: each unit is evaluated alone, and a sharded run (--shard i/n, which needs --sae) splits the units")]
+    public int UnitSize { get; init; } = 16;
+}
+
+/// <summary>
+/// One value of a unit's sweep, the rows a shard writes (<c>shards/sae_units/</c>): <c>token</c> (the id at sequence,
+/// position: <c>index</c>), <c>act</c> (feature <c>index</c>'s activation there), the evaluation's sums by name
+/// (<see cref="SaeEvalStatistics"/>: <c>sum_residual</c>, … with index 0), <c>sum_x</c> and <c>fired</c> per dimension or
+/// feature, and per evaluated position (<c>index</c> in unit order) <c>residual</c> and the input's values (<c>input</c>,
+/// index p · d_out + i). Sequences are numbered in the whole held-out set.
+/// </summary>
+sealed record SaeUnitRow(int Unit, string Part, int Sequence, int Position, int Index, double Value) : IUnitRow
+{
+    private static readonly string[] Sums = ["positions", "sum_residual", "sum_norm_sq", "sum_l0", "sum_l1", "sum_cos", "sum_ratio", "sum_recon_sq", "sum_recon_dot",
+        "ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "predicted", "positions_all"];
+
+    public static IEnumerable<SaeUnitRow> Of(int unit, int start, SaeEvalStatistics s, SaeFeatureActivations acts)
+    {
+        double[] sums = [s.Positions, s.SumResidual, s.SumNormSq, s.SumL0, s.SumL1, s.SumCos, s.SumRatio, s.SumReconSq, s.SumReconDot,
+            s.CeClean, s.CeSae, s.CeZero, s.KlSae, s.KlZero, s.Predicted, s.PositionsAll];
+        for (int i = 0; i < Sums.Length; i++) yield return new(unit, Sums[i], -1, -1, 0, sums[i]);
+        for (int i = 0; i < s.SumX.Length; i++) yield return new(unit, "sum_x", -1, -1, i, s.SumX[i]);
+        for (int f = 0; f < s.Fired.Length; f++) yield return new(unit, "fired", -1, -1, f, s.Fired[f]);
+        for (int p = 0; p < s.Residuals.Length; p++) yield return new(unit, "residual", -1, -1, p, s.Residuals[p]);
+        for (int i = 0; i < s.Inputs.Length; i++) yield return new(unit, "input", -1, -1, i, s.Inputs[i]);
+        for (int q = 0; q < acts.Sequences; q++)
+            for (int p = 0; p < acts.Positions; p++) yield return new(unit, "token", start + q, p, acts.TokenAt(q, p), 0);
+        foreach (var e in acts.Entries) yield return new(unit, "act", start + e.Sequence, e.Position, e.Feature, e.Value);
+    }
+
+    /// <summary>Every unit's rows (in unit order) back as the evaluation's statistics, the token ids and the activations.</summary>
+    public static (SaeEvalStatistics Statistics, int[] Tokens, FeatureActivation[] Entries) Read(IReadOnlyList<SaeUnitRow> rows, int units, SaeConfig sae, int positions)
+    {
+        var parts = new List<SaeEvalStatistics>();
+        var tokens = new List<int>();
+        var entries = new List<FeatureActivation>();
+        foreach (var unit in rows.GroupBy(r => r.Unit))
+        {
+            if (unit.Key != parts.Count) throw new InterpException($"sae_features: the rows of unit {parts.Count} are missing (found unit {unit.Key} next)");
+            var sums = new double[Sums.Length];
+            var seen = new bool[Sums.Length];
+            var sumX = new double[sae.DOut];
+            var fired = new long[sae.DSae];
+            var residuals = new List<double>();
+            var inputs = new List<float>();
+            foreach (var r in unit)
+            {
+                if ((r.Part == "sum_x" && (uint)r.Index >= sumX.Length) || (r.Part == "fired" && (uint)r.Index >= fired.Length))
+                    throw new InterpException($"sae_features: unit {r.Unit}'s '{r.Part}' row of index {r.Index} is outside the SAE's d_out {sae.DOut} and d_sae {sae.DSae}: the shards read another SAE");
+                switch (r.Part)
+                {
+                    case "sum_x": sumX[r.Index] = r.Value; break;
+                    case "fired": fired[r.Index] = (long)r.Value; break;
+                    case "residual": residuals.Add(r.Value); break;
+                    case "input": inputs.Add((float)r.Value); break;
+                    case "token": tokens.Add(r.Index); break;
+                    case "act": entries.Add(new FeatureActivation(r.Sequence, r.Position, r.Index, (float)r.Value)); break;
+                    default:
+                        int i = Array.IndexOf(Sums, r.Part);
+                        if (i < 0) throw new InterpException($"sae_features: unit {r.Unit} has a row of unknown part '{r.Part}'");
+                        (sums[i], seen[i]) = (r.Value, true);
+                        break;
+                }
+            }
+            if (Array.IndexOf(seen, false) is int missing and >= 0) throw new InterpException($"sae_features: unit {unit.Key} has no '{Sums[missing]}' row");
+            parts.Add(new SaeEvalStatistics
+            {
+                Positions = (long)sums[0], SumResidual = sums[1], SumNormSq = sums[2], SumL0 = sums[3], SumL1 = sums[4], SumCos = sums[5], SumRatio = sums[6],
+                SumReconSq = sums[7], SumReconDot = sums[8], CeClean = sums[9], CeSae = sums[10], CeZero = sums[11], KlSae = sums[12], KlZero = sums[13],
+                Predicted = (long)sums[14], PositionsAll = (long)sums[15], SumX = sumX, Fired = fired, Residuals = [.. residuals], Inputs = [.. inputs],
+            });
+        }
+        if (parts.Count != units) throw new InterpException($"sae_features: rows of {parts.Count} units, but the sweep has {units}");
+        if (tokens.Count % positions != 0) throw new InterpException($"sae_features: {tokens.Count} token rows do not make windows of {positions}");
+        return (SaeEvalStatistics.Combine(parts), [.. tokens], [.. entries]);
+    }
 }

@@ -100,6 +100,10 @@ public sealed class ExperimentContext
         return done;
     }
 
+    /// <summary>The experiment's number of work units (all of them, not this process's share), once <see cref="Units"/> was asked.</summary>
+    /// <exception cref="InterpException">Read before <see cref="Units"/>.</exception>
+    public int UnitCount => _units ?? throw new InterpException($"experiment {_manifest.Experiment} read its unit count before asking for its units (ExperimentContext.Units)");
+
     /// <summary>
     /// <see cref="Units"/> for <paramref name="items"/> sequences (prompts, pairs, …) in chunks of <paramref name="unitSize"/>
     /// (the last one shorter): ⌈items / unitSize⌉ units, each with the first item it holds and how many.

@@ -445,9 +445,21 @@ public sealed class EdgeAttribution : IDisposable
     /// (null: 0, 1, 2, 5, 10, 20, 50, … up to every edge; sizes above the edge count are capped at it): one pass per size.
     /// </summary>
     public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IEnumerable<int>? sizes = null, int steps = 30,
+        CircuitAblation ablation = CircuitAblation.Corrupted, CancellationToken cancellationToken = default) =>
+        FaithfulnessCurve(method, Scores(method, steps, cancellationToken), sizes, ablation, cancellationToken);
+
+    /// <summary>
+    /// The faithfulness curve (see the other overload) of circuits ranked by <paramref name="scores"/>, one per edge of
+    /// the graph, computed elsewhere: a sharded run's scores, summed over its work units.
+    /// </summary>
+    /// <exception cref="InterpException">The scores are not one per edge of this graph.</exception>
+    public IReadOnlyList<FaithfulnessPoint> FaithfulnessCurve(EdgeMethod method, IReadOnlyList<EdgeScore> scores, IEnumerable<int>? sizes = null,
         CircuitAblation ablation = CircuitAblation.Corrupted, CancellationToken cancellationToken = default)
     {
-        var ranked = EdgeCircuit.Ranked(Scores(method, steps, cancellationToken)).Select(s => s.Edge).ToArray();
+        ArgumentNullException.ThrowIfNull(scores);
+        if (scores.Count != Graph.Edges.Count || scores.Any(s => !Graph.Contains(s.Edge)))
+            throw new InterpException($"faithfulness curve: {scores.Count} scores, but {Model.Config.Name}'s graph has {Graph.Edges.Count} edges (one score for each)");
+        var ranked = EdgeCircuit.Ranked(scores).Select(s => s.Edge).ToArray();
         var points = new List<FaithfulnessPoint>();
         foreach (int n in (sizes ?? DefaultSizes(ranked.Length)).Select(n => Math.Clamp(n, 0, ranked.Length)).Distinct().Order())
             points.Add(new FaithfulnessPoint(method, n, Faithfulness(ranked.Take(n), ablation, cancellationToken), ablation));

@@ -79,12 +79,112 @@ public sealed record SaeEvalResult(
     public ParquetTable ToTable() => ToTable([this]);
 }
 
+/// <summary>
+/// The sums <see cref="SaeEvaluation"/> reduces to its metrics, over one set of positions (a batch, a work unit of a
+/// sharded run): float64 running sums, and per position the squared residual and the input (float32, positions ×
+/// d_out), which the legacy explained variance needs once the mean over all positions is known. Statistics of disjoint
+/// sets <see cref="Combine"/> into the statistics of their union, so a sweep split across processes reduces to the same
+/// metrics.
+/// </summary>
+public sealed record SaeEvalStatistics
+{
+    /// <summary>Positions in the sparsity and reconstruction sums.</summary>
+    public required long Positions { get; init; }
+    /// <summary>Σ‖x − x̂‖².</summary>
+    public required double SumResidual { get; init; }
+    /// <summary>Σ‖x‖².</summary>
+    public required double SumNormSq { get; init; }
+    /// <summary>Σ L0.</summary>
+    public required double SumL0 { get; init; }
+    /// <summary>Σ L1.</summary>
+    public required double SumL1 { get; init; }
+    /// <summary>Σ cos(x, x̂) (0 where a norm is 0).</summary>
+    public required double SumCos { get; init; }
+    /// <summary>Σ ‖x̂‖/‖x‖ (0 where ‖x‖ is 0).</summary>
+    public required double SumRatio { get; init; }
+    /// <summary>Σ‖x̂‖².</summary>
+    public required double SumReconSq { get; init; }
+    /// <summary>Σ x̂·x.</summary>
+    public required double SumReconDot { get; init; }
+    /// <summary>Σ x per dimension, [d_out].</summary>
+    public required double[] SumX { get; init; }
+    /// <summary>Positions each feature fired on, [d_sae].</summary>
+    public required long[] Fired { get; init; }
+    /// <summary>‖x − x̂‖² per position, [positions].</summary>
+    public required double[] Residuals { get; init; }
+    /// <summary>x per position, row-major [positions · d_out].</summary>
+    public required float[] Inputs { get; init; }
+    /// <summary>Σ next-token CE clean, with the SAE spliced, with the hook zero-ablated.</summary>
+    public required double CeClean { get; init; }
+    /// <inheritdoc cref="CeClean"/>
+    public required double CeSae { get; init; }
+    /// <inheritdoc cref="CeClean"/>
+    public required double CeZero { get; init; }
+    /// <summary>Σ KL(clean ‖ with the SAE) and KL(clean ‖ zero-ablated) over every position.</summary>
+    public required double KlSae { get; init; }
+    /// <inheritdoc cref="KlSae"/>
+    public required double KlZero { get; init; }
+    /// <summary>Predicted tokens in the CE sums.</summary>
+    public required long Predicted { get; init; }
+    /// <summary>Positions in the KL sums (every position).</summary>
+    public required long PositionsAll { get; init; }
+
+    /// <summary>The statistics of the union of disjoint position sets, summed in the order given (the per-position rows in that order).</summary>
+    /// <exception cref="InterpException">No part, or parts of different widths.</exception>
+    public static SaeEvalStatistics Combine(IReadOnlyList<SaeEvalStatistics> parts)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        if (parts.Count == 0) throw new InterpException("SAE evaluation: no statistics to combine");
+        var first = parts[0];
+        var sumX = new double[first.SumX.Length];
+        var fired = new long[first.Fired.Length];
+        double residual = 0, normSq = 0, l0 = 0, l1 = 0, cos = 0, ratio = 0, reconSq = 0, reconDot = 0, ceClean = 0, ceSae = 0, ceZero = 0, klSae = 0, klZero = 0;
+        long positions = 0, predicted = 0, all = 0;
+        foreach (var p in parts)
+        {
+            if (p.SumX.Length != sumX.Length || p.Fired.Length != fired.Length)
+                throw new InterpException($"SAE evaluation: statistics of d_out {p.SumX.Length} and d_sae {p.Fired.Length} do not combine with d_out {sumX.Length} and d_sae {fired.Length}");
+            p.Validate();
+            positions += p.Positions; predicted += p.Predicted; all += p.PositionsAll;
+            residual += p.SumResidual; normSq += p.SumNormSq; l0 += p.SumL0; l1 += p.SumL1; cos += p.SumCos; ratio += p.SumRatio;
+            reconSq += p.SumReconSq; reconDot += p.SumReconDot;
+            ceClean += p.CeClean; ceSae += p.CeSae; ceZero += p.CeZero; klSae += p.KlSae; klZero += p.KlZero;
+            for (int i = 0; i < sumX.Length; i++) sumX[i] += p.SumX[i];
+            for (int f = 0; f < fired.Length; f++) fired[f] += p.Fired[f];
+        }
+        return new SaeEvalStatistics
+        {
+            Positions = positions, SumResidual = residual, SumNormSq = normSq, SumL0 = l0, SumL1 = l1, SumCos = cos, SumRatio = ratio,
+            SumReconSq = reconSq, SumReconDot = reconDot, SumX = sumX, Fired = fired,
+            Residuals = [.. parts.SelectMany(p => p.Residuals)], Inputs = [.. parts.SelectMany(p => p.Inputs)],
+            CeClean = ceClean, CeSae = ceSae, CeZero = ceZero, KlSae = klSae, KlZero = klZero, Predicted = predicted, PositionsAll = all,
+        };
+    }
+
+    internal void Validate()
+    {
+        if (Residuals.Length != Positions || Inputs.Length != Positions * SumX.Length)
+            throw new InterpException($"SAE evaluation statistics of {Positions} positions hold {Residuals.Length} residuals and {Inputs.Length} input values (expected {Positions} and {Positions * SumX.Length})");
+    }
+}
+
 /// <summary>Evaluates an SAE spliced into a model: sparsity, reconstruction and downstream loss (see <see cref="SaeEvalResult"/>).</summary>
 public static class SaeEvaluation
 {
     /// <summary>Evaluates <paramref name="sae"/> on <paramref name="tokens"/> [batch, pos] (no padding), in batches.</summary>
     /// <exception cref="InterpException">The model has no next-token logits (an encoder), or the SAE does not fit it.</exception>
     public static SaeEvalResult Run(HookedTransformer model, Sae sae, Tensor tokens, SaeEvalOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new SaeEvalOptions();
+        return Finish(sae, Accumulate(model, sae, tokens, options, cancellationToken), options);
+    }
+
+    /// <summary>
+    /// The sums of <see cref="Run"/> over <paramref name="tokens"/> [batch, pos], for <see cref="SaeEvalStatistics.Combine"/>
+    /// with other token sets and <see cref="Finish"/>.
+    /// </summary>
+    /// <exception cref="InterpException">The model has no next-token logits (an encoder), or the SAE does not fit it.</exception>
+    public static SaeEvalStatistics Accumulate(HookedTransformer model, Sae sae, Tensor tokens, SaeEvalOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sae);
@@ -136,10 +236,25 @@ public static class SaeEvaluation
             klZero += Kl(logP, zero).sum().item<double>();
             positionsAll += batch.shape[0] * batch.shape[1];
         }
+        return acc.Statistics(ceClean, ceSae, ceZero, klSae, klZero, predicted, positionsAll);
+    }
 
-        var m = acc.Finish(options.DenseThreshold);
-        double meanCeClean = ceClean / predicted, meanCeSae = ceSae / predicted, meanCeZero = ceZero / predicted;
-        double meanKlSae = klSae / positionsAll, meanKlZero = klZero / positionsAll;
+    /// <summary>The metrics of <paramref name="sae"/> from the sums over every evaluated position.</summary>
+    /// <exception cref="InterpException">The statistics cover no position, or are not of this SAE's widths.</exception>
+    public static SaeEvalResult Finish(Sae sae, SaeEvalStatistics statistics, SaeEvalOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(statistics);
+        options ??= new SaeEvalOptions();
+        options.Validate();
+        var c = sae.Config;
+        if (statistics.SumX.Length != c.DOut || statistics.Fired.Length != c.DSae)
+            throw new InterpException($"SAE evaluation: statistics of d_out {statistics.SumX.Length} and d_sae {statistics.Fired.Length}, but the SAE at {c.HookName} has d_out {c.DOut} and d_sae {c.DSae}");
+        statistics.Validate();
+        var m = Summarise(statistics, options.DenseThreshold);
+        var st = statistics;
+        double meanCeClean = st.CeClean / st.Predicted, meanCeSae = st.CeSae / st.Predicted, meanCeZero = st.CeZero / st.Predicted;
+        double meanKlSae = st.KlSae / st.PositionsAll, meanKlZero = st.KlZero / st.PositionsAll;
         return new SaeEvalResult(c.HookName, c.ArchitectureName, c.DSae, m.Positions, m.L0, m.L1, m.ExplainedVariance, m.ExplainedVarianceLegacy,
             m.Mse, m.CosineSimilarity, m.L2Ratio, m.RelativeReconstructionBias,
             meanCeClean, meanCeSae, meanCeZero, (meanCeZero - meanCeSae) / (meanCeZero - meanCeClean),
@@ -157,13 +272,34 @@ public static class SaeEvaluation
     private sealed record Summary(long Positions, double L0, double L1, double ExplainedVariance, double ExplainedVarianceLegacy, double Mse,
         double CosineSimilarity, double L2Ratio, double RelativeReconstructionBias, double Dead, double Dense, double[] Density);
 
-    /// <summary>Running sums in float64. The legacy explained variance needs the mean over all positions first, so the
-    /// per-position residual and input rows are kept (float32, positions × d_out).</summary>
+    private static Summary Summarise(SaeEvalStatistics s, double denseThreshold)
+    {
+        long n = s.Positions;
+        int dOut = s.SumX.Length, dSae = s.Fired.Length;
+        if (n == 0) throw new InterpException("SAE evaluation saw no position");
+        var mean = s.SumX.Select(v => v / n).ToArray();
+        double meanSq = mean.Sum(v => v * v);
+        double total = s.SumNormSq / n - meanSq;
+        // Legacy: per position 1 − ‖x − x̂‖² / ‖x − x̄‖².
+        double legacy = 0;
+        for (long p = 0; p < n; p++)
+        {
+            double d2 = 0;
+            for (int i = 0; i < dOut; i++) { double d = s.Inputs[p * dOut + i] - mean[i]; d2 += d * d; }
+            legacy += 1 - s.Residuals[p] / d2;
+        }
+        var density = s.Fired.Select(f => (double)f / n).ToArray();
+        return new Summary(n, s.SumL0 / n, s.SumL1 / n, 1 - (s.SumResidual / n) / total, legacy / n, s.SumResidual / n,
+            s.SumCos / n, s.SumRatio / n, s.SumReconSq / s.SumReconDot,
+            density.Count(d => d == 0) / (double)dSae, density.Count(d => d > denseThreshold) / (double)dSae, density);
+    }
+
+    /// <summary>Running sums in float64 over the batches of one <see cref="Accumulate"/>.</summary>
     private sealed class Accumulator(int dSae, int dOut)
     {
         private readonly double[] _sumX = new double[dOut];
         private readonly long[] _fired = new long[dSae];
-        private readonly List<float[]> _inputs = new();
+        private readonly List<float> _inputs = new();
         private readonly List<double> _residuals = new();
         private double _sumResidual, _sumNormSq, _sumL0, _sumL1, _sumCos, _sumRatio, _sumReconSq, _sumReconDot;
         private long _n;
@@ -190,31 +326,15 @@ public static class SaeEvaluation
             _sumReconDot += (a * b).sum().item<double>();
             var fired = acts.gt(Scalars.Zero).sum([0L], type: ScalarType.Int64).data<long>().ToArray();
             for (int f = 0; f < dSae; f++) _fired[f] += fired[f];
-            var rows = x.to(ScalarType.Float32).contiguous().data<float>().ToArray();
-            _inputs.Add(rows);
+            _inputs.AddRange(x.to(ScalarType.Float32).contiguous().data<float>().ToArray());
             _n += x.shape[0];
         }
 
-        public Summary Finish(double denseThreshold)
+        public SaeEvalStatistics Statistics(double ceClean, double ceSae, double ceZero, double klSae, double klZero, long predicted, long positionsAll) => new()
         {
-            if (_n == 0) throw new InterpException("SAE evaluation saw no position");
-            var mean = _sumX.Select(s => s / _n).ToArray();
-            double meanSq = mean.Sum(v => v * v);
-            double total = _sumNormSq / _n - meanSq;
-            // Legacy: per position 1 − ‖x − x̂‖² / ‖x − x̄‖².
-            double legacy = 0;
-            int p = 0;
-            foreach (var rows in _inputs)
-                for (int r = 0; r < rows.Length / dOut; r++, p++)
-                {
-                    double d2 = 0;
-                    for (int i = 0; i < dOut; i++) { double d = rows[r * dOut + i] - mean[i]; d2 += d * d; }
-                    legacy += 1 - _residuals[p] / d2;
-                }
-            var density = _fired.Select(f => (double)f / _n).ToArray();
-            return new Summary(_n, _sumL0 / _n, _sumL1 / _n, 1 - (_sumResidual / _n) / total, legacy / _n, _sumResidual / _n,
-                _sumCos / _n, _sumRatio / _n, _sumReconSq / _sumReconDot,
-                density.Count(d => d == 0) / (double)dSae, density.Count(d => d > denseThreshold) / (double)dSae, density);
-        }
+            Positions = _n, SumResidual = _sumResidual, SumNormSq = _sumNormSq, SumL0 = _sumL0, SumL1 = _sumL1, SumCos = _sumCos, SumRatio = _sumRatio,
+            SumReconSq = _sumReconSq, SumReconDot = _sumReconDot, SumX = _sumX, Fired = _fired, Residuals = [.. _residuals], Inputs = [.. _inputs],
+            CeClean = ceClean, CeSae = ceSae, CeZero = ceZero, KlSae = klSae, KlZero = klZero, Predicted = predicted, PositionsAll = positionsAll,
+        };
     }
 }

@@ -203,6 +203,35 @@ public sealed class SaeFeatureActivations
         return new SaeFeatureActivations(dSae, n, pos, entries.ToArray(), tokens.cpu().to(ScalarType.Int32).reshape(-1).data<int>().ToArray(), real);
     }
 
+    /// <summary>
+    /// The collection from its parts, as a sharded run's merge rebuilds it: <paramref name="tokens"/> the ids of
+    /// sequences × <paramref name="positions"/> tokens (row-major, every position real) and <paramref name="entries"/>
+    /// the activations &gt; 0, in order of sequence, position and feature (as <see cref="Entries"/> lists them).
+    /// </summary>
+    /// <exception cref="InterpException">The token count is not a multiple of the positions, or an entry is out of range,
+    /// not positive and finite, or out of order.</exception>
+    public static SaeFeatureActivations FromEntries(int dSae, int positions, IReadOnlyList<int> tokens, IReadOnlyList<FeatureActivation> entries)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(entries);
+        if (dSae < 1 || positions < 1 || tokens.Count % positions != 0)
+            throw new InterpException($"feature activations of d_sae {dSae} over {tokens.Count} tokens in sequences of {positions}: expected d_sae ≥ 1 and whole sequences");
+        int sequences = tokens.Count / positions;
+        long last = -1;
+        foreach (var e in entries)
+        {
+            if (e.Sequence < 0 || e.Sequence >= sequences || e.Position < 0 || e.Position >= positions || e.Feature < 0 || e.Feature >= dSae)
+                throw new InterpException($"feature activation (sequence {e.Sequence}, position {e.Position}, feature {e.Feature}) is outside {sequences} sequences × {positions} positions × d_sae {dSae}");
+            if (!(e.Value > 0) || !float.IsFinite(e.Value))
+                throw new InterpException($"feature activation (sequence {e.Sequence}, position {e.Position}, feature {e.Feature}) is {e.Value}; the collection holds values > 0");
+            long key = ((long)e.Sequence * positions + e.Position) * dSae + e.Feature;
+            if (key <= last)
+                throw new InterpException($"feature activation (sequence {e.Sequence}, position {e.Position}, feature {e.Feature}) is out of order or repeated");
+            last = key;
+        }
+        return new SaeFeatureActivations(dSae, sequences, positions, [.. entries], [.. tokens], Enumerable.Repeat(true, tokens.Count).ToArray());
+    }
+
     /// <summary>Appends the activations &gt; 0 of <paramref name="acts"/> [b, pos, d_sae] at real positions, sequences numbered from <paramref name="start"/>.</summary>
     private static void AddEntries(List<FeatureActivation> entries, Tensor acts, bool[] real, int start, int pos)
     {

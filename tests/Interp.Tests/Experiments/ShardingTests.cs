@@ -312,6 +312,48 @@ public sealed class ShardingTests
     }
 
     [Fact]
+    public Task Sae_features_merged_from_1_2_3_and_7_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("sae_features", ["--model", TestModels.Gpt2TinyDir, "--sae", Path.Combine(SharedData.Root, "saes", "gpt2-tiny-random-res-1"),
+            "--set", "sequences=7", "--set", "context_size=24", "--set", "unit_size=1", "--set", "top_features=4"], [1, 2, 3, 7]);
+
+    [Fact]
+    public Task Circuit_discovery_merged_from_1_2_3_and_7_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("circuit_discovery", ["--set", "batch=7", "--set", "half=5", "--set", "unit_size=1", "--set", "steps=3", "--set", "scatter_edges=5"], [1, 2, 3, 7]);
+
+    [Fact]
+    public Task Circuit_discovery_on_prompts_merged_from_3_shards_equals_the_single_run() =>
+        AssertShardsMergeToTheSingleRun("circuit_discovery", ["--model", TestModels.StoriesBin, "--prompts", RepoFiles.Path("experiments/prompts/stories_names.jsonl"),
+            "--set", "unit_size=5", "--set", "steps=3", "--set", "scatter_edges=5"], [3]);
+
+    [Fact]
+    public async Task Units_of_one_sequence_give_the_scores_and_metrics_of_the_whole_batch()
+    {
+        // The merge's aggregates weight each unit by its sequences: scores of units of 1 agree with one unit of 7 (to
+        // rounding), as an unweighted or per-shard average would not.
+        using var tmp = new TempDir();
+        string sae = Path.Combine(SharedData.Root, "saes", "gpt2-tiny-random-res-1");
+        foreach (string size in new[] { "1", "7" })
+        {
+            var circuit = await Cli("run", "circuit_discovery", "--set", "batch=7", "--set", "half=5", "--set", "steps=3", "--set", "scatter_edges=5", "--set", $"unit_size={size}", "--out", tmp.File($"circuit{size}"));
+            Assert.True(circuit.Code == 0, circuit.Err);
+            var features = await Cli("run", "sae_features", "--model", TestModels.Gpt2TinyDir, "--sae", sae, "--set", "sequences=7", "--set", "context_size=24", "--set", "top_features=4",
+                "--set", $"unit_size={size}", "--out", tmp.File($"sae{size}"));
+            Assert.True(features.Code == 0, features.Err);
+        }
+        var one = ParquetRead.Columns(Path.Combine(tmp.File("circuit1"), "edge_attribution.parquet"))["score"].Select(v => (double)v!).ToArray();
+        var whole = ParquetRead.Columns(Path.Combine(tmp.File("circuit7"), "edge_attribution.parquet"))["score"].Select(v => (double)v!).ToArray();
+        double scale = whole.Max(Math.Abs);
+        Assert.Equal(whole.Length, one.Length);
+        for (int e = 0; e < whole.Length; e++) Assert.True(Math.Abs(one[e] - whole[e]) <= 1e-4 * scale, $"edge row {e}: {one[e]} in units of 1, {whole[e]} in one unit");
+        var evalOne = ParquetRead.Columns(Path.Combine(tmp.File("sae1"), "sae_eval.parquet"));
+        var evalWhole = ParquetRead.Columns(Path.Combine(tmp.File("sae7"), "sae_eval.parquet"));
+        Assert.Equal((long)evalWhole["positions"][0]!, (long)evalOne["positions"][0]!);
+        foreach (string metric in new[] { "l0", "explained_variance", "explained_variance_legacy", "mse", "ce_loss_score", "kl_div_score", "dead_fraction" })
+            Assert.True(Math.Abs((double)evalOne[metric][0]! - (double)evalWhole[metric][0]!) <= 1e-6 * Math.Max(1, Math.Abs((double)evalWhole[metric][0]!)),
+                $"{metric}: {evalOne[metric][0]} in units of 1, {evalWhole[metric][0]} in one unit");
+    }
+
+    [Fact]
     public async Task Experiments_that_do_not_shard_say_so_and_shards_need_an_output_folder()
     {
         var (code, _, err) = await Cli("run", "induction_heads", "--shard", "0/2", "--out", Path.Combine(Path.GetTempPath(), "interp-never-written"));
@@ -327,6 +369,9 @@ public sealed class ShardingTests
         (code, _, err) = await Cli("run", "head_attribution", "--shard", "0/2", "--out", tmp.File("attribution"));
         Assert.Equal(1, code);
         Assert.Contains("head_attribution shards with --prompts only", err);
+        (code, _, err) = await Cli("run", "sae_features", "--shard", "0/2", "--out", tmp.File("sae"));
+        Assert.Equal(1, code);
+        Assert.Contains("every shard would train an SAE of its own", err);
         (code, _, err) = await Cli("merge", tmp.Sub("empty"));
         Assert.Equal(1, code);
         Assert.Contains("holds no shard manifests", err);

@@ -70,4 +70,34 @@ public sealed class SaeEvaluationTests
         Assert.Equal(one.KlDivScore, many.KlDivScore, 5);
         Assert.Throws<ArgumentOutOfRangeException>(() => SaeEvaluation.Run(loaded.Model, sae, tokens, new SaeEvalOptions(BatchSize: 0)));
     }
+
+    [Fact]
+    public void Statistics_of_parts_combine_to_the_metrics_of_the_whole()
+    {
+        using var sae = Sae.Load(Folder);
+        using var loaded = ModelLoader.Load(TestModels.Gpt2TinyDir);
+        using var scope = NewDisposeScope();
+        var tokens = tensor(TokenIds(), [4, 10]);
+        var whole = SaeEvaluation.Run(loaded.Model, sae, tokens, new SaeEvalOptions(BatchSize: 4));
+        var one = SaeEvaluation.Accumulate(loaded.Model, sae, tokens, new SaeEvalOptions(BatchSize: 4));
+        // Run is Finish of Accumulate, and a combination of one part is that part.
+        var again = SaeEvaluation.Finish(sae, SaeEvalStatistics.Combine([one]));
+        Assert.Equal(whole.FeatureDensity, again.FeatureDensity);
+        Assert.Equal(whole, again with { FeatureDensity = whole.FeatureDensity });
+        var parts = new[] { tokens.narrow(0, 0, 1), tokens.narrow(0, 1, 3) }.Select(t => SaeEvaluation.Accumulate(loaded.Model, sae, t)).ToArray();
+        var combined = SaeEvaluation.Finish(sae, SaeEvalStatistics.Combine(parts));
+        Assert.Equal(whole.Positions, combined.Positions);
+        Assert.Equal(whole.L0, combined.L0, 12);
+        Assert.Equal(whole.DeadFraction, combined.DeadFraction);
+        Assert.Equal(whole.FeatureDensity, combined.FeatureDensity);
+        Assert.Equal(whole.ExplainedVariance, combined.ExplainedVariance, 6);
+        // The legacy explained variance needs the mean over all positions: not a weighted mean of the parts' own.
+        Assert.Equal(whole.ExplainedVarianceLegacy, combined.ExplainedVarianceLegacy, 6);
+        var own = parts.Select(p => SaeEvaluation.Finish(sae, p).ExplainedVarianceLegacy).ToArray();
+        Assert.NotEqual(whole.ExplainedVarianceLegacy, (own[0] * 10 + own[1] * 30) / 40, 6);
+        Assert.Equal(whole.CeLossScore, combined.CeLossScore, 5);
+        Assert.Equal(whole.KlDivScore, combined.KlDivScore, 5);
+        var other = parts[0] with { SumX = new double[parts[0].SumX.Length + 1] };
+        Assert.Contains("do not combine", Assert.Throws<InterpException>(() => SaeEvalStatistics.Combine([parts[1], other])).Message);
+    }
 }
