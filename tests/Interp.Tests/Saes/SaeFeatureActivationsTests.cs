@@ -133,4 +133,25 @@ public sealed class SaeFeatureActivationsTests
         using var elsewhere = Sae.Create(cfg, fx.Sae.StateDict.ToDictionary(kv => kv.Key, kv => kv.Value));
         Assert.Throws<UnknownHookException>(() => SaeFeatureActivations.Collect(fx.Model, elsewhere, SaeFeatureFixture.Tokens()));
     }
+
+    [Fact]
+    public void FromEntries_rebuilds_the_collection_and_refuses_bad_entries_naming_them()
+    {
+        using var fx = new SaeFeatureFixture();
+        var acts = SaeFeatureActivations.Collect(fx.Model, fx.Sae, SaeFeatureFixture.Tokens());
+        var tokens = Enumerable.Range(0, acts.Sequences).SelectMany(q => Enumerable.Range(0, acts.Positions).Select(p => acts.TokenAt(q, p))).ToArray();
+        var entries = acts.Entries.ToArray();
+        var again = SaeFeatureActivations.FromEntries(acts.DSae, acts.Positions, tokens, entries);
+        Assert.Equal(acts.Entries, again.Entries);
+        Assert.Equal(acts.Stats, again.Stats);
+        Assert.Equal(acts.RealPositions, again.RealPositions);
+
+        string Refused(IReadOnlyList<FeatureActivation> bad) =>
+            Assert.Throws<InterpException>(() => SaeFeatureActivations.FromEntries(acts.DSae, acts.Positions, tokens, bad)).Message;
+        Assert.Contains($"feature {acts.DSae}) is outside", Refused([entries[0] with { Feature = acts.DSae }]));
+        Assert.Contains("is 0; the collection holds values > 0", Refused([entries[0] with { Value = 0 }]));
+        Assert.Contains("is out of order or repeated", Refused([entries[1], entries[0]]));
+        Assert.Contains("expected d_sae ≥ 1 and whole sequences",
+            Assert.Throws<InterpException>(() => SaeFeatureActivations.FromEntries(acts.DSae, acts.Positions, tokens[..^1], entries)).Message);
+    }
 }
