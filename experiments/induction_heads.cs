@@ -58,15 +58,21 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
                     $"{settings.Batch} sequences of {half} random tokens (ids {low}–{high - 1}) repeated once." +
                     (ind.Score < 0.3 ? " No head reaches an induction score of 0.3: this model shows no clear induction circuit on repeated random tokens." : ""));
 
-    // Patterns on one short repeated sequence, with token labels.
+    await context.AddViewAsync(new HeatmapView("Head scores", "Mean attention on the position each score predicts, per head; choose the score.",
+        "head_scores.parquet", Columns.Layer, Columns.Head, Facet: Columns.Score), ct);
+
+    // Every head's pattern on a few short repeated sequences: a table, the report's attention explorer and two figures.
     context.ReportProgress("drawing patterns", 0.4);
-    int shortHalf = Math.Min(half, 12);
-    var sample = tokens[..1, ..(prefix + shortHalf)];
-    var shortTokens = prefix == 0 ? cat([sample, sample], 1) : cat([sample, sample[.., prefix..]], 1);
+    int shortHalf = Math.Min(half, 12), shown = Math.Min(4, settings.Batch);
+    var sample = tokens[..shown, ..(prefix + shortHalf)];
+    var shortTokens = prefix == 0 ? cat([sample, sample], 1) : cat([sample, sample[.., prefix..]], 1);    // [shown, prefix + 2·shortHalf]
+    await context.WriteTableAsync("tokens.parquet", TokenTable.From(shortTokens, tokenizer), "the tokens of the short repeated sequences the report's views show", ct);
     var labels = Labels(shortTokens[0], tokenizer);
     var (_, cache) = model.RunWithCache(shortTokens, n => HookNames.Is(n, HookNames.Pattern));
     using (cache)
     {
+        await context.WriteTableAsync("attention_patterns.parquet", AttentionTable.From(Enumerable.Range(0, cfg.NLayers).Select(l => cache[HookNames.Pattern(l)]).ToArray()),
+            "every head's attention pattern on the short repeated sequences (causal entries)", ct);
         foreach (var (role, l, h) in new[] { ("previous-token", prev.Layer, prev.Head), ("induction", ind.Layer, ind.Head) })
             context.SaveFigure($"pattern_{role.Replace("-", "_")}_head_{l}_{h}.png",
                 Figures.AttentionPattern(TensorData.ToMatrix(cache[HookNames.Pattern(l)][0, h]), labels, $"Head {l}.{h} ({role}) on a repeated sequence"),
@@ -75,6 +81,9 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
                     : $"Head {l}.{h}: each token attends to the token just before it (the sub-diagonal).",
                 900, 800);
     }
+    await context.AddViewAsync(new AttentionView("Attention explorer",
+        $"Every head on {shown} short repeated sequences; head {ind.Layer}.{ind.Head} (induction) is selected. Hover a token to see what it attends to and what attends to it.",
+        "attention_patterns.parquet", "tokens.parquet", ind.Layer, ind.Head), ct);
 
     // Loss per position, clean and with each head zero-ablated.
     context.ReportProgress("ablating heads", 0.6);
@@ -90,8 +99,7 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
         for (int h = 0; h < cfg.NHeads; h++)
         {
             ct.ThrowIfCancellationRequested();
-            int head = h;
-            var loss = LossByPosition.Mean(model, tokens, (HookNames.Z(l), (z, _) => { var c = z.clone(); c[.., .., head] = 0; return c; }));
+            var loss = LossByPosition.Mean(model, tokens, (HookNames.Z(l), ZeroHead(h)));
             ablated[(l, h)] = loss;
             AddLoss(l, h, loss);
             context.ReportProgress($"ablating heads: {l}.{h}", 0.6 + 0.35 * (l * cfg.NHeads + h + 1) / (cfg.NLayers * cfg.NHeads));
@@ -132,6 +140,26 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
             ($"without {prevNames} (previous-token)", withoutPrevious)),
         $"Loss drops in the repeated copy (after position {prefix + half}); ablating either part of the circuit brings it back up.", 1000, 550);
 
+    var ablation = new ParquetColumns();
+    foreach (var ((l, h), loss) in ablated)
+        ablation.Row(("layer", l), ("head", h), ("metric", "repeated_half_loss"), ("value", Repeated(loss)))
+                .Row(("layer", l), ("head", h), ("metric", "repeated_half_loss_increase"), ("value", Repeated(loss) - Repeated(clean)));
+    await context.WriteTableAsync("head_ablation.parquet", ablation.ToTable(), "mean loss on the repeated half with each head zero-ablated, and its increase over the clean run", ct);
+    await context.AddViewAsync(new HeatmapView("Zero-ablating each head", "Repeated-half loss with the head zero-ablated (or its increase over the clean run).",
+        "head_ablation.parquet", Columns.Layer, Columns.Head, Facet: Columns.Metric), ct);
+
+    // Per-token loss on the short sequences of the attention explorer, clean and without each part of the circuit.
+    var perToken = new TokenValuesTable.Builder();
+    foreach (var (name, hooks) in new[] { ("loss", Array.Empty<(string, HookFunction)>()),
+                                          ($"loss without {ind.Layer}.{ind.Head}", [(HookNames.Z(ind.Layer), ZeroHead(ind.Head))]),
+                                          ($"loss without {prevNames}", [AblatePrevious()]) })
+    {
+        var loss = LossByPosition.PerSequence(model, shortTokens, hooks);
+        for (int b = 0; b < loss.Length; b++) perToken.Add(name, b, loss[b], firstPosition: 1);   // entry i predicts token i + 1
+    }
+    await context.WriteTableAsync("token_loss.parquet", perToken.ToTable(), "next-token loss of each token of the short repeated sequences, clean and with either part of the circuit ablated", ct);
+    await context.AddViewAsync(new TokenValuesView("Loss per token", "Each token coloured by the loss of predicting it; choose clean or an ablation.", "token_loss.parquet", "tokens.parquet"), ct);
+
     // K-composition evidence: the induction head needs the previous-token heads' output to find its target.
     using (model.Hooks(AblatePrevious()))
     {
@@ -152,6 +180,8 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
     context.ReportProgress("done", 1.0);
 });
 
+
+static HookFunction ZeroHead(int head) => (z, _) => { var c = z.clone(); c[.., .., head] = 0; return c; };
 
 static string[] Labels(Tensor tokens, Interp.Tokenizers.ITokenizer? tokenizer)
 {

@@ -200,6 +200,30 @@ public sealed class ExperimentContext
         _manifest.Save(OutputDirectory);
     }
 
+    /// <summary>
+    /// Adds an interactive view to <c>report.html</c> (<see cref="AttentionView"/>, <see cref="TokenValuesView"/>,
+    /// <see cref="HeatmapView"/>, <see cref="LogitLensView"/>, <see cref="FeatureView"/>). Its data is read now from the
+    /// tables it names, which the run must have written (<see cref="WriteTableAsync"/>), so a view shows exactly what its
+    /// tables hold; above the <see cref="ReportViewLimits"/> it shows a part and says so.
+    /// </summary>
+    /// <exception cref="InterpException">A table the view names was not written by this run, lacks a column the view
+    /// reads, or holds rows the view cannot place (named in the message).</exception>
+    public Task AddViewAsync(ReportView view, CancellationToken cancellationToken = default) => AddViewAsync(view, new ReportViewLimits(), cancellationToken);
+
+    /// <inheritdoc cref="AddViewAsync(ReportView, CancellationToken)"/>
+    public async Task AddViewAsync(ReportView view, ReportViewLimits limits, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        RefuseInShard($"the view '{view.Title}'");
+        foreach (var table in view.Tables)
+            if (!_manifest.Artifacts.Any(a => a.Kind == "table" && a.File == table))
+                throw new InterpException($"the {view.Kind} view '{view.Title}' reads {table}, which this run has not written (write it with WriteTableAsync first)");
+        int index = Report.Count(r => r is ReportItem.View);
+        string html = await ReportViewData.SectionAsync(OutputDirectory, view, index, limits, cancellationToken);
+        Report.Add(new ReportItem.View(view, html));
+        Logger.LogInformation("Added the {Kind} view '{Title}' ({Size:N0} bytes of HTML)", view.Kind, view.Title, html.Length);
+    }
+
     /// <summary>Adds a paragraph (Markdown) to the report.</summary>
     public void AddText(string markdown) => Report.Add(new ReportItem.Text(markdown));
 
@@ -249,4 +273,6 @@ public abstract record ReportItem
     public sealed record Text(string Markdown) : ReportItem;
     /// <summary>A figure file with its caption.</summary>
     public sealed record Figure(string File, string Caption) : ReportItem;
+    /// <summary>An interactive view of <c>report.html</c>: its definition and its HTML section, data included.</summary>
+    public sealed record View(ReportView Definition, string Html) : ReportItem;
 }

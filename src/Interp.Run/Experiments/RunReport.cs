@@ -12,7 +12,7 @@ public static class RunReport
     public static void Write(string directory, RunManifest manifest, IReadOnlyList<ReportItem> items)
     {
         AtomicFile.WriteAllText(Path.Combine(directory, "report.md"), Markdown(manifest, items));
-        AtomicFile.WriteAllText(Path.Combine(directory, "report.html"), Html(manifest, items));
+        AtomicFile.WriteAllText(Path.Combine(directory, "report.html"), Html(manifest, items, directory));
     }
 
     private static string Value(KeyNumber k) => k.Value.ToString(k.Format, CultureInfo.InvariantCulture);
@@ -40,6 +40,7 @@ public static class RunReport
             {
                 case ReportItem.Text t: sb.AppendLine(t.Markdown).AppendLine(); break;
                 case ReportItem.Figure f: sb.AppendLine($"![{f.Caption}]({f.File})").AppendLine().AppendLine($"*{f.Caption}*").AppendLine(); break;
+                case ReportItem.View v: sb.AppendLine($"*Interactive in report.html — {v.Definition.Title}:* {v.Definition.Caption}").AppendLine(); break;
             }
         }
         var tables = m.Artifacts.Where(a => a.Kind == "table").ToArray();
@@ -51,14 +52,37 @@ public static class RunReport
         return sb.ToString();
     }
 
-    /// <summary>The HTML report (self-contained but for the PNG files beside it).</summary>
-    public static string Html(RunManifest m, IReadOnlyList<ReportItem> items)
+    private static string Resource(string name)
+    {
+        using var stream = typeof(RunReport).Assembly.GetManifestResourceStream($"Interp.Report.{name}")
+            ?? throw new InvalidOperationException($"the report resource {name} is missing from {typeof(RunReport).Assembly.GetName().Name}");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    // The PNG beside the report, inline: the page needs nothing but itself (a figure missing from the folder stays a link).
+    private static string Image(string? directory, string file)
+    {
+        string path = directory is null ? "" : Path.Combine(directory, file);
+        return File.Exists(path) ? "data:image/png;base64," + Convert.ToBase64String(File.ReadAllBytes(path)) : WebUtility.HtmlEncode(file);
+    }
+
+    private static readonly Lazy<string> Script = new(() => Resource("report.js")), Style = new(() => Resource("report.css"));
+
+    /// <summary>
+    /// The HTML report: one file that opens offline (style, script and the views' data inline; the PNG figures beside it
+    /// are shown too). Interactive views are <c>section[data-interp-view]</c> elements (docs/report.md).
+    /// </summary>
+    /// <param name="m">The run's manifest.</param>
+    /// <param name="items">The report's items in order.</param>
+    /// <param name="directory">The run folder: its PNG figures are embedded (as data URIs); null links them instead.</param>
+    public static string Html(RunManifest m, IReadOnlyList<ReportItem> items, string? directory = null)
     {
         static string E(string s) => WebUtility.HtmlEncode(s);
         var sb = new StringBuilder();
         sb.AppendLine("<!DOCTYPE html><html><head><meta charset=\"utf-8\">")
           .AppendLine($"<title>{E(m.Experiment)}</title>")
-          .AppendLine("<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.45}img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}figcaption{font-style:italic;color:#444}</style>")
+          .AppendLine("<style>").Append(Style.Value).AppendLine("</style>")
           .AppendLine("</head><body>")
           .AppendLine($"<h1>{E(m.Experiment)}</h1>")
           .AppendLine($"<p>{E(Header(m).Replace("**", "").Replace("`", ""))}</p>");
@@ -73,7 +97,8 @@ public static class RunReport
             switch (item)
             {
                 case ReportItem.Text t: sb.AppendLine($"<p>{E(t.Markdown)}</p>"); break;
-                case ReportItem.Figure f: sb.AppendLine($"<figure><img src=\"{E(f.File)}\" alt=\"{E(f.Caption)}\"><figcaption>{E(f.Caption)}</figcaption></figure>"); break;
+                case ReportItem.Figure f: sb.AppendLine($"<figure><img src=\"{Image(directory, f.File)}\" alt=\"{E(f.Caption)}\"><figcaption>{E(f.Caption)}</figcaption></figure>"); break;
+                case ReportItem.View v: sb.AppendLine(v.Html); break;
             }
         }
         var tables = m.Artifacts.Where(a => a.Kind == "table").ToArray();
@@ -83,6 +108,6 @@ public static class RunReport
             foreach (var t in tables) sb.AppendLine($"<li><code>{E(t.File)}</code> ({t.Rows:N0} rows): {E(t.Description)}</li>");
             sb.AppendLine("</ul>");
         }
-        return sb.AppendLine("</body></html>").ToString();
+        return sb.AppendLine("<script>").Append(Script.Value).AppendLine("</script>").AppendLine("</body></html>").ToString();
     }
 }

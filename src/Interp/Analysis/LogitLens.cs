@@ -16,6 +16,12 @@ namespace Interp.Analysis;
 /// <param name="Logit">Logit of the target, [layer, batch, position].</param>
 public sealed record LogitLensResult(IReadOnlyList<ResidualComponent> Layers, Tensor Probability, Tensor Rank, Tensor Logit);
 
+/// <summary>The logit lens's top predictions (<see cref="LogitLens.Top"/>): after each layer, the k most probable tokens.</summary>
+/// <param name="Layers">The stream read at each entry (as <see cref="LogitLensResult.Layers"/>).</param>
+/// <param name="Ids">Token ids, [layer, batch, position, k] (int64), most probable first.</param>
+/// <param name="Probability">Their probabilities, [layer, batch, position, k] (float64).</param>
+public sealed record LogitLensTop(IReadOnlyList<ResidualComponent> Layers, Tensor Ids, Tensor Probability);
+
 /// <summary>
 /// The logit lens: decode the residual stream after every layer as if it were the final one — the model's own head:
 /// the final norm, the unembedding (W_U and b_U) and, where the model has them, its masked-LM head (BERT) and logit
@@ -101,5 +107,34 @@ public static class LogitLens
         using var scope = NewDisposeScope();
         var r = Target(model, cache, tokens[.., 1..]);
         return new LogitLensResult(r.Layers, r.Probability.MoveToOuterDisposeScope(), r.Rank.MoveToOuterDisposeScope(), r.Logit.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The lens's top <paramref name="k"/> predictions after every layer: token ids [n_layers + 1, batch, pos, k] (int64) and
+    /// their probabilities (float64), largest first — the logit lens table researchers read. One layer's logits are held at a time.
+    /// </summary>
+    /// <exception cref="InterpException"><paramref name="k"/> is outside [1, d_vocab], or the model has no unembedding.</exception>
+    public static LogitLensTop Top(HookedTransformer model, ActivationCache cache, int k)
+    {
+        model.EnsureUnembed("the logit lens");
+        var cfg = model.Config;
+        if (k < 1 || k > cfg.DVocab) throw new InterpException($"logit lens: top k must be in [1, d_vocab {cfg.DVocab}], got {k}");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var layers = new List<ResidualComponent>();
+        var ids = new List<Tensor>();
+        var probability = new List<Tensor>();
+        for (int l = 0; l <= cfg.NLayers; l++)
+        {
+            using var step = NewDisposeScope();
+            var (component, resid) = l < cfg.NLayers
+                ? (new ResidualComponent(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)])
+                : (new ResidualComponent(ComponentKind.FinalPost, l), cache[ResidualStacks.FinalStreamHook(cfg)]);
+            var (values, indices) = Decode(model, resid).to(ScalarType.Float64).softmax(-1).topk(k, -1);   // each [batch, pos, k]
+            layers.Add(component);
+            ids.Add(indices.MoveToOuterDisposeScope());
+            probability.Add(values.MoveToOuterDisposeScope());
+        }
+        return new LogitLensTop(layers, stack(ids).MoveToOuterDisposeScope(), stack(probability).MoveToOuterDisposeScope());
     }
 }

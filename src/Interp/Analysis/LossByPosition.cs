@@ -20,4 +20,20 @@ public static class LossByPosition
         var logits = model.RunWithHooks(tokens, hooks);
         return Metrics.PerTokenLoss(logits, tokens).mean([0]).to(ScalarType.Float64).data<double>().ToArray();   // [pos − 1]
     }
+
+    /// <summary>
+    /// Next-token loss of every sequence at each predicted position, with <paramref name="hooks"/> attached: [batch][pos − 1]
+    /// (entry i predicts token i + 1; <see cref="Mean"/> is its mean over the batch).
+    /// </summary>
+    /// <exception cref="InterpException">As <see cref="Mean"/>.</exception>
+    public static double[][] PerSequence(HookedTransformer model, Tensor tokens, params (string Name, HookFunction Hook)[] hooks)
+    {
+        model.EnsureUnembed("loss by position");
+        model.EnsureCausal("loss by position (the next-token loss)");
+        using var scope = NewDisposeScope();
+        var loss = Metrics.PerTokenLoss(model.RunWithHooks(tokens, hooks), tokens).to(ScalarType.Float64).contiguous();   // [batch, pos − 1]
+        var flat = loss.data<double>().ToArray();
+        int n = (int)loss.shape[1];
+        return Enumerable.Range(0, (int)loss.shape[0]).Select(b => flat[(b * n)..((b + 1) * n)]).ToArray();
+    }
 }

@@ -17,6 +17,14 @@ public static class Columns
     public const string Position = "position";
     /// <summary>What wrote or was measured: <c>embed</c>, <c>pos_embed</c>, <c>head</c>, <c>attn</c>, <c>mlp</c>, <c>bias</c>, ….</summary>
     public const string Component = "component";
+    /// <summary>Index of the sequence (the row of the token batch), int32.</summary>
+    public const string Sequence = "sequence";
+    /// <summary>Token id, int32.</summary>
+    public const string TokenId = "token_id";
+    /// <summary>The token's display string (string).</summary>
+    public const string Token = "token";
+    /// <summary>1-based rank within a group (1 = the largest), int32.</summary>
+    public const string Rank = "rank";
     /// <summary>The name of the measured quantity.</summary>
     public const string Metric = "metric";
     /// <summary>The name of a head score.</summary>

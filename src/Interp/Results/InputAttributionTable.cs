@@ -29,7 +29,7 @@ public static class InputAttributionTable
                 throw new InterpException($"input_attribution: sequence {b} has {tokens[b].Count} tokens but {result.Attributions[b].Length} attributed positions");
             double gap = result.CompletenessGap(b);
             for (int p = 0; p < tokens[b].Count; p++)
-                rows.Row((SaeColumns.Sequence, b), (Columns.Position, p), (SaeColumns.TokenId, tokens[b][p]), (SaeColumns.Token, tokenText(tokens[b][p])),
+                rows.Row((Columns.Sequence, b), (Columns.Position, p), (Columns.TokenId, tokens[b][p]), (Columns.Token, tokenText(tokens[b][p])),
                     ("attribution", result.Attributions[b][p]), ("completeness_gap", gap));
         }
         return rows.ToTable();

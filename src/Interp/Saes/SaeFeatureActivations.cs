@@ -255,7 +255,7 @@ public sealed class SaeFeatureActivations
     /// <c>position</c> (int32), <c>feature</c> (int32), <c>value</c> (float32, &gt; 0).
     /// </summary>
     public ParquetTable ToTable() => new ParquetTable()
-        .Add(SaeColumns.Sequence, _entries.Select(e => e.Sequence).ToArray())
+        .Add(Columns.Sequence, _entries.Select(e => e.Sequence).ToArray())
         .Add(Columns.Position, _entries.Select(e => e.Position).ToArray())
         .Add(SaeColumns.Feature, _entries.Select(e => e.Feature).ToArray())
         .Add(Columns.Value, _entries.Select(e => e.Value).ToArray());

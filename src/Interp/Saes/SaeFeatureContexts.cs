@@ -117,12 +117,12 @@ public sealed class SaeFeatureContexts
         var rows = Contexts.SelectMany(c => c.Tokens.Select(t => (c, t))).ToArray();
         return new ParquetTable()
             .Add(SaeColumns.Feature, rows.Select(x => x.c.Feature).ToArray())
-            .Add(SaeColumns.Rank, rows.Select(x => x.c.Rank).ToArray())
-            .Add(SaeColumns.Sequence, rows.Select(x => x.c.Sequence).ToArray())
+            .Add(Columns.Rank, rows.Select(x => x.c.Rank).ToArray())
+            .Add(Columns.Sequence, rows.Select(x => x.c.Sequence).ToArray())
             .Add(Columns.Position, rows.Select(x => x.c.Position).ToArray())
             .Add("offset", rows.Select(x => x.t.Offset).ToArray())
-            .Add(SaeColumns.TokenId, rows.Select(x => x.t.TokenId).ToArray())
-            .Add(SaeColumns.Token, rows.Select(x => x.t.Token).ToArray())
+            .Add(Columns.TokenId, rows.Select(x => x.t.TokenId).ToArray())
+            .Add(Columns.Token, rows.Select(x => x.t.Token).ToArray())
             .Add(Columns.Value, rows.Select(x => x.t.Value).ToArray());
     }
 }

@@ -156,7 +156,7 @@ public sealed class SaeLogitEffects
         var rows = new ParquetColumns();
         foreach (var r in Rows)
             rows.Row((SaeColumns.Feature, r.Feature), ("direction", r.Direction == LogitEffectDirection.Promoted ? "promoted" : "suppressed"),
-                (SaeColumns.Rank, r.Rank), (SaeColumns.TokenId, r.TokenId), (SaeColumns.Token, r.Token), (Columns.Value, r.Value));
+                (Columns.Rank, r.Rank), (Columns.TokenId, r.TokenId), (Columns.Token, r.Token), (Columns.Value, r.Value));
         return rows.ToTable();
     }
 }

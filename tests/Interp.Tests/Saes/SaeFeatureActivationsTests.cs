@@ -94,7 +94,7 @@ public sealed class SaeFeatureActivationsTests
         await acts.ToTable().WriteAsync(tmp.File("acts.parquet"));
         await acts.StatsTable().WriteAsync(tmp.File("stats.parquet"));
         var t = ParquetRead.Columns(tmp.File("acts.parquet"));
-        Assert.Equal([SaeColumns.Sequence, Columns.Position, SaeColumns.Feature, Columns.Value], t.Keys);
+        Assert.Equal([Columns.Sequence, Columns.Position, SaeColumns.Feature, Columns.Value], t.Keys);
         Assert.Equal(acts.Entries.Select(e => e.Feature), t[SaeColumns.Feature].Cast<int>());
         Assert.Equal(acts.Entries.Select(e => e.Value), t[Columns.Value].Cast<float>());
         var s = ParquetRead.Columns(tmp.File("stats.parquet"));

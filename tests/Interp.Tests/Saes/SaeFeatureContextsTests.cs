@@ -93,9 +93,9 @@ public sealed class SaeFeatureContextsTests
         using var tmp = new TempDir();
         await contexts.ToTable().WriteAsync(tmp.File("ctx.parquet"));
         var table = ParquetRead.Columns(tmp.File("ctx.parquet"));
-        Assert.Equal([SaeColumns.Feature, SaeColumns.Rank, SaeColumns.Sequence, Columns.Position, "offset", SaeColumns.TokenId, SaeColumns.Token, Columns.Value], table.Keys);
+        Assert.Equal([SaeColumns.Feature, Columns.Rank, Columns.Sequence, Columns.Position, "offset", Columns.TokenId, Columns.Token, Columns.Value], table.Keys);
         Assert.Equal(contexts.Contexts.Sum(c => c.Tokens.Count), table[Columns.Value].Length);
-        Assert.Equal(contexts.Contexts.SelectMany(c => c.Tokens.Select(t => t.Token)), table[SaeColumns.Token].Cast<string>());
+        Assert.Equal(contexts.Contexts.SelectMany(c => c.Tokens.Select(t => t.Token)), table[Columns.Token].Cast<string>());
     }
 
     [Fact]

@@ -63,9 +63,9 @@ public sealed class SaeLogitEffectsTests
         Assert.Equal([9, 2], few.Rows.Select(r => r.Feature).Distinct());
         await few.ToTable().WriteAsync(tmp.File("logit.parquet"));
         var table = ParquetRead.Columns(tmp.File("logit.parquet"));
-        Assert.Equal([SaeColumns.Feature, "direction", SaeColumns.Rank, SaeColumns.TokenId, SaeColumns.Token, Columns.Value], table.Keys);
+        Assert.Equal([SaeColumns.Feature, "direction", Columns.Rank, Columns.TokenId, Columns.Token, Columns.Value], table.Keys);
         Assert.Equal(["promoted", "promoted", "promoted", "suppressed", "suppressed", "suppressed"], table["direction"].Cast<string>().Take(6));
-        Assert.Equal(few.Rows.Select(r => r.TokenId.ToString(System.Globalization.CultureInfo.InvariantCulture)), table[SaeColumns.Token].Cast<string>());   // no tokenizer: ids
+        Assert.Equal(few.Rows.Select(r => r.TokenId.ToString(System.Globalization.CultureInfo.InvariantCulture)), table[Columns.Token].Cast<string>());   // no tokenizer: ids
     }
 
     [Fact]

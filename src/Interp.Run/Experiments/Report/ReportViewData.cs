@@ -1,0 +1,334 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Interp.Results;
+
+namespace Interp.Experiments;
+
+/// <summary>
+/// Builds a view's <c>&lt;section&gt;</c> of <c>report.html</c> from the Parquet tables it names: the data as JSON parts
+/// (one per sequence or feature, parsed by <c>report.js</c> only when shown), cut to <see cref="ReportViewLimits"/> with
+/// a note saying what was left out.
+/// </summary>
+internal static class ReportViewData
+{
+    // Explicit resolver: `dotnet run file.cs` apps default to trimming-safe JSON, which has none. Compact, and the default
+    // encoder escapes <, > and & inside strings, so no "</script>" can end a part early.
+    private static readonly JsonSerializerOptions Json = new() { TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver() };
+
+    public static async Task<string> SectionAsync(string directory, ReportView view, int index, ReportViewLimits limits, CancellationToken ct)
+    {
+        var tables = new Dictionary<string, Table>();
+        foreach (var name in view.Tables.Distinct())
+            tables[name] = new Table(name, await ParquetTableReader.ReadColumnsAsync(Path.Combine(directory, name), ct));
+        var parts = new List<(string Name, object Data)>();
+        var notes = new List<string>();
+        switch (view)
+        {
+            case AttentionView a: Attention(a, tables[a.PatternTable], tables[a.TokenTable], limits, parts, notes); break;
+            case TokenValuesView t: TokenValues(tables[t.ValueTable], tables[t.TokenTable], limits, parts, notes); break;
+            case HeatmapView h: Heatmap(h, tables[h.Table], limits, parts, notes); break;
+            case LogitLensView l: LogitLens(tables[l.LensTable], tables[l.TokenTable], limits, parts, notes); break;
+            case FeatureView f: Features(tables[f.StatsTable], tables[f.ContextTable], f.LogitEffectTable is null ? null : tables[f.LogitEffectTable], limits, parts, notes); break;
+            default: throw new InterpException($"report view {view.GetType().Name} has no HTML form");
+        }
+        static string E(string s) => WebUtility.HtmlEncode(s);
+        var sb = new StringBuilder();
+        sb.Append($"<section class=\"interp-view\" id=\"view-{index}\" data-interp-view=\"{view.Kind}\" data-interp-tables=\"{E(string.Join(' ', view.Tables))}\">\n")
+          .Append($"<h3>{E(view.Title)}</h3>\n");
+        foreach (var note in notes) sb.Append($"<p class=\"interp-note\" data-interp-note>{E(note)}</p>\n");
+        sb.Append("<div class=\"interp-body\"></div>\n").Append($"<figcaption>{E(view.Caption)}</figcaption>\n");
+        foreach (var (name, data) in parts)
+            sb.Append($"<script type=\"application/json\" data-interp-part=\"{name}\">").Append(JsonSerializer.Serialize(data, Json)).Append("</script>\n");
+        return sb.Append("</section>").ToString();
+    }
+
+    // ---- attention ----
+    private static void Attention(AttentionView view, Table t, Table tokenTable, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    {
+        var (seq, layer, head, query, key) = (t.Ints(Columns.Sequence), t.Ints(Columns.Layer), t.Ints(Columns.Head), t.Ints(AttentionTable.Query), t.Ints(AttentionTable.Key));
+        var weight = t.Floats(AttentionTable.Weight);
+        if (weight.Length == 0) throw new InterpException($"{t.Name} holds no attention weights");
+        int layers = layer.Max() + 1, heads = head.Max() + 1;
+        if (layer.Min() < 0 || head.Min() < 0) throw new InterpException($"{t.Name}: a negative layer or head index");
+        if (view.Layer >= layers || view.Head >= heads || view.Layer < 0 || view.Head < 0)
+            throw new InterpException($"attention view '{view.Title}': head {view.Layer}.{view.Head} is not in {t.Name} ({layers} layers × {heads} heads)");
+        var tokens = Tokens(tokenTable);
+        var order = seq.Distinct().Order().ToArray();
+        long budget = limits.AttentionWeights, used = 0;
+        var shown = new List<(int Sequence, int Length)>();
+        foreach (int s in order)
+        {
+            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
+            long cost = (long)layers * heads * n * (n + 1) / 2;
+            if (used + cost <= budget) { shown.Add((s, n)); used += cost; continue; }
+            if (shown.Count == 0)
+            {
+                int m = (int)Math.Floor((Math.Sqrt(1 + 8.0 * budget / (layers * heads)) - 1) / 2);   // m(m+1)/2 · heads ≤ budget
+                shown.Add((s, Math.Max(1, m)));
+                notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
+            }
+            break;
+        }
+        if (shown.Count < order.Length)
+            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
+
+        var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
+        var data = shown.Select(s => Enumerable.Range(0, layers * heads).Select(_ => Enumerable.Repeat(float.NaN, s.Length * (s.Length + 1) / 2).ToArray()).ToArray()).ToArray();
+        for (int i = 0; i < weight.Length; i++)
+        {
+            if (!index.TryGetValue(seq[i], out int si)) continue;
+            int n = shown[si].Length, fullLength = tokens[seq[i]].Length;
+            if (query[i] >= fullLength || key[i] > query[i] || key[i] < 0)
+                throw new InterpException($"{t.Name}, row {i}: query {query[i]}, key {key[i]} is not a causal entry of sequence {seq[i]}'s {fullLength} tokens");
+            if (query[i] < n) data[si][layer[i] * heads + head[i]][query[i] * (query[i] + 1) / 2 + key[i]] = weight[i];
+        }
+        for (int si = 0; si < shown.Count; si++)
+            for (int lh = 0; lh < layers * heads; lh++)
+                if (Array.FindIndex(data[si][lh], float.IsNaN) is int gap and >= 0)
+                {
+                    int q = (int)Math.Floor((Math.Sqrt(1 + 8.0 * gap) - 1) / 2);
+                    throw new InterpException($"{t.Name} lacks the weight of sequence {shown[si].Sequence}, head {lh / heads}.{lh % heads}, query {q}, key {gap - q * (q + 1) / 2}");
+                }
+        parts.Add(("meta", new
+        {
+            layers, heads, layer = view.Layer, head = view.Head,
+            sequences = shown.Select((s, i) => new { index = s.Sequence, length = s.Length, part = $"s{i}" }),
+        }));
+        for (int si = 0; si < shown.Count; si++)
+            parts.Add(($"s{si}", new { tokens = tokens[shown[si].Sequence][..shown[si].Length], w = data[si] }));
+    }
+
+    // ---- tokens ----
+    private static void TokenValues(Table t, Table tokenTable, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    {
+        var (seq, pos, quantity, value) = (t.Ints(Columns.Sequence), t.Ints(Columns.Position), t.Strings(TokenValuesTable.Quantity), t.Floats(Columns.Value));
+        if (value.Length == 0) throw new InterpException($"{t.Name} holds no per-token values");
+        var tokens = Tokens(tokenTable);
+        var quantities = quantity.Distinct().ToArray();
+        var order = seq.Distinct().Order().ToArray();
+        var shown = new List<(int Sequence, int Length)>();
+        long used = 0;
+        foreach (int s in order)
+        {
+            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
+            long cost = (long)n * quantities.Length;
+            if (used + cost <= limits.TokenValues) { shown.Add((s, n)); used += cost; continue; }
+            if (shown.Count == 0)
+            {
+                int m = (int)Math.Max(1, limits.TokenValues / quantities.Length);
+                shown.Add((s, m));
+                notes.Add($"Sequence {s} is shown for its first {m} of {n} tokens (bound: {limits.TokenValues:N0} token values per view); {t.Name} holds all of them.");
+            }
+            break;
+        }
+        if (shown.Count < order.Length)
+            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {limits.TokenValues:N0} token values per view); {t.Name} holds all of them.");
+        var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
+        var values = shown.Select(s => quantities.ToDictionary(q => q, _ => new float?[s.Length])).ToArray();
+        for (int i = 0; i < value.Length; i++)
+        {
+            if (pos[i] < 0 || !tokens.TryGetValue(seq[i], out var tk) || pos[i] >= tk.Length)
+                throw new InterpException($"{t.Name}, row {i}: sequence {seq[i]}, position {pos[i]} is not a token of {tokenTable.Name}");
+            if (!index.TryGetValue(seq[i], out int si) || pos[i] >= shown[si].Length) continue;
+            if (values[si][quantity[i]][pos[i]] is not null)
+                throw new InterpException($"{t.Name} has two values of '{quantity[i]}' at sequence {seq[i]}, position {pos[i]}");
+            values[si][quantity[i]][pos[i]] = value[i];
+        }
+        parts.Add(("meta", new
+        {
+            quantities = quantities.Select(q => new
+            {
+                name = q,
+                min = values.SelectMany(v => v[q]).Where(v => v is not null).DefaultIfEmpty(0f).Min(),
+                max = values.SelectMany(v => v[q]).Where(v => v is not null).DefaultIfEmpty(0f).Max(),
+            }),
+            sequences = shown.Select((s, i) => new { index = s.Sequence, length = s.Length, part = $"s{i}" }),
+        }));
+        for (int si = 0; si < shown.Count; si++)
+            parts.Add(($"s{si}", new { tokens = tokens[shown[si].Sequence][..shown[si].Length], values = values[si] }));
+    }
+
+    // ---- heatmap ----
+    private static void Heatmap(HeatmapView view, Table t, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    {
+        var keep = Enumerable.Range(0, t.Rows).Where(i => view.Where.All(w => t.Text(w.Key, i) == w.Value)).ToArray();
+        if (keep.Length == 0)
+            throw new InterpException($"heatmap '{view.Title}': {t.Name} has no rows" + (view.Where.Count == 0 ? "" : $" where {string.Join(", ", view.Where.Select(w => $"{w.Key} = {w.Value}"))}"));
+        var value = t.Floats(view.Value);
+        var rows = Axis(t, view.Row, keep);
+        var cols = Axis(t, view.Column, keep);
+        var facets = view.Facet is null ? [""] : keep.Select(i => t.Text(view.Facet, i)).Distinct().ToArray();
+        int shownCols = cols.Length;
+        if ((long)rows.Length * cols.Length * facets.Length > limits.HeatmapCells)
+        {
+            shownCols = (int)Math.Max(1, limits.HeatmapCells / ((long)rows.Length * facets.Length));
+            notes.Add($"The first {shownCols} of {cols.Length} values of '{view.Column}' are shown (bound: {limits.HeatmapCells:N0} cells per view); {t.Name} holds all of them.");
+        }
+        var (ri, ci, fi) = (rows.Select((r, i) => (r, i)).ToDictionary(x => x.r, x => x.i), cols.Select((c, i) => (c, i)).ToDictionary(x => x.c, x => x.i), facets.Select((f, i) => (f, i)).ToDictionary(x => x.f, x => x.i));
+        var cells = facets.Select(_ => rows.Select(_ => new float?[shownCols]).ToArray()).ToArray();
+        foreach (int i in keep)
+        {
+            string r = t.Text(view.Row, i), c = t.Text(view.Column, i), f = view.Facet is null ? "" : t.Text(view.Facet, i);
+            if (ci[c] >= shownCols) continue;
+            ref var cell = ref cells[fi[f]][ri[r]][ci[c]];
+            if (cell is not null)
+                throw new InterpException($"heatmap '{view.Title}': {t.Name} has several rows for {view.Row} {r}, {view.Column} {c}" + (view.Facet is null ? "" : $", {view.Facet} {f}") +
+                                          ": name a Facet or a Where filter for the column that tells them apart");
+            cell = value[i];
+        }
+        parts.Add(("data", new
+        {
+            rowTitle = view.Row, colTitle = view.Column, facetTitle = view.Facet ?? "", rows, cols = cols[..shownCols],
+            facets = facets.Select((f, k) => new { name = view.Facet is null ? view.Value : f, values = cells[k] }),
+        }));
+    }
+
+    // Numeric axes sort as numbers, text axes keep the table's order.
+    private static string[] Axis(Table t, string column, int[] rows)
+    {
+        var values = rows.Select(i => t.Text(column, i)).Distinct();
+        return t.IsNumeric(column) ? values.OrderBy(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray() : values.ToArray();
+    }
+
+    // ---- logit lens ----
+    private static void LogitLens(Table t, Table tokenTable, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    {
+        var (seq, layer, pos, rank) = (t.Ints(Columns.Sequence), t.Ints(Columns.Layer), t.Ints(Columns.Position), t.Ints(Columns.Rank));
+        var (token, probability) = (t.Strings(Columns.Token), t.Floats(LogitLensTopTable.Probability));
+        if (probability.Length == 0) throw new InterpException($"{t.Name} holds no predictions");
+        var tokens = Tokens(tokenTable);
+        var layerIds = layer.Distinct().Order().ToArray();
+        int k = rank.Max(), final = layerIds[^1];
+        var order = seq.Distinct().Order().ToArray();
+        var shown = new List<(int Sequence, int Length)>();
+        long used = 0;
+        foreach (int s in order)
+        {
+            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
+            long cost = (long)n * layerIds.Length * k;
+            if (used + cost <= limits.LensPredictions) { shown.Add((s, n)); used += cost; continue; }
+            if (shown.Count == 0)
+            {
+                int m = (int)Math.Max(1, limits.LensPredictions / ((long)layerIds.Length * k));
+                shown.Add((s, m));
+                notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {limits.LensPredictions:N0} predictions per view); {t.Name} holds all of them.");
+            }
+            break;
+        }
+        if (shown.Count < order.Length)
+            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {limits.LensPredictions:N0} predictions per view); {t.Name} holds all of them.");
+        var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
+        var li = layerIds.Select((l, i) => (l, i)).ToDictionary(x => x.l, x => x.i);
+        var top = shown.Select(s => layerIds.Select(_ => Enumerable.Range(0, s.Length).Select(_ => new object?[k][]).ToArray()).ToArray()).ToArray();
+        for (int i = 0; i < probability.Length; i++)
+        {
+            if (!index.TryGetValue(seq[i], out int si) || pos[i] >= shown[si].Length) continue;
+            if (pos[i] < 0 || rank[i] < 1) throw new InterpException($"{t.Name}, row {i}: position {pos[i]}, rank {rank[i]} out of range");
+            top[si][li[layer[i]]][pos[i]][rank[i] - 1] = [token[i], probability[i]];
+        }
+        parts.Add(("meta", new { layerTitle = "stream entering layer", sequences = shown.Select((s, i) => new { index = s.Sequence, length = s.Length, part = $"s{i}" }) }));
+        for (int si = 0; si < shown.Count; si++)
+            parts.Add(($"s{si}", new
+            {
+                tokens = tokens[shown[si].Sequence][..shown[si].Length],
+                layers = layerIds.Select(l => l == final ? $"{l} (final)" : l.ToString(CultureInfo.InvariantCulture)),
+                top = top[si].Select(layerRows => layerRows.Select(preds => preds.Where(p => p is not null))),
+            }));
+    }
+
+    // ---- feature cards ----
+    private static void Features(Table stats, Table contexts, Table? effects, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    {
+        var statFeature = stats.Ints(SaeColumns.Feature);
+        var (density, max, mean) = (stats.Floats("density"), stats.Floats("max"), stats.Floats("mean_active"));
+        var statRow = statFeature.Select((f, i) => (f, i)).ToDictionary(x => x.f, x => x.i);
+        var (cf, rank, seq, pos, offset) = (contexts.Ints(SaeColumns.Feature), contexts.Ints(Columns.Rank), contexts.Ints(Columns.Sequence), contexts.Ints(Columns.Position), contexts.Ints("offset"));
+        var (token, act) = (contexts.Strings(Columns.Token), contexts.Floats(Columns.Value));
+        var features = cf.Distinct().ToArray();
+        if (features.Length == 0) throw new InterpException($"{contexts.Name} holds no feature contexts");
+        if (features.Length > limits.FeatureCards)
+        {
+            notes.Add($"The first {limits.FeatureCards} of {features.Length} features of {contexts.Name} have cards (bound: {limits.FeatureCards} per view).");
+            features = features[..limits.FeatureCards];
+        }
+        var byFeature = Enumerable.Range(0, cf.Length).GroupBy(i => cf[i]).ToDictionary(g => g.Key, g => g.ToArray());
+        var (ef, er, ed, et, ev) = effects is null ? ([], [], [], [], [])
+            : (effects.Ints(SaeColumns.Feature), effects.Ints(Columns.Rank), effects.Strings("direction"), effects.Strings(Columns.Token), effects.Floats(Columns.Value));
+        var effectRows = Enumerable.Range(0, ef.Length).GroupBy(i => ef[i]).ToDictionary(g => g.Key, g => g.ToArray());
+        parts.Add(("meta", new { features = features.Select((f, i) => new { feature = f, density = Stat(f, density), part = $"f{i}" }) }));
+        for (int i = 0; i < features.Length; i++)
+        {
+            int f = features[i];
+            var windows = byFeature[f].GroupBy(r => rank[r]).OrderBy(g => g.Key).Select(g =>
+            {
+                var rows = g.OrderBy(r => offset[r]).ToArray();
+                return new
+                {
+                    sequence = seq[rows[0]], start = pos[rows[0]] + offset[rows[0]], at = Array.FindIndex(rows, r => offset[r] == 0),
+                    tokens = rows.Select(r => token[r]), acts = rows.Select(r => act[r]),
+                };
+            }).ToArray();
+            IEnumerable<object[]> Effects(string direction) => !effectRows.TryGetValue(f, out var rows) ? []
+                : rows.Where(r => ed[r] == direction).OrderBy(r => er[r]).Select(r => new object[] { et[r], ev[r] });
+            parts.Add(($"f{i}", new
+            {
+                feature = f, maxActivation = Stat(f, max),
+                stats = new object[][] { ["density", Stat(f, density)], ["max", Stat(f, max)], ["mean when active", Stat(f, mean)] },
+                contexts = windows, positive = Effects("promoted"), negative = Effects("suppressed"),
+            }));
+        }
+
+        float Stat(int f, float[] column) => statRow.TryGetValue(f, out int r) ? column[r]
+            : throw new InterpException($"{contexts.Name} has feature {f}, which {stats.Name} does not hold");
+    }
+
+    /// <summary>Each sequence's tokens (the text of every position 0…n−1) from a <see cref="TokenTable"/>.</summary>
+    private static Dictionary<int, string[]> Tokens(Table t)
+    {
+        var (seq, pos, text) = (t.Ints(Columns.Sequence), t.Ints(Columns.Position), t.Strings(Columns.Token));
+        var result = new Dictionary<int, string[]>();
+        foreach (var g in Enumerable.Range(0, seq.Length).GroupBy(i => seq[i]))
+        {
+            var rows = g.OrderBy(i => pos[i]).ToArray();
+            for (int p = 0; p < rows.Length; p++)
+                if (pos[rows[p]] != p) throw new InterpException($"{t.Name}: sequence {g.Key} has no token at position {p} (positions must run 0…n−1 once each)");
+            result[g.Key] = rows.Select(i => text[i]).ToArray();
+        }
+        return result;
+    }
+
+    /// <summary>A table's columns, read back, with errors that name the table and column.</summary>
+    private sealed class Table(string name, Dictionary<string, Array> columns)
+    {
+        public string Name { get; } = name;
+        public int Rows { get; } = columns.Count == 0 ? 0 : columns.Values.First().Length;
+
+        private Array Column(string column) => columns.TryGetValue(column, out var a) ? a
+            : throw new InterpException($"{Name} has no column '{column}' (it has: {string.Join(", ", columns.Keys)})");
+
+        public bool IsNumeric(string column) => Column(column) is int[] or long[] or float[] or double[];
+
+        public int[] Ints(string column) => Column(column) switch
+        {
+            int[] a => a,
+            long[] a => a.Select(v => checked((int)v)).ToArray(),
+            var a => throw new InterpException($"{Name}: column '{column}' holds {a.GetType().GetElementType()!.Name} values, not integers"),
+        };
+
+        public float[] Floats(string column) => Column(column) switch
+        {
+            float[] a => a,
+            double[] a => a.Select(v => (float)v).ToArray(),
+            int[] a => a.Select(v => (float)v).ToArray(),
+            long[] a => a.Select(v => (float)v).ToArray(),
+            var a => throw new InterpException($"{Name}: column '{column}' holds {a.GetType().GetElementType()!.Name} values, not numbers"),
+        };
+
+        public string[] Strings(string column) => Column(column) as string[]
+            ?? throw new InterpException($"{Name}: column '{column}' holds {Column(column).GetType().GetElementType()!.Name} values, not text");
+
+        public string Text(string column, int row) => Convert.ToString(Column(column).GetValue(row), CultureInfo.InvariantCulture) ?? "";
+    }
+}
