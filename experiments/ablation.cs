@@ -14,6 +14,7 @@ using Interp.Experiments;
 using Interp.Loading;
 using Interp.Plots;
 using Interp.Prompts;
+using Interp.Results;
 using static TorchSharp.torch;
 
 AblationKind[] Kinds = [AblationKind.Zero, AblationKind.Mean, AblationKind.Resample];
@@ -108,6 +109,9 @@ return await Experiment.RunAsync<AblationSettings>(args, new("ablation", "Ablate
     await context.WriteTableAsync("ablation.parquet", AblationSweep.ToTable(rows, metricName),
         $"{metricName} on {input}, clean and with each head (hook_z slice), attention layer (hook_attn_out) " +
         "and MLP layer (hook_mlp_out) zero-, mean- or resample-ablated alone (mean and resample over a reference batch of as many sequences)", ct);
+
+    await context.AddViewAsync(new HeatmapView("Head ablations", $"Change in {metricName} with each head ablated alone (layer × head); choose the ablation.",
+        "ablation.parquet", [Columns.Layer], [Columns.Head], "delta", "ablation") { Where = new Dictionary<string, string> { [Columns.Component] = "head" } }, ct);
 
     context.ReportProgress("figures", 0.9);
     foreach (var kind in Kinds)

@@ -130,15 +130,20 @@ static List<PatchSite> Sites(ModelConfig cfg, int positions, bool perPosition)
 }
 
 // The activation_patching table: patch, layer, head, position, value (normalised), raw.
-static Task WriteTableAsync(ExperimentContext context, IReadOnlyList<PatchResult> results, string measured, CancellationToken ct)
+static async Task WriteTableAsync(ExperimentContext context, IReadOnlyList<PatchResult> results, string measured, CancellationToken ct)
 {
     var rows = new ParquetColumns();
     foreach (var r in results)
         rows.Row(("patch", PatchSite.Name(r.Site.Kind)), (Columns.Layer, r.Site.Layer), (Columns.Head, r.Site.Head), (Columns.Position, r.Site.Position),
             (Columns.Value, r.Value), ("raw", r.Raw));
-    return context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
+    await context.WriteTableAsync("activation_patching.parquet", rows.ToTable(),
         $"{measured}: value = (m_patched − m_corrupted) / (m_clean − m_corrupted), raw = m_patched; " +
         "head −1 = not a head patch, position −1 = every position (query position for head_pattern)", ct);
+    await context.AddViewAsync(new HeatmapView("Patching whole outputs", "Fraction of the clean metric restored by patching one whole output (layer × head; head −1: a layer's stream or output); choose what was patched.",
+        "activation_patching.parquet", [Columns.Layer], [Columns.Head], Facet: "patch") { Where = new Dictionary<string, string> { [Columns.Position] = "-1" } }, ct);
+    if (results.Any(r => r.Site.Position >= 0 && !r.Site.IsHead))
+        await context.AddViewAsync(new HeatmapView("Patching one position", "Fraction of the clean metric restored by patching one position of a layer's stream or output (layer × position; position −1: every position).",
+            "activation_patching.parquet", [Columns.Layer], [Columns.Position], Facet: "patch") { Where = new Dictionary<string, string> { [Columns.Head] = "-1" } }, ct);
 }
 
 static void Summarise(ExperimentContext context, ModelConfig cfg, Patched patching, Dictionary<PatchSite, double> value,

@@ -63,6 +63,10 @@ return await Experiment.RunAsync<AttributionPatchingSettings>(args, new("attribu
             "raw = the patched (or estimated) metric, attribution = Σ (clean − corrupted) · ∂metric/∂activation over the site (NaN for activation rows); " +
             "head −1 = not a head site, position −1 = every position (query position for head_pattern)", ct);
 
+        await context.AddViewAsync(new HeatmapView("Patched and estimated heads", "Each head's output patched (activation) or estimated from gradients (attribution), as the fraction of the clean metric restored; choose the method.",
+            "attribution_patching.parquet", [Columns.Layer], [Columns.Head], Facet: PatchingTable.Method)
+            { Where = new Dictionary<string, string> { ["patch"] = "head_out", [Columns.Position] = "-1" } }, ct);
+
         var comparison = AttributionPatching.Compare(patched, estimated);
         // One point per head output (every position): the sites where attribution patching is used most.
         var headPoints = comparison.Rows.Where(r => r.Site.Kind == PatchKind.HeadOut)

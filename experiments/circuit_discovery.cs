@@ -107,6 +107,9 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
             $"every edge of the graph scored by EAP (method = eap) and EAP-IG with {settings.Steps} steps (method = eap_ig): score = Σ over the batch and positions of " +
             "(upstream clean − upstream corrupted) · ∂metric/∂(downstream input), the estimated change of the metric when the edge alone is restored", ct);
 
+        await context.AddViewAsync(new HeatmapView("Edge scores", "Each edge's estimated effect on the metric when restored alone (upstream × downstream input); choose EAP or EAP-IG.",
+            "edge_attribution.parquet", ["upstream"], ["downstream", "input"], "score", "method"), ct);
+
         context.ReportProgress("faithfulness curves", 0.5);
         var sizes = EdgeAttribution.DefaultSizes(eap.Graph.Edges.Count);
         var byMethod = new[] { (EdgeMethod.Eap, eapScores), (EdgeMethod.EapIg, igScores) };
@@ -169,6 +172,8 @@ return await Experiment.RunAsync<CircuitDiscoverySettings>(args, new("circuit_di
         await context.WriteTableAsync("input_attribution.parquet", InputAttributionTable.Build(attribution, realTokens, Text),
             $"each clean sequence's real tokens and their integrated-gradients attribution ({settings.Steps} steps, {baselineName}) of the logit difference; " +
             "completeness_gap = Σ attributions − (metric − baseline metric) of the sequence", ct);
+        await context.AddViewAsync(new TokenValuesView("Input attribution", $"Each token of the clean sequences coloured by its integrated-gradients attribution ({settings.Steps} steps, {baselineName}) of the logit difference.",
+            "input_attribution.parquet", "input_attribution.parquet", "attribution", Quantity: null), ct);
         context.SaveFigure("input_attribution.png",
             Figures.TokenAttribution(tokenText, attribution.Attributions[0].Take(shown).ToArray(), "Integrated gradients of the logit difference, per input token (sequence 0)"),
             $"Each token of the first clean sequence coloured by its integrated-gradients attribution ({settings.Steps} steps, {baselineName}) of the logit difference; they sum to {attribution.Attributions[0].Sum():0.000} against metric − baseline = {attribution.Metric[0] - attribution.BaselineMetric[0]:0.000}.",

@@ -71,6 +71,8 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
     await context.WriteTableAsync("head_attribution.parquet", rows.ToTable(),
         "direct logit attribution per residual position (which predicts the token at position + 1) and component, mean over the batch; " +
         "component 'logit' is the model's own logit (correct_token) or logit difference correct − current token (logit_diff), the sum of the others", ct);
+    await context.AddViewAsync(new HeatmapView("Direct logit attribution per head", "Each head's direct contribution at each position (head × position, mean over the batch); choose the target.",
+        "head_attribution.parquet", [Columns.Layer, Columns.Head], [Columns.Position], Facet: "target") { Where = new Dictionary<string, string> { [Columns.Component] = "head" } }, ct);
 
     context.ReportProgress("figures", 0.8);
     Summarise(context, cfg, scores, correct, diff, halves, maxError, settings.Batch, input.Half);
@@ -134,6 +136,8 @@ static async Task AttributePromptsAsync(ExperimentContext context, HookedTransfo
         $"direct logit attribution of logit(answer) − logit(wrong) at each prompt's last real token (position) for the {n} prompts of {Path.GetFileName(file)} " +
         "(prompt = line index among the file's prompts), one row per prompt and component along the direction unembed(answer) − unembed(wrong); " +
         "component 'logit' is the model's own logit difference, the sum of the others; the mean over prompts is the mean of the rows of each component", ct);
+    await context.AddViewAsync(new HeatmapView("Direct logit attribution per head", "Each head's direct contribution to logit(answer) − logit(wrong) on each prompt (head × prompt).",
+        "head_attribution.parquet", [Columns.Layer, Columns.Head], ["prompt"]) { Where = new Dictionary<string, string> { [Columns.Component] = "head" } }, ct);
 
     double metric = logit.Average(), attributionTotal = total.Average();
     double maxError = Enumerable.Range(0, n).Max(b => Math.Abs(total[b] - logit[b]));

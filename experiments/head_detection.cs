@@ -15,6 +15,7 @@ using Interp.Loading;
 using Interp.Models;
 using Interp.Plots;
 using Interp.Prompts;
+using Interp.Results;
 using static TorchSharp.torch;
 
 return await Experiment.RunAsync<HeadDetectionSettings>(args, new("head_detection", "Score every head: previous-token, duplicate-token, induction, and attend-k-back patterns (--set offsets=2,3)"), async (context, settings, ct) =>
@@ -49,6 +50,10 @@ return await Experiment.RunAsync<HeadDetectionSettings>(args, new("head_detectio
 
     context.ReportProgress("figures", 0.8);
     var lines = ReportScores(context, cfg, scores);
+    await AddScoreViewAsync(context, ct);
+    var best = standard.Best(HeadScoreKind.Induction, Math.Min(1, cfg.NLayers - 1));
+    await AttentionExplorer.AddAsync(context, model, input.Tokens[..Math.Min(4, settings.Batch)], loaded.Tokenizer, best.Layer, best.Head,
+        $"Every head on the first repeated sequences; head {best.Layer}.{best.Head} (the strongest induction head past layer 0) is selected. Hover a token to see what it attends to.", ct);
     context.AddText($"**Strongest head per score** ({settings.Batch} sequences of {input.Half} random tokens, ids {input.Low}–{input.High - 1}, repeated once): {string.Join("; ", lines)}.");
     context.ReportProgress("done", 1.0);
 });
@@ -93,11 +98,15 @@ static async Task DetectOnPromptsAsync(ExperimentContext context, HookedTransfor
 
     context.ReportProgress("figures", 0.8);
     var lines = ReportScores(context, cfg, scores);
+    await AddScoreViewAsync(context, ct);
     string missing = skipped.Length == 0 ? "" : $" No prompt repeats a token, so there is no {string.Join(" or ", skipped.Select(s => s.Replace('_', '-')))} score.";
     context.AddText($"**Strongest head per score** on {prompts.Count} prompts of {Path.GetFileName(file)} ({prompts.Clean.Lengths.Min()}–{positions} tokens, " +
                     $"scored at real positions only; the mean over the prompts of each prompt's score): {string.Join("; ", lines)}.{missing}");
     context.ReportProgress("done", 1.0);
 }
+
+static Task AddScoreViewAsync(ExperimentContext context, CancellationToken ct) =>
+    context.AddViewAsync(new HeatmapView("Head scores", "Each head's score (layer × head); choose the score.", "head_scores.parquet", [Columns.Layer], [Columns.Head], Facet: Columns.Score), ct);
 
 // A heatmap and a key number per score; returns the report's phrase for each ("title: **l.h** (score)").
 static List<string> ReportScores(ExperimentContext context, ModelConfig cfg, IEnumerable<(string Name, double[,] Values)> scores)

@@ -59,20 +59,19 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
                     (ind.Score < 0.3 ? " No head reaches an induction score of 0.3: this model shows no clear induction circuit on repeated random tokens." : ""));
 
     await context.AddViewAsync(new HeatmapView("Head scores", "Mean attention on the position each score predicts, per head; choose the score.",
-        "head_scores.parquet", Columns.Layer, Columns.Head, Facet: Columns.Score), ct);
+        "head_scores.parquet", [Columns.Layer], [Columns.Head], Facet: Columns.Score), ct);
 
-    // Every head's pattern on a few short repeated sequences: a table, the report's attention explorer and two figures.
+    // Every head's pattern on a few short repeated sequences: two tables and the report's attention explorer; two figures.
     context.ReportProgress("drawing patterns", 0.4);
     int shortHalf = Math.Min(half, 12), shown = Math.Min(4, settings.Batch);
     var sample = tokens[..shown, ..(prefix + shortHalf)];
     var shortTokens = prefix == 0 ? cat([sample, sample], 1) : cat([sample, sample[.., prefix..]], 1);    // [shown, prefix + 2·shortHalf]
-    await context.WriteTableAsync("tokens.parquet", TokenTable.From(shortTokens, tokenizer), "the tokens of the short repeated sequences the report's views show", ct);
+    await AttentionExplorer.AddAsync(context, model, shortTokens, tokenizer, ind.Layer, ind.Head,
+        $"Every head on {shown} short repeated sequences; head {ind.Layer}.{ind.Head} (induction) is selected. Hover a token to see what it attends to and what attends to it.", ct);
     var labels = Labels(shortTokens[0], tokenizer);
     var (_, cache) = model.RunWithCache(shortTokens, n => HookNames.Is(n, HookNames.Pattern));
     using (cache)
     {
-        await context.WriteTableAsync("attention_patterns.parquet", AttentionTable.From(Enumerable.Range(0, cfg.NLayers).Select(l => cache[HookNames.Pattern(l)]).ToArray()),
-            "every head's attention pattern on the short repeated sequences (causal entries)", ct);
         foreach (var (role, l, h) in new[] { ("previous-token", prev.Layer, prev.Head), ("induction", ind.Layer, ind.Head) })
             context.SaveFigure($"pattern_{role.Replace("-", "_")}_head_{l}_{h}.png",
                 Figures.AttentionPattern(TensorData.ToMatrix(cache[HookNames.Pattern(l)][0, h]), labels, $"Head {l}.{h} ({role}) on a repeated sequence"),
@@ -81,9 +80,6 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
                     : $"Head {l}.{h}: each token attends to the token just before it (the sub-diagonal).",
                 900, 800);
     }
-    await context.AddViewAsync(new AttentionView("Attention explorer",
-        $"Every head on {shown} short repeated sequences; head {ind.Layer}.{ind.Head} (induction) is selected. Hover a token to see what it attends to and what attends to it.",
-        "attention_patterns.parquet", "tokens.parquet", ind.Layer, ind.Head), ct);
 
     // Loss per position, clean and with each head zero-ablated.
     context.ReportProgress("ablating heads", 0.6);
@@ -146,7 +142,7 @@ return await Experiment.RunAsync<InductionSettings>(args, new("induction_heads",
                 .Row(("layer", l), ("head", h), ("metric", "repeated_half_loss_increase"), ("value", Repeated(loss) - Repeated(clean)));
     await context.WriteTableAsync("head_ablation.parquet", ablation.ToTable(), "mean loss on the repeated half with each head zero-ablated, and its increase over the clean run", ct);
     await context.AddViewAsync(new HeatmapView("Zero-ablating each head", "Repeated-half loss with the head zero-ablated (or its increase over the clean run).",
-        "head_ablation.parquet", Columns.Layer, Columns.Head, Facet: Columns.Metric), ct);
+        "head_ablation.parquet", [Columns.Layer], [Columns.Head], Facet: Columns.Metric), ct);
 
     // Per-token loss on the short sequences of the attention explorer, clean and without each part of the circuit.
     var perToken = new TokenValuesTable.Builder();

@@ -44,6 +44,10 @@ return await Experiment.RunAsync<PatternVsMessageSettings>(args, new("pattern_vs
     await context.WriteTableAsync("composition.parquet", CompositionTable(composition, baseline),
         $"Q-, K- and V-composition score of every earlier head → later head pair, with the mean (and std) over {settings.BaselineSamples} random matrix pairs of the same shapes", ct);
 
+    if (cfg.NLayers > 1)
+        await context.AddViewAsync(new HeatmapView("Composition scores", "How much each earlier head's message feeds each later head's query, key or value (from head × to head); choose Q, K or V.",
+            "composition.parquet", ["from_layer", "from_head"], ["to_layer", "to_head"], "score", "kind"), ct);
+
     context.ReportProgress("top entries", 0.4);
     var top = await TopEntriesAsync(context, loaded, settings.TopK, ct);
 

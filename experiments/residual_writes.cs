@@ -47,7 +47,15 @@ return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_wri
     {
         writes = ResidualWrites.Measure(model, cache, ResidualWrites.UnembedDirections(model, tokens[.., 1..]));
         lens = LogitLens.NextToken(model, cache, tokens);
+        // The lens's top 5 tokens on the first sequences, for the report's logit lens table.
+        int shown = (int)Math.Min(4, tokens.shape[0]);
+        var top = LogitLens.Top(model, cache, 5);
+        await context.WriteTableAsync("tokens.parquet", TokenTable.From(tokens[..shown], loaded.Tokenizer), "the tokens of the sequences the report's views show", ct);
+        await context.WriteTableAsync("logit_lens_top.parquet", LogitLensTopTable.From(top with { Ids = top.Ids[.., ..shown], Probability = top.Probability[.., ..shown] }, loaded.Tokenizer),
+            "logit lens: the 5 most probable tokens of the stream entering block 'layer' (n_layers = the final stream) at every position of the first sequences", ct);
     }
+    await context.AddViewAsync(new LogitLensView("Logit lens", "The stream entering each layer read through the final norm and unembedding: its top token at each position, coloured by probability (hover for the top 5).",
+        "logit_lens_top.parquet", "tokens.parquet"), ct);
     ct.ThrowIfCancellationRequested();
 
     context.ReportProgress("tables", 0.5);
@@ -64,6 +72,8 @@ return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_wri
     await context.WriteTableAsync("residual_writes.parquet", writeRows.ToTable(),
         "each component's write into the residual stream per position, mean over the batch: norm, cosine with the stream it is added to, " +
         "projection on the unit unembedding direction of the next token", ct);
+    await context.AddViewAsync(new HeatmapView("Residual writes", "What each component writes into the residual stream at each position (mean over the batch); choose norm, cosine or projection.",
+        "residual_writes.parquet", [Columns.Component, Columns.Layer, Columns.Head], [Columns.Position], Facet: Columns.Metric), ct);
 
     var lensRows = new ParquetColumns();
     foreach (var (metric, values) in new[] { ("probability", lens.Probability), ("rank", lens.Rank), ("logit", lens.Logit) })

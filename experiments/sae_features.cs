@@ -108,6 +108,9 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     bool onStream = true;
     try { SaeLogitEffects.CheckApplies(model, sae); }
     catch (InterpException) { onStream = false; }
+    if (!onStream)   // no direct path to the logits: cards without logit effects
+        await context.AddViewAsync(new FeatureView("Feature cards", "Each top feature's density and top contexts (tokens coloured by its activation).",
+            "sae_feature_stats.parquet", "sae_feature_contexts.parquet", null), ct);
     if (onStream)
     {
         var effects = SaeLogitEffects.Compute(model, sae, new SaeLogitEffectOptions { TopK = 8, Features = top }, tokenizer, ct);
@@ -115,6 +118,9 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
         var shown = top.Take(6).ToArray();
         context.SaveFigure("logit_effects.png", Figures.LogitEffects(effects.Rows, shown),
             "Direct logit effect of the top features: W_dec[f]·W_U, the 8 most promoted (right) and suppressed (left) tokens of each.", 900, 220 * shown.Length + 120);
+
+        await context.AddViewAsync(new FeatureView("Feature cards", "Each top feature's density, top contexts (tokens coloured by its activation) and the tokens it promotes and suppresses.",
+            "sae_feature_stats.parquet", "sae_feature_contexts.parquet", "sae_logit_effects.parquet"), ct);
 
         var alignment = SaeMessageAlignment.Compute(model, sae, new SaeMessageAlignmentOptions { Features = top }, ct);
         await context.WriteTableAsync("sae_message_alignment.parquet", alignment.ToTable(),

@@ -37,7 +37,7 @@ try {
       case "read":
         out.results.push({
           elements: await target.evaluateAll(els => els.map(e => ({
-            text: e.textContent,
+            text: e.textContent.slice(0, 4000),   // a view's section holds its data as text: keep the answer small
             data: Object.fromEntries(Object.entries(e.dataset)),
             background: getComputedStyle(e).backgroundColor,
             visible: e.getClientRects().length > 0,

@@ -138,3 +138,12 @@ internal static class Browser
         public void Pass(string detail) => File.WriteAllText(_path, $"passed: {_name} — {detail}{Environment.NewLine}");
     }
 }
+
+/// <summary>A theory that opens reports in a real browser; skipped, with the reason, as <see cref="BrowserFactAttribute"/>.</summary>
+public sealed class BrowserTheoryAttribute : TheoryAttribute
+{
+    public BrowserTheoryAttribute()
+    {
+        if (Browser.Unavailable.Value is { } why) Skip = why;
+    }
+}

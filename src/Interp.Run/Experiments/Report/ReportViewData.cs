@@ -27,7 +27,7 @@ internal static class ReportViewData
         switch (view)
         {
             case AttentionView a: Attention(a, tables[a.PatternTable], tables[a.TokenTable], limits, parts, notes); break;
-            case TokenValuesView t: TokenValues(tables[t.ValueTable], tables[t.TokenTable], limits, parts, notes); break;
+            case TokenValuesView t: TokenValues(t, tables[t.ValueTable], tables[t.TokenTable], limits, parts, notes); break;
             case HeatmapView h: Heatmap(h, tables[h.Table], limits, parts, notes); break;
             case LogitLensView l: LogitLens(tables[l.LensTable], tables[l.TokenTable], limits, parts, notes); break;
             case FeatureView f: Features(tables[f.StatsTable], tables[f.ContextTable], f.LogitEffectTable is null ? null : tables[f.LogitEffectTable], limits, parts, notes); break;
@@ -35,7 +35,13 @@ internal static class ReportViewData
         }
         static string E(string s) => WebUtility.HtmlEncode(s);
         var sb = new StringBuilder();
-        sb.Append($"<section class=\"interp-view\" id=\"view-{index}\" data-interp-view=\"{view.Kind}\" data-interp-tables=\"{E(string.Join(' ', view.Tables))}\">\n")
+        sb.Append($"<section class=\"interp-view\" id=\"view-{index}\" data-interp-view=\"{view.Kind}\" data-interp-tables=\"{E(string.Join(' ', view.Tables))}\"");
+        if (view is HeatmapView hv)
+            sb.Append($" data-interp-rows=\"{E(string.Join(' ', hv.Rows))}\" data-interp-cols=\"{E(string.Join(' ', hv.Columns))}\" data-interp-value=\"{E(hv.Value)}\"")
+              .Append($" data-interp-facet=\"{E(hv.Facet ?? "")}\" data-interp-where=\"{E(JsonSerializer.Serialize(hv.Where, Json))}\"");
+        if (view is TokenValuesView tv) sb.Append($" data-interp-value=\"{E(tv.Value)}\" data-interp-quantity=\"{E(tv.Quantity ?? "")}\"");
+        if (notes.Count > 0) sb.Append($" data-interp-notes=\"{notes.Count}\"");   // data was left out: the notes say what
+        sb.Append(">\n")
           .Append($"<h3>{E(view.Title)}</h3>\n");
         foreach (var note in notes) sb.Append($"<p class=\"interp-note\" data-interp-note>{E(note)}</p>\n");
         sb.Append("<div class=\"interp-body\"></div>\n").Append($"<figcaption>{E(view.Caption)}</figcaption>\n");
@@ -101,9 +107,10 @@ internal static class ReportViewData
     }
 
     // ---- tokens ----
-    private static void TokenValues(Table t, Table tokenTable, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
+    private static void TokenValues(TokenValuesView view, Table t, Table tokenTable, ReportViewLimits limits, List<(string, object)> parts, List<string> notes)
     {
-        var (seq, pos, quantity, value) = (t.Ints(Columns.Sequence), t.Ints(Columns.Position), t.Strings(TokenValuesTable.Quantity), t.Floats(Columns.Value));
+        var (seq, pos, value) = (t.Ints(Columns.Sequence), t.Ints(Columns.Position), t.Floats(view.Value));
+        var quantity = view.Quantity is null ? Enumerable.Repeat(view.Value, value.Length).ToArray() : t.Strings(view.Quantity);
         if (value.Length == 0) throw new InterpException($"{t.Name} holds no per-token values");
         var tokens = Tokens(tokenTable);
         var quantities = quantity.Distinct().ToArray();
@@ -157,39 +164,46 @@ internal static class ReportViewData
         if (keep.Length == 0)
             throw new InterpException($"heatmap '{view.Title}': {t.Name} has no rows" + (view.Where.Count == 0 ? "" : $" where {string.Join(", ", view.Where.Select(w => $"{w.Key} = {w.Value}"))}"));
         var value = t.Floats(view.Value);
-        var rows = Axis(t, view.Row, keep);
-        var cols = Axis(t, view.Column, keep);
+        if (view.Rows.Count == 0 || view.Columns.Count == 0) throw new InterpException($"heatmap '{view.Title}' needs at least one row column and one column column");
+        var rows = Axis(t, view.Rows, keep);
+        var cols = Axis(t, view.Columns, keep);
         var facets = view.Facet is null ? [""] : keep.Select(i => t.Text(view.Facet, i)).Distinct().ToArray();
         int shownCols = cols.Length;
         if ((long)rows.Length * cols.Length * facets.Length > limits.HeatmapCells)
         {
             shownCols = (int)Math.Max(1, limits.HeatmapCells / ((long)rows.Length * facets.Length));
-            notes.Add($"The first {shownCols} of {cols.Length} values of '{view.Column}' are shown (bound: {limits.HeatmapCells:N0} cells per view); {t.Name} holds all of them.");
+            notes.Add($"The first {shownCols} of {cols.Length} values of '{string.Join(".", view.Columns)}' are shown (bound: {limits.HeatmapCells:N0} cells per view); {t.Name} holds all of them.");
         }
         var (ri, ci, fi) = (rows.Select((r, i) => (r, i)).ToDictionary(x => x.r, x => x.i), cols.Select((c, i) => (c, i)).ToDictionary(x => x.c, x => x.i), facets.Select((f, i) => (f, i)).ToDictionary(x => x.f, x => x.i));
         var cells = facets.Select(_ => rows.Select(_ => new float?[shownCols]).ToArray()).ToArray();
         foreach (int i in keep)
         {
-            string r = t.Text(view.Row, i), c = t.Text(view.Column, i), f = view.Facet is null ? "" : t.Text(view.Facet, i);
+            string r = Label(t, view.Rows, i), c = Label(t, view.Columns, i), f = view.Facet is null ? "" : t.Text(view.Facet, i);
             if (ci[c] >= shownCols) continue;
             ref var cell = ref cells[fi[f]][ri[r]][ci[c]];
             if (cell is not null)
-                throw new InterpException($"heatmap '{view.Title}': {t.Name} has several rows for {view.Row} {r}, {view.Column} {c}" + (view.Facet is null ? "" : $", {view.Facet} {f}") +
+                throw new InterpException($"heatmap '{view.Title}': {t.Name} has several rows for {string.Join(".", view.Rows)} {r}, {string.Join(".", view.Columns)} {c}" + (view.Facet is null ? "" : $", {view.Facet} {f}") +
                                           ": name a Facet or a Where filter for the column that tells them apart");
             cell = value[i];
         }
         parts.Add(("data", new
         {
-            rowTitle = view.Row, colTitle = view.Column, facetTitle = view.Facet ?? "", rows, cols = cols[..shownCols],
+            rowTitle = string.Join(".", view.Rows), colTitle = string.Join(".", view.Columns), facetTitle = view.Facet ?? "", rows, cols = cols[..shownCols],
             facets = facets.Select((f, k) => new { name = view.Facet is null ? view.Value : f, values = cells[k] }),
         }));
     }
 
-    // Numeric axes sort as numbers, text axes keep the table's order.
-    private static string[] Axis(Table t, string column, int[] rows)
+    // An axis label: the row's values of the axis columns, joined with '.' (layer.head). Numeric axes sort as numbers,
+    // column by column; text axes keep the table's order.
+    private static string Label(Table t, IReadOnlyList<string> columns, int row) => string.Join(".", columns.Select(c => t.Text(c, row)));
+
+    private static string[] Axis(Table t, IReadOnlyList<string> columns, int[] rows)
     {
-        var values = rows.Select(i => t.Text(column, i)).Distinct();
-        return t.IsNumeric(column) ? values.OrderBy(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray() : values.ToArray();
+        var labels = rows.Select(i => (Label: Label(t, columns, i), Row: i)).DistinctBy(x => x.Label).ToArray();
+        if (!columns.All(t.IsNumeric)) return labels.Select(x => x.Label).ToArray();
+        return labels.OrderBy(x => x.Row, Comparer<int>.Create((a, b) =>
+            columns.Select(c => double.Parse(t.Text(c, a), CultureInfo.InvariantCulture).CompareTo(double.Parse(t.Text(c, b), CultureInfo.InvariantCulture))).FirstOrDefault(x => x != 0)))
+            .Select(x => x.Label).ToArray();
     }
 
     // ---- logit lens ----

@@ -40,13 +40,19 @@ public sealed record AttentionView(string Title, string Caption, string PatternT
 
 /// <summary>
 /// Token-coloured text (<c>data-interp-view="tokens"</c>): each sequence's tokens coloured by a per-token quantity, a
-/// tooltip with the value, and a selector for the quantity. Reads a <see cref="TokenValuesTable"/> and a <see cref="Interp.Results.TokenTable"/>.
+/// tooltip with the value, and a selector for the quantity. Reads a table keyed by <c>sequence</c> and <c>position</c> —
+/// a <see cref="TokenValuesTable"/> (long format: <c>quantity</c>, <c>value</c>), or any table with one value column
+/// (<paramref name="Quantity"/> null) — and a <see cref="Interp.Results.TokenTable"/> (which may be the same table, when it
+/// has <c>token</c> at every position).
 /// </summary>
 /// <param name="Title">The view's heading.</param>
 /// <param name="Caption">One line under the view.</param>
-/// <param name="ValueTable">The <see cref="TokenValuesTable"/> file.</param>
+/// <param name="ValueTable">The table of values.</param>
 /// <param name="TokenTable">The <see cref="Interp.Results.TokenTable"/> file.</param>
-public sealed record TokenValuesView(string Title, string Caption, string ValueTable, string TokenTable) : ReportView(Title, Caption)
+/// <param name="Value">The numeric column shown.</param>
+/// <param name="Quantity">The column naming each row's quantity, or null: one quantity, named after <paramref name="Value"/>.</param>
+public sealed record TokenValuesView(string Title, string Caption, string ValueTable, string TokenTable, string Value = Columns.Value,
+    string? Quantity = TokenValuesTable.Quantity) : ReportView(Title, Caption)
 {
     /// <inheritdoc/>
     public override string Kind => "tokens";
@@ -56,18 +62,21 @@ public sealed record TokenValuesView(string Title, string Caption, string ValueT
 
 /// <summary>
 /// A heatmap with hover values (<c>data-interp-view="heatmap"</c>): <paramref name="Value"/> of <paramref name="Table"/> by
-/// <paramref name="Row"/> × <paramref name="Column"/> (layer × head, layer × position, …), one matrix per value of
-/// <paramref name="Facet"/> with a selector. Every (row, column, facet) must have at most one row in the table
-/// (<see cref="Where"/> keeps only the rows whose columns hold the given values).
+/// <paramref name="Rows"/> × <paramref name="Columns"/> (layer × head, layer × position, (layer, head) × (layer, head): each
+/// axis is one or more columns, labelled by their values joined with '.'), one matrix per value of <paramref name="Facet"/>
+/// with a selector. Every (row, column, facet) must have at most one row in the table (<see cref="Where"/> keeps only the
+/// rows whose columns hold the given values). The section carries the columns it reads as <c>data-interp-rows</c>,
+/// <c>-cols</c>, <c>-value</c>, <c>-facet</c> and <c>-where</c> (JSON), so that a reader can check it against the table.
 /// </summary>
 /// <param name="Title">The view's heading.</param>
 /// <param name="Caption">One line under the view.</param>
 /// <param name="Table">The table file.</param>
-/// <param name="Row">The column whose values are the matrix's rows.</param>
-/// <param name="Column">The column whose values are the matrix's columns.</param>
+/// <param name="Rows">The columns whose values are the matrix's rows.</param>
+/// <param name="Columns">The columns whose values are the matrix's columns.</param>
 /// <param name="Value">The numeric column shown.</param>
 /// <param name="Facet">A column with one matrix per value (e.g. <c>score</c>, <c>metric</c>), or null.</param>
-public sealed record HeatmapView(string Title, string Caption, string Table, string Row, string Column, string Value = Columns.Value, string? Facet = null) : ReportView(Title, Caption)
+public sealed record HeatmapView(string Title, string Caption, string Table, IReadOnlyList<string> Rows, IReadOnlyList<string> Columns,
+    string Value = Interp.Results.Columns.Value, string? Facet = null) : ReportView(Title, Caption)
 {
     /// <inheritdoc/>
     public override string Kind => "heatmap";

@@ -154,7 +154,10 @@
         c.classList.toggle("selected", l === layer && h === head);
       });
     }
-    function draw() { const d = data(); thumbnails(d); strips(d); paint(d); }
+    function draw() {
+      const d = data(); thumbnails(d); strips(d); paint(d);
+      view.dataset.interpShownHead = `${layer}.${head}`; view.dataset.interpShownSequence = meta.sequences.find(s => s.part === seq).index;
+    }
     draw();
   }
 
@@ -178,6 +181,7 @@
         text.append(span);
       });
       key.replaceChildren(legend(range.min, range.max, q));
+      view.dataset.interpShownQuantity = q; view.dataset.interpShownSequence = meta.sequences.find(s => s.part === seq).index;
     }
     draw();
   }
@@ -200,7 +204,7 @@
           const v = f.values[i][j], td = el("td", { "data-row": r, "data-col": c });
           if (v != null) td.dataset.value = String(v);
           td.style.background = colour(v);
-          if (labelled && v != null) { td.textContent = fmt(v); if (rgb(td.style.background).reduce((a, b) => a + b) < 400) td.style.color = "#fff"; }
+          if (labelled && v != null) { td.textContent = v.toFixed(Math.abs(v) >= 100 ? 0 : 3); if (rgb(td.style.background).reduce((a, b) => a + b) < 400) td.style.color = "#fff"; }
           td.addEventListener("mouseenter", ev => showTip(ev, `${f.name}\n${d.rowTitle} ${r}, ${d.colTitle} ${c}: ${fmt(v)}`));
           td.addEventListener("mouseleave", hideTip);
           tr.append(td);
@@ -208,6 +212,7 @@
         table.append(tr);
       });
       key.replaceChildren(legend(Math.min(...flat), Math.max(...flat), f.name));
+      view.dataset.interpShownFacet = f.name;
     }
     draw();
   }
@@ -234,6 +239,7 @@
         });
         table.append(tr);
       });
+      view.dataset.interpShownSequence = meta.sequences.find(s => s.part === seq).index;
     }
     draw();
   }
@@ -247,10 +253,10 @@
       select("feature", "feature", meta.features.map(f => [f.part, `${f.feature} (density ${fmt(f.density)})`]), current, v => { current = v; draw(); })), card);
     function draw() {
       const f = part(view, current), colour = scale(0, f.maxActivation || 1);
-      const contexts = f.contexts.map(c => {
-        const line = el("div", { class: "interp-strip", "data-interp-strip": "context" });
+      const contexts = f.contexts.map((c, r) => {
+        const line = el("div", { class: "interp-strip", "data-interp-strip": "context", "data-rank": r + 1 });
         c.tokens.forEach((t, i) => {
-          const v = c.acts[i], span = el("span", { class: "interp-tok" + (i === c.at ? " focus" : ""), text: t });
+          const v = c.acts[i], span = el("span", { class: "interp-tok" + (i === c.at ? " focus" : ""), "data-pos": c.start + i, text: t });
           if (v != null) span.dataset.value = String(v);
           span.style.background = colour(v);
           span.addEventListener("mouseenter", ev => showTip(ev, `sequence ${c.sequence}, position ${c.start + i}: ${JSON.stringify(t)}\nfeature ${f.feature} = ${fmt(v)}`));
@@ -259,11 +265,13 @@
         });
         return line;
       });
-      const effects = (title, list) => el("div", {}, el("b", { text: title }), el("ol", {}, ...list.map(([t, v]) => el("li", { "data-value": String(v), text: `${JSON.stringify(t)} ${fmt(v)}` }))));
+      const effects = (title, direction, list) => el("div", {}, el("b", { text: title }),
+        el("ol", {}, ...list.map(([t, v], r) => el("li", { "data-direction": direction, "data-rank": r + 1, "data-value": String(v), text: `${JSON.stringify(t)} ${fmt(v)}` }))));
       card.replaceChildren(el("h4", { text: `feature ${f.feature}` }),
         el("div", { class: "interp-legend", text: f.stats.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ") }),
         el("b", { text: "top contexts" }), ...contexts,
-        el("div", { class: "interp-effects" }, effects("promotes", f.positive), effects("suppresses", f.negative)));
+        el("div", { class: "interp-effects" }, effects("promotes", "promoted", f.positive), effects("suppresses", "suppressed", f.negative)));
+      view.dataset.interpShownFeature = f.feature;
     }
     draw();
   }
