@@ -31,11 +31,8 @@ internal static class ReportViewChecks
         for (int i = 0; i < views.Length; i++)
         {
             string v = $"[data-interp-view] >> nth={i}", kind = views[i].Data["interpView"];
-            if (kind == "attention")
-            {
-                int last = Tokens(runDir, views[i]).Length - 1;
-                steps.Add(Hover($"{v} >> [data-interp-strip=attends-to] >> [data-pos='{last}']"));
-            }
+            if (kind == "attention")   // the last token shown (a long sequence may be cut)
+                steps.Add(Hover($"{v} >> [data-interp-strip=attends-to] >> [data-pos] >> nth=-1"));
             string[] selectors = kind switch
             {
                 "heatmap" => [$"{v} >> td[data-row]"],

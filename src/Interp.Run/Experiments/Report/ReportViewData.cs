@@ -103,7 +103,15 @@ internal static class ReportViewData
             sequences = shown.Select((s, i) => new { index = s.Sequence, length = s.Length, part = $"s{i}" }),
         }));
         for (int si = 0; si < shown.Count; si++)
-            parts.Add(($"s{si}", new { tokens = tokens[shown[si].Sequence][..shown[si].Length], w = data[si] }));
+            parts.Add(($"s{si}", new { tokens = tokens[shown[si].Sequence][..shown[si].Length], w = data[si].Select(Float32Base64) }));
+    }
+
+    // The weights as the table holds them, float32 little-endian in base64: exact, and about half the size of decimals.
+    private static string Float32Base64(float[] values)
+    {
+        var bytes = new byte[values.Length * sizeof(float)];
+        for (int i = 0; i < values.Length; i++) System.Buffers.Binary.BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * sizeof(float)), values[i]);
+        return Convert.ToBase64String(bytes);
     }
 
     // ---- tokens ----

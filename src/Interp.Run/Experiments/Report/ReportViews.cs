@@ -124,12 +124,12 @@ public sealed record FeatureView(string Title, string Caption, string StatsTable
 /// <summary>
 /// How much data a view puts into <c>report.html</c>: above these bounds a view shows the first sequences, positions,
 /// columns or features that fit and says what it left out (the tables keep everything). The defaults keep a view
-/// under about 4 MB of HTML.
+/// under about 4.5 MB of HTML.
 /// </summary>
 public sealed record ReportViewLimits
 {
-    /// <summary>Attention weights per attention view (causal entries of every head of the shown sequences).</summary>
-    public long AttentionWeights { get; init; } = 400_000;
+    /// <summary>Attention weights per attention view (causal entries of every head of the shown sequences; 5.3 bytes each).</summary>
+    public long AttentionWeights { get; init; } = 800_000;
     /// <summary>Token values per tokens view (tokens × quantities).</summary>
     public long TokenValues { get; init; } = 200_000;
     /// <summary>Cells per heatmap (rows × columns × facets).</summary>

@@ -88,8 +88,15 @@
     const matrix = el("canvas", { class: "interp-matrix" });
     body.append(controls, grid, from, to, matrix, legend(0, 1, "attention weight"));
 
-    // w(l, h, q, k): the causal entries are stored row by row, key ≤ query.
-    const data = () => part(view, seq);
+    // w(l, h, q, k): each head's causal entries row by row (key ≤ query), as float32 in base64, decoded on first use.
+    const decoded = new Map();
+    function data() {
+      if (!decoded.has(seq)) {
+        const d = part(view, seq);
+        decoded.set(seq, { tokens: d.tokens, w: d.w.map(s => { const b = atob(s), u = new Uint8Array(b.length); for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i); return new Float32Array(u.buffer); }) });
+      }
+      return decoded.get(seq);
+    }
     const w = (d, l, h, q, k) => k > q ? 0 : d.w[l * meta.heads + h][q * (q + 1) / 2 + k];
     const colour = scale(0, 1);
 
