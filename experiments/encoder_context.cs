@@ -77,21 +77,12 @@ return await Experiment.RunAsync<EncoderContextSettings>(args, new("encoder_cont
 
     // Attention: how much 'mouse' attends to the context word, per layer and head; and the patterns with token labels.
     context.ReportProgress("attention", 0.6);
-    var patterns = new ParquetColumns();
-    for (int i = 0; i < sentences.Length; i++)
-    {
-        var run = runs[i];
-        for (int l = 0; l < cfg.NLayers; l++)
-        {
-            var p = TensorData.ToMatrix(run.Patterns[l].reshape(cfg.NHeads * run.Length, run.Length));
-            for (int h = 0; h < cfg.NHeads; h++)
-                for (int q = 0; q < run.Length; q++)
-                    for (int k = 0; k < run.Length; k++)
-                        patterns.Row(("sentence", i), ("text", sentences[i]), ("layer", l), ("head", h), ("query", q), ("key", k),
-                            ("query_token", run.Tokens[q]), ("key_token", run.Tokens[k]), ("weight", (float)p[h * run.Length + q, k]));
-        }
-    }
-    await context.WriteTableAsync("attention_patterns.parquet", patterns.ToTable(), "every head's attention pattern on every sentence, with token labels", ct);
+    var patterns = new AttentionTable.Builder(causal: false);
+    for (int i = 0; i < sentences.Length; i++) patterns.Add(i, runs[i].Patterns);
+    await context.WriteTableAsync("tokens.parquet", TokenTable.From(runs[..sentences.Length].Select(r => (IReadOnlyList<int>)r.Ids).ToArray(),
+        runs[..sentences.Length].Select(r => (IReadOnlyList<string>)r.Tokens).ToArray()), "the tokens of every sentence (sequence = the sentence's index in the settings)", ct);
+    await context.WriteTableAsync("attention_patterns.parquet", patterns.ToTable(),
+        "every head's attention pattern on every sentence: every (query, key) entry, as the encoder is bidirectional; tokens.parquet labels the positions", ct);
 
     var (animalSpan, techSpan) = (runs[0].Span(WordIds(tokenizer, settings.AnimalWord), settings.AnimalWord), runs[1].Span(WordIds(tokenizer, settings.TechWord), settings.TechWord));
     var mouseSpans = new[] { runs[0].Span(WordIds(tokenizer, settings.Word), settings.Word), runs[1].Span(WordIds(tokenizer, settings.Word), settings.Word) };
@@ -118,6 +109,9 @@ return await Experiment.RunAsync<EncoderContextSettings>(args, new("encoder_cont
             Figures.AttentionPattern(TensorData.ToMatrix(run.Patterns[best.Layer][best.Head]), run.Tokens, $"Head {best.Layer}.{best.Head} on \"{sentences[c]}\""),
             $"The head where '{settings.Word}' attends most to '{targetWord}' ({best.Weight:0.00}): row = query token, column = key token.", 750, 650);
         context.AddNumber($"attention_{settings.Word}_to_{targetWord}_max", best.Weight, $"largest attention from '{settings.Word}' to '{targetWord}' over all heads (head {best.Layer}.{best.Head})");
+        if (c == 0)
+            await context.AddViewAsync(new AttentionView("Attention explorer", $"Every head on every sentence (bidirectional: each token attends to all); head {best.Layer}.{best.Head}, where '{settings.Word}' attends most to '{targetWord}', is selected.",
+                "attention_patterns.parquet", "tokens.parquet", best.Layer, best.Head), ct);
     }
     for (int i = 2; i < sentences.Length; i++)
     {

@@ -30,12 +30,26 @@ public static class TokenTable
         }
         return new ParquetTable().Add(Columns.Sequence, sequences).Add(Columns.Position, positions).Add(Columns.TokenId, ids).Add(Columns.Token, text);
     }
+
+    /// <summary>Builds the table from sequences of different lengths: each one's ids and their text (as many of each).</summary>
+    /// <exception cref="InterpException">A sequence has more ids than texts or the other way round.</exception>
+    public static ParquetTable From(IReadOnlyList<IReadOnlyList<int>> ids, IReadOnlyList<IReadOnlyList<string>> tokens)
+    {
+        if (ids.Count != tokens.Count) throw new InterpException($"token table: {ids.Count} sequences of ids but {tokens.Count} of token texts");
+        var (sequences, positions, all, text) = (new List<int>(), new List<int>(), new List<int>(), new List<string>());
+        for (int b = 0; b < ids.Count; b++)
+        {
+            if (ids[b].Count != tokens[b].Count) throw new InterpException($"token table: sequence {b} has {ids[b].Count} ids but {tokens[b].Count} token texts");
+            for (int p = 0; p < ids[b].Count; p++) { sequences.Add(b); positions.Add(p); all.Add(ids[b][p]); text.Add(tokens[b][p]); }
+        }
+        return new ParquetTable().Add(Columns.Sequence, sequences.ToArray()).Add(Columns.Position, positions.ToArray()).Add(Columns.TokenId, all.ToArray()).Add(Columns.Token, text.ToArray());
+    }
 }
 
 /// <summary>
-/// Attention patterns as a long table, one row per causal entry (key ≤ query): <c>sequence</c>, <c>layer</c>, <c>head</c>,
-/// <c>query</c>, <c>key</c> (int32) and <c>weight</c> (float32, the softmax weight of <c>blocks.{layer}.attn.hook_pattern</c>).
-/// The entries above the diagonal are zero in a causal model and are not stored.
+/// Attention patterns as a long table, one row per entry: <c>sequence</c>, <c>layer</c>, <c>head</c>, <c>query</c>,
+/// <c>key</c> (int32) and <c>weight</c> (float32, the softmax weight of <c>blocks.{layer}.attn.hook_pattern</c>). A causal
+/// model's entries above the diagonal are zero and are not stored (key ≤ query); a bidirectional encoder's are all stored.
 /// </summary>
 public static class AttentionTable
 {
@@ -48,28 +62,50 @@ public static class AttentionTable
 
     /// <summary>Builds the table from each layer's pattern [batch, head, query, key] (the cache's <c>hook_pattern</c>, layer 0 first).</summary>
     /// <exception cref="InterpException">A pattern is not [batch, head, pos, pos], or the layers' shapes differ.</exception>
-    public static ParquetTable From(IReadOnlyList<Tensor> patterns)
+    public static ParquetTable From(IReadOnlyList<Tensor> patterns, bool causal = true)
     {
         if (patterns.Count == 0) throw new InterpException("no attention patterns to tabulate");
         var shape = patterns[0].shape;
         for (int l = 0; l < patterns.Count; l++)
-            if (patterns[l].dim() != 4 || patterns[l].shape[2] != patterns[l].shape[3] || !patterns[l].shape.SequenceEqual(shape))
+            if (patterns[l].dim() != 4 || !patterns[l].shape.SequenceEqual(shape))
                 throw new InterpException($"pattern of layer {l} must be [batch, head, pos, pos] like layer 0's [{string.Join(", ", shape)}], got [{string.Join(", ", patterns[l].shape)}]");
-        int batch = (int)shape[0], heads = (int)shape[1], n = (int)shape[2], layers = patterns.Count;
-        long rows = (long)batch * layers * heads * n * (n + 1) / 2;
-        var (sequence, layer, head, query, key, weight) = (new int[rows], new int[rows], new int[rows], new int[rows], new int[rows], new float[rows]);
-        long i = 0;
-        for (int b = 0; b < batch; b++)
-            for (int l = 0; l < layers; l++)
+        var builder = new Builder(causal);
+        for (int b = 0; b < shape[0]; b++) builder.Add(b, patterns.Select(p => p[b]).ToArray());
+        return builder.ToTable();
+    }
+
+    /// <summary>A table built one sequence at a time (sequences of different lengths: an encoder run per sentence).</summary>
+    /// <param name="causal">Store only key ≤ query (a causal model), or every entry (a bidirectional encoder).</param>
+    public sealed class Builder(bool causal = true)
+    {
+        private readonly List<int> _sequence = [], _layer = [], _head = [], _query = [], _key = [];
+        private readonly List<float> _weight = [];
+
+        /// <summary>Adds sequence <paramref name="sequence"/>'s pattern of each layer, [head, query, key] (layer 0 first).</summary>
+        /// <exception cref="InterpException">A pattern is not [head, pos, pos], or the layers' shapes differ.</exception>
+        public Builder Add(int sequence, IReadOnlyList<Tensor> layers)
+        {
+            for (int l = 0; l < layers.Count; l++)
+                if (layers[l].dim() != 3 || layers[l].shape[1] != layers[l].shape[2] || !layers[l].shape.SequenceEqual(layers[0].shape))
+                    throw new InterpException($"sequence {sequence}: pattern of layer {l} must be [head, pos, pos] like layer 0's [{string.Join(", ", layers[0].shape)}], got [{string.Join(", ", layers[l].shape)}]");
+            for (int l = 0; l < layers.Count; l++)
             {
-                var w = patterns[l][b].detach().cpu().to(ScalarType.Float32).contiguous().data<float>().ToArray();   // [head, q, k] flattened
+                int heads = (int)layers[l].shape[0], n = (int)layers[l].shape[1];
+                var w = layers[l].detach().cpu().to(ScalarType.Float32).contiguous().data<float>().ToArray();   // [head, q, k] flattened
                 for (int h = 0; h < heads; h++)
                     for (int q = 0; q < n; q++)
-                        for (int k = 0; k <= q; k++, i++)
-                            (sequence[i], layer[i], head[i], query[i], key[i], weight[i]) = (b, l, h, q, k, w[((long)h * n + q) * n + k]);
+                        for (int k = 0; k < (causal ? q + 1 : n); k++)
+                        {
+                            _sequence.Add(sequence); _layer.Add(l); _head.Add(h); _query.Add(q); _key.Add(k);
+                            _weight.Add(w[((long)h * n + q) * n + k]);
+                        }
             }
-        return new ParquetTable().Add(Columns.Sequence, sequence).Add(Columns.Layer, layer).Add(Columns.Head, head)
-            .Add(Query, query).Add(Key, key).Add(Weight, weight);
+            return this;
+        }
+
+        /// <summary>The table.</summary>
+        public ParquetTable ToTable() => new ParquetTable().Add(Columns.Sequence, _sequence.ToArray()).Add(Columns.Layer, _layer.ToArray())
+            .Add(Columns.Head, _head.ToArray()).Add(Query, _query.ToArray()).Add(Key, _key.ToArray()).Add(Weight, _weight.ToArray());
     }
 }
 

@@ -13,11 +13,11 @@ public sealed class AnalysisReportTests
     /// <summary>The bound on any run's report.html: each view's data is bounded (<c>ReportViewLimits</c>, ~4.5 MB), plus the PNGs.</summary>
     internal const long SizeBound = 8_000_000;
 
-    // "--model stories260K" names the shared model; every other entry is a --set key=value.
+    // "--model NAME" names a model of ../shared/models (stories260K: its .bin); every other entry is a --set key=value.
     internal static IEnumerable<string> Arguments(string[] settings)
     {
         for (int i = 0; i < settings.Length; i++)
-            if (settings[i] == "--model") { yield return "--model"; yield return TestModels.StoriesBin; i++; }
+            if (settings[i] == "--model") { yield return "--model"; yield return settings[++i] == "stories260K" ? TestModels.StoriesBin : SharedData.Model(settings[i]); }
             else { yield return "--set"; yield return settings[i]; }
     }
 
@@ -48,10 +48,11 @@ public sealed class AnalysisReportTests
     [InlineData("residual_writes", new[] { "batch=8" }, new[] { "logit-lens", "heatmap" })]
     [InlineData("circuit_discovery", new[] { "batch=4", "half=8", "steps=3" }, new[] { "heatmap", "tokens" })]
     [InlineData("head_detection", new[] { "--model", "stories260K", "batch=4", "half=128" }, new[] { "heatmap", "attention" })]   // 1,028 tokens: the views cut, and say so
+    [InlineData("encoder_context", new[] { "--model", "all-MiniLM-L6-v2" }, new[] { "attention" })]   // bidirectional: every entry
     [InlineData("sae_features", new[] { "training_tokens=65536", "sequences=12", "context_size=64", "top_features=6" }, new[] { "feature" })]
     public async Task The_report_of_each_analysis_shows_its_tables_in_the_browser(string experiment, string[] settings, string[] kinds)
     {
-        string name = $"report-{experiment}" + (settings.Contains("stories260K") ? "-stories260K" : "");
+        string name = $"report-{experiment}" + (experiment != "encoder_context" && settings.Contains("--model") ? "-" + settings[Array.IndexOf(settings, "--model") + 1] : "");
         var record = new Browser.TestRecord(name);
         using var tmp = new TempDir();
         var (code, _, err, manifest) = await ExperimentScriptTests.Run(tmp.Path, ["run", experiment, .. Arguments(settings)]);

@@ -61,17 +61,20 @@ internal static class ReportViewData
         if (view.Layer >= layers || view.Head >= heads || view.Layer < 0 || view.Head < 0)
             throw new InterpException($"attention view '{view.Title}': head {view.Layer}.{view.Head} is not in {t.Name} ({layers} layers × {heads} heads)");
         var tokens = Tokens(tokenTable);
+        bool causal = !Enumerable.Range(0, key.Length).Any(i => key[i] > query[i]);   // a bidirectional encoder stores every entry
+        long Entries(long n) => causal ? n * (n + 1) / 2 : n * n;
         var order = seq.Distinct().Order().ToArray();
         long budget = limits.AttentionWeights, used = 0;
         var shown = new List<(int Sequence, int Length)>();
         foreach (int s in order)
         {
             int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
-            long cost = (long)layers * heads * n * (n + 1) / 2;
+            long cost = layers * heads * Entries(n);
             if (used + cost <= budget) { shown.Add((s, n)); used += cost; continue; }
             if (shown.Count == 0)
             {
-                int m = (int)Math.Floor((Math.Sqrt(1 + 8.0 * budget / (layers * heads)) - 1) / 2);   // m(m+1)/2 · heads ≤ budget
+                double perHead = (double)budget / (layers * heads);
+                int m = (int)Math.Floor(causal ? (Math.Sqrt(1 + 8 * perHead) - 1) / 2 : Math.Sqrt(perHead));   // entries(m) · heads ≤ budget
                 shown.Add((s, Math.Max(1, m)));
                 notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
             }
@@ -81,25 +84,25 @@ internal static class ReportViewData
             notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
 
         var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
-        var data = shown.Select(s => Enumerable.Range(0, layers * heads).Select(_ => Enumerable.Repeat(float.NaN, s.Length * (s.Length + 1) / 2).ToArray()).ToArray()).ToArray();
+        var data = shown.Select(s => Enumerable.Range(0, layers * heads).Select(_ => Enumerable.Repeat(float.NaN, (int)Entries(s.Length)).ToArray()).ToArray()).ToArray();
         for (int i = 0; i < weight.Length; i++)
         {
             if (!index.TryGetValue(seq[i], out int si)) continue;
             int n = shown[si].Length, fullLength = tokens[seq[i]].Length;
-            if (query[i] >= fullLength || key[i] > query[i] || key[i] < 0)
-                throw new InterpException($"{t.Name}, row {i}: query {query[i]}, key {key[i]} is not a causal entry of sequence {seq[i]}'s {fullLength} tokens");
-            if (query[i] < n) data[si][layer[i] * heads + head[i]][query[i] * (query[i] + 1) / 2 + key[i]] = weight[i];
+            if (query[i] >= fullLength || key[i] >= fullLength || key[i] < 0 || query[i] < 0)
+                throw new InterpException($"{t.Name}, row {i}: query {query[i]}, key {key[i]} is not an entry of sequence {seq[i]}'s {fullLength} tokens");
+            if (query[i] < n && key[i] < n) data[si][layer[i] * heads + head[i]][causal ? query[i] * (query[i] + 1) / 2 + key[i] : query[i] * n + key[i]] = weight[i];
         }
         for (int si = 0; si < shown.Count; si++)
             for (int lh = 0; lh < layers * heads; lh++)
                 if (Array.FindIndex(data[si][lh], float.IsNaN) is int gap and >= 0)
                 {
-                    int q = (int)Math.Floor((Math.Sqrt(1 + 8.0 * gap) - 1) / 2);
-                    throw new InterpException($"{t.Name} lacks the weight of sequence {shown[si].Sequence}, head {lh / heads}.{lh % heads}, query {q}, key {gap - q * (q + 1) / 2}");
+                    int n = shown[si].Length, q = causal ? (int)Math.Floor((Math.Sqrt(1 + 8.0 * gap) - 1) / 2) : gap / n, k = causal ? gap - q * (q + 1) / 2 : gap % n;
+                    throw new InterpException($"{t.Name} lacks the weight of sequence {shown[si].Sequence}, head {lh / heads}.{lh % heads}, query {q}, key {k}");
                 }
         parts.Add(("meta", new
         {
-            layers, heads, layer = view.Layer, head = view.Head,
+            layers, heads, causal, layer = view.Layer, head = view.Head,
             sequences = shown.Select((s, i) => new { index = s.Sequence, length = s.Length, part = $"s{i}" }),
         }));
         for (int si = 0; si < shown.Count; si++)

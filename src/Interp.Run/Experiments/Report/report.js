@@ -97,7 +97,8 @@
       }
       return decoded.get(seq);
     }
-    const w = (d, l, h, q, k) => k > q ? 0 : d.w[l * meta.heads + h][q * (q + 1) / 2 + k];
+    const w = meta.causal ? (d, l, h, q, k) => k > q ? 0 : d.w[l * meta.heads + h][q * (q + 1) / 2 + k]
+                          : (d, l, h, q, k) => d.w[l * meta.heads + h][q * d.tokens.length + k];   // a bidirectional encoder: every entry
     const colour = scale(0, 1);
 
     function strips(d) {
@@ -110,7 +111,7 @@
           if (v != null) { span.dataset.value = String(v); span.style.background = colour(v); }
           span.addEventListener("mouseenter", ev => {
             if (focus !== p) { focus = p; strips(d); paint(d); }
-            const out = top([...Array(p + 1).keys()].map(k => w(d, layer, head, p, k)));
+            const out = top([...Array(meta.causal ? p + 1 : n).keys()].map(k => w(d, layer, head, p, k)));
             const inc = top([...Array(n).keys()].map(q => w(d, layer, head, q, p)));
             showTip(ev, `${label(d.tokens, p)} (head ${layer}.${head})\nattends to: ${out.map(([x, k]) => `${label(d.tokens, k)} ${fmt(x)}`).join(", ")}` +
                         `\nattended by: ${inc.filter(([x]) => x > 0).map(([x, q]) => `${label(d.tokens, q)} ${fmt(x)}`).join(", ")}`);
@@ -121,12 +122,12 @@
       }
     }
 
-    const cell = n => Math.max(2, Math.min(22, Math.floor(560 / n))), margin = n => cell(n) >= 8 ? 90 : 4;
+    const cell = n => Math.max(2, Math.min(22, Math.floor(720 / n))), margin = n => cell(n) >= 8 ? 90 : 4;
     function paint(d) {
       const n = d.tokens.length, c = cell(n), m = margin(n), ctx = matrix.getContext("2d");
       matrix.width = m + n * c + 4; matrix.height = m + n * c + 4;
       ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, matrix.width, matrix.height);
-      for (let q = 0; q < n; q++) for (let k = 0; k <= q; k++) { ctx.fillStyle = colour(w(d, layer, head, q, k)); ctx.fillRect(m + k * c, m + q * c, c, c); }
+      for (let q = 0; q < n; q++) for (let k = 0; k < (meta.causal ? q + 1 : n); k++) { ctx.fillStyle = colour(w(d, layer, head, q, k)); ctx.fillRect(m + k * c, m + q * c, c, c); }
       ctx.strokeStyle = "#bbb"; ctx.strokeRect(m, m, n * c, n * c);
       if (m > 4) {
         ctx.fillStyle = "#333"; ctx.font = `${Math.min(11, c)}px monospace`; ctx.textBaseline = "middle";
