@@ -74,6 +74,21 @@ return await Experiment.RunAsync<HeadAttributionSettings>(args, new("head_attrib
     await context.AddViewAsync(new HeatmapView("Direct logit attribution per head", "Each head's direct contribution at each position (head × position, mean over the batch); choose the target.",
         "head_attribution.parquet", [Columns.Layer, Columns.Head], [Columns.Position], Facet: "target") { Where = new Dictionary<string, string> { [Columns.Component] = "head" } }, ct);
 
+    // Per token, on the first sequences: each component's direct contribution to the logit of the token it predicts.
+    int shown = (int)Math.Min(4, tokens.shape[0]);
+    await context.WriteTableAsync("tokens.parquet", TokenTable.From(tokens[..shown], loaded.Tokenizer), "the tokens of the sequences the report's views show", ct);
+    var perToken = new TokenValuesTable.Builder();
+    for (int b = 0; b < shown; b++)
+    {
+        perToken.Add("logit", b, TensorData.ToVector(correct.Logit[b]), firstPosition: 1);   // residual position p predicts token p + 1
+        for (int c = 0; c < correct.Components.Count; c++)
+            perToken.Add($"DLA {correct.Components[c].Label}", b, TensorData.ToVector(correct.Values[c, b]), firstPosition: 1);
+    }
+    await context.WriteTableAsync("token_attribution.parquet", perToken.ToTable(),
+        "per token of the first sequences: the model's logit of that token and each component's direct attribution to it (quantity 'DLA <component>'), from the residual position before it", ct);
+    await context.AddViewAsync(new TokenValuesView("Direct logit attribution per token", "Each token coloured by the logit the model gives it, or by one component's direct contribution to that logit; choose the quantity.",
+        "token_attribution.parquet", "tokens.parquet"), ct);
+
     context.ReportProgress("figures", 0.8);
     Summarise(context, cfg, scores, correct, diff, halves, maxError, settings.Batch, input.Half);
     DrawFigures(context, cfg, correct, diff, halves, input);

@@ -54,6 +54,14 @@ return await Experiment.RunAsync<ResidualWritesSettings>(args, new("residual_wri
         await context.WriteTableAsync("logit_lens_top.parquet", LogitLensTopTable.From(top with { Ids = top.Ids[.., ..shown], Probability = top.Probability[.., ..shown] }, loaded.Tokenizer),
             "logit lens: the 5 most probable tokens of the stream entering block 'layer' (n_layers = the final stream) at every position of the first sequences", ct);
     }
+    // Per token of the same sequences: the lens's rank of that token after each layer (1 = the top prediction).
+    var ranks = new TokenValuesTable.Builder();
+    for (int b = 0; b < Math.Min(4, tokens.shape[0]); b++)
+        for (int l = 0; l < lens.Layers.Count; l++)
+            ranks.Add($"lens rank, stream entering layer {lens.Layers[l].Layer}", b, TensorData.ToVector(lens.Rank[l, b]), firstPosition: 1);   // position p predicts p + 1
+    await context.WriteTableAsync("token_lens_rank.parquet", ranks.ToTable(), "per token of the first sequences: its rank under the logit lens of the stream entering each layer (1 = top; the last layer is the model)", ct);
+    await context.AddViewAsync(new TokenValuesView("Logit lens rank per token", "Each token coloured by the rank the lens gives it after each layer (1 = predicted); choose the layer.",
+        "token_lens_rank.parquet", "tokens.parquet"), ct);
     await context.AddViewAsync(new LogitLensView("Logit lens", "The stream entering each layer read through the final norm and unembedding: its top token at each position, coloured by probability (hover for the top 5).",
         "logit_lens_top.parquet", "tokens.parquet"), ct);
     ct.ThrowIfCancellationRequested();

@@ -9,6 +9,7 @@ using System.ComponentModel;
 using Interp;
 using Interp.Experiments;
 using Interp.Plots;
+using Interp.Results;
 using Interp.Saes;
 using Interp.Training.Saes;
 using ScottPlot;
@@ -100,6 +101,19 @@ return await Experiment.RunAsync<SaeFeaturesSettings>(args, new("sae_features", 
     if (top.Length == 0) throw new InterpException("no feature fires on the held-out text below the density limit");
     var contexts = SaeFeatureContexts.Top(acts, tokenizer, new SaeFeatureContextOptions { TopN = settings.ContextsPerFeature, Features = top });
     await context.WriteTableAsync("sae_feature_contexts.parquet", contexts.ToTable(), "the top-activating contexts of the top features: the window around each maximum, with the feature's activation on every token", ct);
+    // The first held-out windows, each token coloured by a top feature's activation (0 where it does not fire).
+    int shownWindows = Math.Min(4, acts.Sequences);
+    var windowIds = Enumerable.Range(0, shownWindows).Select(q => (IReadOnlyList<int>)Enumerable.Range(0, acts.Positions).Where(p => acts.IsReal(q, p)).Select(p => acts.TokenAt(q, p)).ToArray()).ToArray();
+    string Piece(int id) => tokenizer?.ToStrTokens([id])[0] ?? id.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    await context.WriteTableAsync("tokens.parquet", TokenTable.From(windowIds, windowIds.Select(w => (IReadOnlyList<string>)w.Select(Piece).ToArray()).ToArray()),
+        "the tokens of the held-out windows the report's views show", ct);
+    var featureValues = new TokenValuesTable.Builder();
+    foreach (int f in top)
+        for (int q = 0; q < shownWindows; q++)
+            featureValues.Add($"feature {f}", q, Enumerable.Range(0, windowIds[q].Count).Select(p => (double)acts.ValueAt(q, p, f)).ToArray());
+    await context.WriteTableAsync("token_features.parquet", featureValues.ToTable(), "each top feature's activation on every token of the first held-out windows (0 where it does not fire)", ct);
+    await context.AddViewAsync(new TokenValuesView("Feature activations per token", "The first held-out windows, each token coloured by a top feature's activation; choose the feature.",
+        "token_features.parquet", "tokens.parquet"), ct);
     var contextPlot = Figures.FeatureContexts(contexts.Contexts, acts.Stats);
     var (w, h) = Figures.FeatureContextsSize(contexts.Contexts);
     context.SaveFigure("feature_contexts.png", contextPlot,

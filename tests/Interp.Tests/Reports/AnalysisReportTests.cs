@@ -43,13 +43,13 @@ public sealed class AnalysisReportTests
     [InlineData("ablation", new[] { "batch=8" }, new[] { "heatmap" })]
     [InlineData("activation_patching", new[] { "batch=8", "per_position=true" }, new[] { "heatmap", "heatmap" })]
     [InlineData("attribution_patching", new[] { "batch=8" }, new[] { "heatmap" })]
-    [InlineData("head_attribution", new[] { "batch=8" }, new[] { "heatmap" })]
+    [InlineData("head_attribution", new[] { "batch=8" }, new[] { "heatmap", "tokens" })]
     [InlineData("pattern_vs_message", new[] { "batch=8", "baseline_samples=20" }, new[] { "heatmap" })]
-    [InlineData("residual_writes", new[] { "batch=8" }, new[] { "logit-lens", "heatmap" })]
+    [InlineData("residual_writes", new[] { "batch=8" }, new[] { "tokens", "logit-lens", "heatmap" })]
     [InlineData("circuit_discovery", new[] { "batch=4", "half=8", "steps=3" }, new[] { "heatmap", "tokens" })]
     [InlineData("head_detection", new[] { "--model", "stories260K", "batch=4", "half=128" }, new[] { "heatmap", "attention" })]   // 1,028 tokens: the views cut, and say so
     [InlineData("encoder_context", new[] { "--model", "all-MiniLM-L6-v2" }, new[] { "attention" })]   // bidirectional: every entry
-    [InlineData("sae_features", new[] { "training_tokens=65536", "sequences=12", "context_size=64", "top_features=6" }, new[] { "feature" })]
+    [InlineData("sae_features", new[] { "training_tokens=65536", "sequences=12", "context_size=64", "top_features=6" }, new[] { "tokens", "feature" })]
     public async Task The_report_of_each_analysis_shows_its_tables_in_the_browser(string experiment, string[] settings, string[] kinds)
     {
         string name = $"report-{experiment}" + (experiment != "encoder_context" && settings.Contains("--model") ? "-" + settings[Array.IndexOf(settings, "--model") + 1] : "");
