@@ -48,7 +48,9 @@ public sealed class MainJobReportTests(MainJobRun run) : IClassFixture<MainJobRu
         Assert.True(size < 1_000_000, $"report.html is {size:N0} bytes; the main job's bound is 1 MB");
         var views = new[] { ("attention", Attention), ("tokens", Tokens), ("heatmap-head-scores", HeadScores), ("heatmap-ablation", Ablation) };
         var shots = views.Select(v => Path.Combine(Artifacts, $"main-job-{v.Item1}.png")).ToArray();
-        var result = await ProbeAsync(run.Page, [Read("[data-interp-view]"), .. views.Select((v, i) => Screenshot(v.Item2, shots[i]))]);
+        // Token 20 of the second copy hovered: the attention screenshot shows its row and column (the README's picture).
+        var result = await ProbeAsync(run.Page, [Read("[data-interp-view]"), Hover($"{Attention} [data-interp-strip=attends-to] [data-pos='20']"),
+            .. views.Select((v, i) => Screenshot(v.Item2, shots[i]))]);
         result.AssertNoErrors();
         Assert.Equal(["heatmap", "attention", "heatmap", "tokens"], result.Elements(0).Select(e => e.Data["interpView"]));
         var variances = shots.Select(PixelVariance).ToArray();
