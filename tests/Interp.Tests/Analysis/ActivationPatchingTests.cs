@@ -42,7 +42,7 @@ public sealed class ActivationPatchingTests
         var raw = patching.PatchedMetrics(sites, target: clean);
         Assert.Equal(sites.Count, raw.Length);
         Assert.All(raw, r => Assert.Equal(1.0, patching.Normalise(r), 6));
-        Assert.Equal(1.0, patching.Normalise(patching.PatchedMetric(sites, target: clean)), 6);   // all at once, too
+        Assert.Equal(1.0, patching.Normalise(patching.PatchedMetric(sites, target: clean)), 1e-6);   // all at once, too
     }
 
     [Theory]
@@ -55,12 +55,12 @@ public sealed class ActivationPatchingTests
         var (clean, corrupted) = Tokens(cfg.DVocab);
         // A metric of the logits alone: the patched run's tokens (the corrupted ones) do not enter it.
         using var patching = new ActivationPatching(model, clean, corrupted, Metrics.LogitDiff(3, 5, position: 6));
-        Assert.Equal(1.0, patching.Patch(PatchSite.ResidPre(0)), 6);
-        Assert.Equal(1.0, patching.Patch(Enumerable.Range(0, Pos).Select(p => PatchSite.ResidPre(0, p)).ToArray()), 6);
-        Assert.Equal(1.0, patching.Patch(PatchSite.ResidPre(cfg.NLayers - 1)), 6);
-        Assert.Equal(0.0, patching.Patch(), 6);
-        Assert.Equal(patching.CorruptedMetric, patching.PatchedMetric([]), 6);
-        Assert.Equal(patching.CleanMetric, patching.PatchedMetric([], target: clean), 6);
+        Assert.Equal(1.0, patching.Patch(PatchSite.ResidPre(0)), 1e-6);
+        Assert.Equal(1.0, patching.Patch(Enumerable.Range(0, Pos).Select(p => PatchSite.ResidPre(0, p)).ToArray()), 1e-6);
+        Assert.Equal(1.0, patching.Patch(PatchSite.ResidPre(cfg.NLayers - 1)), 1e-6);
+        Assert.Equal(0.0, patching.Patch(), 1e-6);
+        Assert.Equal(patching.CorruptedMetric, patching.PatchedMetric([]), 1e-6);
+        Assert.Equal(patching.CleanMetric, patching.PatchedMetric([], target: clean), 1e-6);
         // The clean metric is read from the cached run's last residual stream: exactly what a reads-only clean forward gives.
         var reads = Metrics.ReadsFor(Metrics.LogitDiff(3, 5, position: 6), model)!;
         Assert.Equal(Metrics.PerSequence(reads, model.forward(clean, null, reads)).to(ScalarType.Float64).mean().item<double>(), patching.CleanMetric);
@@ -79,7 +79,7 @@ public sealed class ActivationPatchingTests
         var later = AllSites(cfg, Pos).Where(s => s.Position > at).ToArray();
         Assert.NotEmpty(later);
         Assert.All(patching.Sweep(later), r => Assert.Equal(0.0, r.Value, 6));
-        Assert.Equal(0.0, patching.Patch(later), 6);                                            // all of them at once
+        Assert.Equal(0.0, patching.Patch(later), 1e-6);                                            // all of them at once
         Assert.NotEqual(0.0, patching.Patch(PatchSite.ResidPre(0, at)), 3);                     // the metric's own position does matter
     }
 
@@ -111,8 +111,8 @@ public sealed class ActivationPatchingTests
             {
                 var logits = model.RunWithHooks(corrupted, (cases[i].Site.HookName, cases[i].Hook));
                 double expected = Metrics.Evaluate(metric, logits, corrupted);
-                Assert.Equal(expected, swept[i].Raw, 5);
-                Assert.Equal((expected - patching.CorruptedMetric) / (patching.CleanMetric - patching.CorruptedMetric), swept[i].Value, 5);
+                Assert.Equal(expected, swept[i].Raw, 1e-5);
+                Assert.Equal((expected - patching.CorruptedMetric) / (patching.CleanMetric - patching.CorruptedMetric), swept[i].Value, 1e-5);
             }
         }
         // One patch per pass or many: the same numbers.
@@ -120,7 +120,7 @@ public sealed class ActivationPatchingTests
         using var onePerPass = new ActivationPatching(model, clean, corrupted, metric) { SequencesPerPass = 1 };
         var a = onePerPass.PatchedMetrics(sites.Take(40));
         var b = patching.PatchedMetrics(sites.Take(40));
-        for (int i = 0; i < a.Length; i++) Assert.Equal(a[i], b[i], 5);
+        for (int i = 0; i < a.Length; i++) Assert.Equal(a[i], b[i], 1e-5);
     }
 
     [Fact]
@@ -150,7 +150,7 @@ public sealed class ActivationPatchingTests
         var tokens = TestModels.RandomTokens(50, 2, 8);
         using (var same = new ActivationPatching(model, tokens, tokens.clone(), Metrics.Loss()))
         {
-            Assert.Equal(same.CleanMetric, same.PatchedMetric([PatchSite.HeadOut(0, 1)]), 6);     // raw values still work
+            Assert.Equal(same.CleanMetric, same.PatchedMetric([PatchSite.HeadOut(0, 1)]), 1e-6);     // raw values still work
             var ex = Assert.Throws<InterpException>(() => same.Patch(PatchSite.HeadOut(0, 1)));
             Assert.Contains("nothing to recover", ex.Message);
         }

@@ -41,8 +41,8 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         var metric = Metrics.LogitDiff(3, 5, position: 6);
         using var activation = new ActivationPatching(model, clean, corrupted, metric);
         using var attribution = new AttributionPatching(model, clean, corrupted, metric);
-        Assert.Equal(activation.CleanMetric, attribution.CleanMetric, 5);
-        Assert.Equal(activation.CorruptedMetric, attribution.CorruptedMetric, 5);
+        Assert.Equal(activation.CleanMetric, attribution.CleanMetric, 1e-5);
+        Assert.Equal(activation.CorruptedMetric, attribution.CorruptedMetric, 1e-5);
 
         var linear = HeadOutSites(cfg, Pos, cfg.NLayers - 1);
         var comparison = AttributionPatching.Compare(activation.Sweep(linear), attribution.Sweep(linear));
@@ -50,9 +50,9 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         Assert.True(comparison.MaxAbsDifference <= 1e-4, $"linear sites differ by up to {comparison.MaxAbsDifference:G3}");
         // The raw estimate too: m_corrupted + attribution = the patched metric.
         var site = PatchSite.HeadOut(cfg.NLayers - 1, 1);
-        Assert.Equal(activation.PatchedMetric([site]), attribution.CorruptedMetric + attribution.Attribution(site), 4);
+        Assert.Equal(activation.PatchedMetric([site]), attribution.CorruptedMetric + attribution.Attribution(site), 1e-4);
         // After the metric's position nothing can change: both exactly 0.
-        Assert.Equal(0, attribution.Attribution(PatchSite.HeadOut(cfg.NLayers - 1, 0, position: 8)), 12);
+        Assert.Equal(0, attribution.Attribution(PatchSite.HeadOut(cfg.NLayers - 1, 0, position: 8)), 1e-12);
 
         // Earlier layers feed the last layer's attention, nonlinearly: there the estimate is only an estimate.
         var earlier = HeadOutSites(cfg, Pos, 0);
@@ -74,13 +74,13 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         double gap = attribution.CleanMetric - attribution.CorruptedMetric;
         Assert.All(results, r =>
         {
-            Assert.Equal(attribution.CorruptedMetric + r.Attribution, r.Raw, 12);
-            Assert.Equal(r.Attribution / gap, r.Value, 9);
+            Assert.Equal(attribution.CorruptedMetric + r.Attribution, r.Raw, 1e-12);
+            Assert.Equal(r.Attribution / gap, r.Value, 1e-9);
         });
         // Per-position sites add up to the site over every position (the estimate is linear in the slice).
         double whole = attribution.Attribution(PatchSite.HeadOut(1, 2));
         double sum = attribution.Attribution(Enumerable.Range(0, Pos).Select(p => PatchSite.HeadOut(1, 2, p)).ToArray());
-        Assert.Equal(whole, sum, 9);
+        Assert.Equal(whole, sum, 1e-9);
 
         Assert.Contains("layer 7", Assert.Throws<InterpException>(() => attribution.Sweep([PatchSite.AttnOut(7)])).Message);
         Assert.Contains("same shape", Assert.Throws<InterpException>(() => new AttributionPatching(model, clean, corrupted[.., ..4], Metrics.Loss())).Message);
@@ -121,7 +121,7 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output)
         foreach (var (feature, position) in new[] { (3, -1), (7, 4), (0, 0) })
         {
             var slice = position < 0 ? product[.., .., feature] : product[.., position, feature];
-            Assert.Equal(slice.sum().item<float>(), attribution.Attribution(PatchSite.SaeFeature(config.HookName, feature, position)), 4);
+            Assert.Equal(slice.sum().item<float>(), attribution.Attribution(PatchSite.SaeFeature(config.HookName, feature, position)), 1e-4);
         }
         // The gradient at the feature activations against central differences (float32: a looser tolerance).
         var d = randn(run.Activations[acts].shape, generator: new Generator(4));

@@ -24,13 +24,13 @@ public sealed class DetectionPatternTests
         for (int i = 0; i < 3; i++)
             for (int l = 0; l < 2; l++)
                 for (int h = 0; h < 2; h++)
-                    Assert.Equal(scores.Values[kinds[i]][l, h], detected[i][l, h], 6);
+                    Assert.Equal(scores.Values[kinds[i]][l, h], detected[i][l, h], 1e-6);
 
         // TransformerLens divides by every row's attention: the previous-token pattern has no target in row 0.
         var allRows = HeadDetection.Detect(loaded.Model, input.Tokens, DetectionPatterns.PreviousToken(pos), new DetectionOptions { TargetRowsOnly = false });
         for (int l = 0; l < 2; l++)
             for (int h = 0; h < 2; h++)
-                Assert.Equal(scores.Values[HeadScoreKind.PreviousToken][l, h] * (pos - 1) / pos, allRows[l, h], 6);
+                Assert.Equal(scores.Values[HeadScoreKind.PreviousToken][l, h] * (pos - 1) / pos, allRows[l, h], 1e-6);
     }
 
     [Fact]
@@ -52,17 +52,17 @@ public sealed class DetectionPatternTests
         using (model.Hooks((HookNames.Pattern(1), (p, _) => { var c = p.clone(); c[.., 0] = twoBack; c[.., 1] = bos; return c; })))
         {
             var plain = HeadDetection.Detect(model, tokens, DetectionPatterns.AttendBack(n, 2));
-            Assert.Equal(0.5, plain[1, 0], 6);
-            Assert.Equal(1.0 / (n - 2), plain[1, 1], 6);                                        // of rows 2 … n − 1, only row 2 finds its target (key 0 = BOS)
+            Assert.Equal(0.5, plain[1, 0], 1e-6);
+            Assert.Equal(1.0 / (n - 2), plain[1, 1], 1e-6);                                        // of rows 2 … n − 1, only row 2 finds its target (key 0 = BOS)
             var noSelf = HeadDetection.Detect(model, tokens, DetectionPatterns.AttendBack(n, 2), new DetectionOptions { ExcludeCurrentToken = true });
-            Assert.Equal(1.0, noSelf[1, 0], 6);
+            Assert.Equal(1.0, noSelf[1, 0], 1e-6);
             var firstToken = HeadDetection.Detect(model, tokens, bos);
-            Assert.Equal(1.0, firstToken[1, 1], 6);
-            Assert.Equal(1.5 / n, firstToken[1, 0], 6);                                          // row 0 on itself = BOS, row 2 half on BOS
+            Assert.Equal(1.0, firstToken[1, 1], 1e-6);
+            Assert.Equal(1.5 / n, firstToken[1, 0], 1e-6);                                          // row 0 on itself = BOS, row 2 half on BOS
             // Without BOS, head 1 has no attention left in any scored row: no sequence counts.
             var noBos = HeadDetection.Detect(model, tokens, DetectionPatterns.AttendBack(n, 1), new DetectionOptions { ExcludeBos = true });
             Assert.True(double.IsNaN(noBos[1, 1]));
-            Assert.Equal(0.0, noBos[1, 0], 6);
+            Assert.Equal(0.0, noBos[1, 0], 1e-6);
         }
     }
 

@@ -87,15 +87,15 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         {
             double patched = ReferenceEdgePatch(model, clean, corrupted, metric, s.Edge) - eap.CorruptedMetric;
             worst = Math.Max(worst, Math.Abs(patched - s.Score));
-            Assert.Equal(patched, eap.EdgePatchedMetric(s.Edge) - eap.CorruptedMetric, 4);
+            Assert.Equal(patched, eap.EdgePatchedMetric(s.Edge) - eap.CorruptedMetric, 1e-4);
             checkedEdges++;
         }
         output.WriteLine($"{checkedEdges} linear edges: max |EAP − edge patching| = {worst:G3}");
         Assert.True(checkedEdges >= 2 + 2 * model.Config.NHeads, $"only {checkedEdges} edges checked");
         Assert.True(worst <= 1e-4, $"EAP differs from edge patching by up to {worst:G3} on linear edges");
         // The corrupted metric is the corrupted run's.
-        using (no_grad()) Assert.Equal(Metrics.Evaluate(metric, model.forward(corrupted), corrupted), eap.CorruptedMetric, 5);
-        using (no_grad()) Assert.Equal(Metrics.Evaluate(metric, model.forward(clean), clean), eap.CleanMetric, 5);
+        using (no_grad()) Assert.Equal(Metrics.Evaluate(metric, model.forward(corrupted), corrupted), eap.CorruptedMetric, 1e-5);
+        using (no_grad()) Assert.Equal(Metrics.Evaluate(metric, model.forward(clean), clean), eap.CleanMetric, 1e-5);
     }
 
     /// <summary>
@@ -152,8 +152,8 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         using var split = new EdgeAttribution(model, clean, corrupted, metric, sequencesPerPass: 1);
         using var pairs = new EdgeAttribution(model, clean, corrupted, metric, sequencesPerPass: 3);
         Assert.Equal(whole.Scores(EdgeMethod.Eap).Select(s => s.Score), whole.Scores(EdgeMethod.EapIg, steps: 1).Select(s => s.Score));
-        Assert.Equal(whole.CleanMetric, split.CleanMetric, 5);
-        Assert.Equal(whole.CorruptedMetric, pairs.CorruptedMetric, 5);
+        Assert.Equal(whole.CleanMetric, split.CleanMetric, 1e-5);
+        Assert.Equal(whole.CorruptedMetric, pairs.CorruptedMetric, 1e-5);
         foreach (var (method, steps) in new[] { (EdgeMethod.Eap, 1), (EdgeMethod.EapIg, 3) })
         {
             var a = whole.Scores(method, steps);
@@ -183,8 +183,8 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         using var eap = new EdgeAttribution(model, clean, corrupted, Metrics.LogitDiff(1, 2));
         Assert.Equal(1.0, eap.Faithfulness(eap.Graph.Edges));
         Assert.Equal(eap.CleanMetric, eap.CircuitMetric(eap.Graph.Edges));
-        Assert.Equal(0.0, eap.Faithfulness([]), 4);
-        Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 5);
+        Assert.Equal(0.0, eap.Faithfulness([]), 1e-4);
+        Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 1e-5);   // a tolerance, not rounding to 5 places: float noise may straddle a rounding boundary
         // Circuits by count and by threshold: the same edges, best first; threshold 0 keeps every edge.
         var scores = eap.Scores(EdgeMethod.Eap);
         var top = EdgeCircuit.Top(scores, 7, EdgeMethod.Eap);
@@ -221,8 +221,8 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         using (var eap = new EdgeAttribution(model, same, corrupted, metric, sequencesPerPass: 2))
         {
             Assert.Equal(eap.CleanMetric, eap.CircuitMetric(eap.Graph.Edges, CircuitAblation.Mean));
-            Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 5);
-            Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 5);
+            Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 1e-5);
+            Assert.Equal(eap.CorruptedMetric, eap.CircuitMetric([]), 1e-5);   // a tolerance, not rounding to 5 places: float noise may straddle a rounding boundary
         }
         // Different sequences: the mean is over the whole batch, not over each pass's share of it.
         var clean = TestModels.RandomTokens(model.Config.DVocab, 4, Pos, seed: 35);
@@ -230,10 +230,10 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         using var whole = new EdgeAttribution(model, clean, other, metric);
         using var split = new EdgeAttribution(model, clean, other, metric, sequencesPerPass: 1);
         var top = EdgeCircuit.Top(whole.Scores(EdgeMethod.Eap), 6, EdgeMethod.Eap).EdgeSet.ToArray();
-        Assert.Equal(whole.MeanAblatedMetric(), split.MeanAblatedMetric(), 5);
-        Assert.Equal(whole.CircuitMetric(top, CircuitAblation.Mean), split.CircuitMetric(top, CircuitAblation.Mean), 5);
+        Assert.Equal(whole.MeanAblatedMetric(), split.MeanAblatedMetric(), 1e-5);
+        Assert.Equal(whole.CircuitMetric(top, CircuitAblation.Mean), split.CircuitMetric(top, CircuitAblation.Mean), 1e-5);
         Assert.NotEqual(whole.CleanMetric, whole.MeanAblatedMetric(), 3);
-        Assert.Equal(0.0, whole.Faithfulness([], CircuitAblation.Mean), 6);
+        Assert.Equal(0.0, whole.Faithfulness([], CircuitAblation.Mean), 1e-6);
         Assert.Equal(1.0, whole.Faithfulness(whole.Graph.Edges, CircuitAblation.Mean));
         var curve = whole.FaithfulnessCurve(EdgeMethod.Eap, [0, 6], ablation: CircuitAblation.Mean);
         Assert.All(curve, c => Assert.Equal(CircuitAblation.Mean, c.Ablation));
@@ -256,7 +256,7 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
         var corrupted = TestModels.RandomTokens(model.Config.DVocab, 2, Pos, seed: 38);
         var metric = Metrics.LogitDiff([1, 1], [2, 2], [4, Pos - 1]);
         using var eap = new EdgeAttribution(model, tokens, corrupted, metric, mask);
-        Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 5);
+        Assert.Equal(eap.CleanMetric, eap.MeanAblatedMetric(), 1e-5);
     }
 
     [Fact]
@@ -280,7 +280,7 @@ public sealed class EdgeAttributionTests(ITestOutputHelper output)
             Assert.True(Math.Abs(fine.CompletenessGap(b)) <= 5e-3 * span, $"sequence {b}: 32 steps miss completeness by {fine.CompletenessGap(b):G3}");
             Assert.True(Math.Abs(fine.CompletenessGap(b)) <= Math.Abs(coarse.CompletenessGap(b)) / 50, $"sequence {b}: the gap shrank only from {coarse.CompletenessGap(b):G3} to {fine.CompletenessGap(b):G3}");
             // Causality: tokens after the metric's position get nothing.
-            Assert.Equal(0.0, fine.Attributions[b][7], 12);
+            Assert.Equal(0.0, fine.Attributions[b][7], 1e-12);
         }
         Assert.Throws<InterpException>(() => InputAttribution.IntegratedGradients(model, tokens, metric, steps: 0));
     }

@@ -77,7 +77,7 @@ public sealed class HeadAttributionTests
                 {
                     double expected = (normed[b, p] * wU[.., targets[b, p].item<long>()]).sum().item<double>();
                     double actual = a.Values[a.IndexOf(new ResidualComponent(ComponentKind.Head, layer, head)), b, p].item<double>();
-                    Assert.Equal(expected, actual, 5);
+                    Assert.Equal(expected, actual, 1e-5);
                 }
         }
     }

@@ -47,14 +47,14 @@ public sealed class HeadDetectionTests
         })))
         {
             var scores = HeadDetection.Score(model, tokens, half);
-            Assert.Equal(1.0, scores.Values[HeadScoreKind.PreviousToken][0, 0], 6);
-            Assert.Equal(1.0, scores.Values[HeadScoreKind.DuplicateToken][0, 1], 6);
-            Assert.Equal(1.0, scores.Values[HeadScoreKind.Induction][0, 2], 6);
+            Assert.Equal(1.0, scores.Values[HeadScoreKind.PreviousToken][0, 0], 1e-6);
+            Assert.Equal(1.0, scores.Values[HeadScoreKind.DuplicateToken][0, 1], 1e-6);
+            Assert.Equal(1.0, scores.Values[HeadScoreKind.Induction][0, 2], 1e-6);
             // The induction head attends to q − half + 1: never to q − 1 or q − half in the second copy.
-            Assert.Equal(0.0, scores.Values[HeadScoreKind.DuplicateToken][0, 2], 6);
+            Assert.Equal(0.0, scores.Values[HeadScoreKind.DuplicateToken][0, 2], 1e-6);
             Assert.Equal((0, 2, 1.0), (scores.Best(HeadScoreKind.Induction).Layer, scores.Best(HeadScoreKind.Induction).Head, Math.Round(scores.Best(HeadScoreKind.Induction).Score, 6)));
             // A previous-token head attends to q − 1, which is never the induction target q − half + 1 (half > 2).
-            Assert.Equal(0.0, scores.Values[HeadScoreKind.Induction][0, 0], 6);
+            Assert.Equal(0.0, scores.Values[HeadScoreKind.Induction][0, 0], 1e-6);
         }
     }
 }

@@ -30,7 +30,7 @@ public sealed class LogitReadsTests
         for (int i = 0; i < full.Count; i++)
         {
             Assert.Equal((full[i].Layer, full[i].Head, full[i].Component), (read[i].Layer, read[i].Head, read[i].Component));
-            Assert.Equal(full[i].MetricClean, read[i].MetricClean, 12);
+            Assert.Equal(full[i].MetricClean, read[i].MetricClean, 1e-12);
             double scale = Math.Max(1, Math.Abs(full[i].MetricAblated));
             Assert.True(Math.Abs(full[i].MetricAblated - read[i].MetricAblated) <= 1e-5 * scale,
                 $"{full[i].Component} {full[i].Layer}.{full[i].Head}: full {full[i].MetricAblated:G9}, read {read[i].MetricAblated:G9}");

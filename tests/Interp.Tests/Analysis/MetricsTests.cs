@@ -33,13 +33,13 @@ public sealed class MetricsTests
             -LogSoftmax([5, 0, 0, 0], 0), -LogSoftmax([0, 0, 0, 0], 2),
         ];
         var actual = loss.to(ScalarType.Float64).data<double>().ToArray();
-        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i], 5);
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i], 1e-5);
 
         // Loss over predicted positions [2, 3): the second column only.
         var second = Metrics.Loss(2)(logits, tokens).to(ScalarType.Float64).data<double>().ToArray();
-        Assert.Equal(expected[1], second[0], 5);
-        Assert.Equal(expected[3], second[1], 5);
-        Assert.Equal((expected.Sum()) / 4, Metrics.Evaluate(Metrics.Loss(), logits, tokens), 5);
+        Assert.Equal(expected[1], second[0], 1e-5);
+        Assert.Equal(expected[3], second[1], 1e-5);
+        Assert.Equal((expected.Sum()) / 4, Metrics.Evaluate(Metrics.Loss(), logits, tokens), 1e-5);
     }
 
     [Fact]

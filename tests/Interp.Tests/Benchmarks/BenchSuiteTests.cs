@@ -37,12 +37,12 @@ public sealed class BenchSuiteTests
             r => Assert.True(double.IsFinite(r.Value) && r.Value > 0 || r.Benchmark == "cache_loop_rss_growth", $"{r.Benchmark} {r.Model}: {r.Value}"));
         // Ratios are what their parts say.
         var cache = rows.First(r => r.Benchmark == "cache_overhead");
-        Assert.Equal(cache.A / cache.B, cache.Value, 12);
+        Assert.Equal(cache.A / cache.B, cache.Value, 1e-12);
         var generation = rows.First(r => r.Benchmark == "generation_vs_forward");
-        Assert.Equal(generation.A / generation.B, generation.Value, 12);
+        Assert.Equal(generation.A / generation.B, generation.Value, 1e-12);
         Assert.Equal("1+32 tokens", generation.Input);
         var eap = rows.First(r => r.Benchmark == "eap_vs_forward");
-        Assert.Equal(eap.A / eap.B, eap.Value, 12);
+        Assert.Equal(eap.A / eap.B, eap.Value, 1e-12);
         Assert.Equal("1x16", eap.Input);
 
         var columns = ParquetRead.Columns(Path.Combine(options.OutDir, "bench.parquet"));

@@ -31,7 +31,7 @@ public sealed class AblationExperimentTests
         Assert.All(t["positions"], p => Assert.Equal("all", p));
         for (int i = 0; i < n; i++)
         {
-            Assert.Equal((double)t["metric_ablated"][i] - (double)t["metric_clean"][i], (double)t["delta"][i], 12);
+            Assert.Equal((double)t["metric_ablated"][i] - (double)t["metric_clean"][i], (double)t["delta"][i], 1e-12);
             Assert.Equal((string)t["component"][i] == "head", (int)t["head"][i] >= 0);
         }
 
@@ -56,8 +56,8 @@ public sealed class AblationExperimentTests
         var zeroHeads = Enumerable.Range(0, n).Where(i => (string)t["ablation"][i] == "zero" && (string)t["component"][i] == "head").ToArray();
         Assert.Equal(4, zeroHeads.Length);
         int row = zeroHeads.Single(i => (int)t["layer"][i] == induction.Layer && (int)t["head"][i] == induction.Head);
-        Assert.Equal(clean, (double)t["metric_clean"][row], 5);
-        Assert.Equal(ablated, (double)t["metric_ablated"][row], 4);
+        Assert.Equal(clean, (double)t["metric_clean"][row], 1e-5);
+        Assert.Equal(ablated, (double)t["metric_ablated"][row], 1e-4);
         double delta = (double)t["delta"][row];
         Assert.True(delta > 1.0, $"zero-ablating induction head {induction.Layer}.{induction.Head} raises the repeated-half loss by only {delta:0.000}");
         foreach (int i in zeroHeads.Where(i => i != row))
@@ -67,7 +67,7 @@ public sealed class AblationExperimentTests
         // The report names the same head.
         Assert.Equal(induction.Layer, manifest.KeyNumbers.Single(k => k.Name == "top_head_layer").Value);
         Assert.Equal(induction.Head, manifest.KeyNumbers.Single(k => k.Name == "top_head").Value);
-        Assert.Equal(delta, manifest.KeyNumbers.Single(k => k.Name == "top_head_delta").Value, 9);
+        Assert.Equal(delta, manifest.KeyNumbers.Single(k => k.Name == "top_head_delta").Value, 1e-9);
         foreach (var figure in new[] { "ablation_heads_zero.png", "ablation_heads_mean.png", "ablation_heads_resample.png", "ablation_layers.png", "loss_by_position_top_head.png" })
             Assert.Contains(manifest.Artifacts, a => a.File == figure);
     }

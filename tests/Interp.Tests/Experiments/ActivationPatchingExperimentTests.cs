@@ -27,9 +27,9 @@ public sealed class ActivationPatchingExperimentTests
         Assert.All(rows, r => Assert.Equal((r.Raw - corrupted) / (clean - corrupted), r.Value, 9));
         for (int l = 0; l < layers; l++)
         {
-            Assert.Equal(1.0, rows.Single(r => r.Patch == "resid_pre" && r.Layer == l && r.Position == -1).Value, 5);
+            Assert.Equal(1.0, rows.Single(r => r.Patch == "resid_pre" && r.Layer == l && r.Position == -1).Value, 1e-5);
             // The metric reads the logits up to position pos − 2: the last position cannot matter (causality).
-            Assert.Equal(0.0, rows.Single(r => r.Patch == "resid_pre" && r.Layer == l && r.Position == positions - 1).Value, 5);
+            Assert.Equal(0.0, rows.Single(r => r.Patch == "resid_pre" && r.Layer == l && r.Position == positions - 1).Value, 1e-5);
         }
     }
 
@@ -59,7 +59,7 @@ public sealed class ActivationPatchingExperimentTests
         Assert.True(ind.Score > 0.5, $"induction score {ind.Score}");
         double restored = rows.Single(r => r.Patch == "head_out" && r.Layer == ind.Layer && r.Head == ind.Head && r.Position == -1).Value;
         Assert.True(restored > 0.5, $"patching head {ind.Layer}.{ind.Head}'s output restores only {restored:0.000}");
-        Assert.Equal(restored, manifest.KeyNumbers.Single(k => k.Name == "induction_head_out_recovery").Value, 9);
+        Assert.Equal(restored, manifest.KeyNumbers.Single(k => k.Name == "induction_head_out_recovery").Value, 1e-9);
         foreach (var figure in new[] { "patch_resid_pre.png", "patch_attn_out.png", "patch_head_out_by_position.png", "patch_head_out.png", "patch_head_pattern.png" })
             Assert.Contains(manifest.Artifacts, a => a.File == figure);
     }

@@ -25,10 +25,10 @@ public sealed class AttributionPatchingExperimentTests
         for (int i = 0; i < n; i++)
         {
             double raw = (double)t["raw"][i], value = (double)t["value"][i];
-            Assert.Equal((raw - corrupted) / (clean - corrupted), value, 3);
+            Assert.Equal((raw - corrupted) / (clean - corrupted), value, 1e-3);
             if ((string)t["method"][i] == "attribution")
             {
-                Assert.Equal(corrupted + (double)t["attribution"][i], raw, 3);
+                Assert.Equal(corrupted + (double)t["attribution"][i], raw, 1e-3);
                 attribution.Add(value);
             }
             else
@@ -40,7 +40,7 @@ public sealed class AttributionPatchingExperimentTests
         }
         Assert.Equal(activation.Count, attribution.Count);
         double r = Pearson(activation, attribution);
-        Assert.Equal(r, Number("correlation_all_sites"), 3);
+        Assert.Equal(r, Number("correlation_all_sites"), 1e-3);
     }
 
     private static double Pearson(IReadOnlyList<double> a, IReadOnlyList<double> b)

@@ -39,14 +39,14 @@ public sealed class CircuitDiscoveryExperimentTests
             {
                 var mine = all.Where(p => p.Method == method && p.Ablation == ablation).OrderBy(p => p.Edges).ToArray();
                 Assert.Equal(0, mine[0].Edges);
-                Assert.Equal(0.0, mine[0].F, 4);              // nothing kept: the corrupted (or every-edge-mean-ablated) run
+                Assert.Equal(0.0, mine[0].F, 1e-4);              // nothing kept: the corrupted (or every-edge-mean-ablated) run
                 Assert.Equal(count, mine[^1].Edges);
-                Assert.Equal(1.0, mine[^1].F, 12);            // everything kept: the clean run, exactly
+                Assert.Equal(1.0, mine[^1].F, 1e-12);            // everything kept: the clean run, exactly
             }
         var points = all.Where(p => p.Ablation == "corrupted").ToArray();
         // The key numbers follow from the tables.
         double at10 = points.Where(p => p.Method == "eap_ig" && p.Edges <= 10).OrderBy(p => p.Edges).Last().F;
-        Assert.Equal(at10, Number("faithfulness_eap_ig_10_edges"), 9);
+        Assert.Equal(at10, Number("faithfulness_eap_ig_10_edges"), 1e-9);
         Assert.True(at10 >= 0.9, $"10 EAP-IG edges recover {at10:0.000}");
         Assert.Equal(points.Where(p => p.Method == "eap_ig" && p.F >= 0.9).Min(p => p.Edges), (int)Number("edges_for_90_percent_eap_ig"));
         Assert.True(Number("metric_clean") > Number("metric_corrupted") + 2);

@@ -63,7 +63,7 @@ public sealed class ExperimentScriptTests
         double Shift(int s) => (Coordinate(s, "output", "animal") - Coordinate(s, "output", "tech")) - (Coordinate(s, "input", "animal") - Coordinate(s, "input", "tech"));
         Assert.True(Shift(1) > 0.2, $"sentence 1 (cat, friends) should pull mouse toward animal: {Shift(1)}");
         Assert.True(Shift(2) < -0.2, $"sentence 2 (keyboard, useful) should pull mouse toward tech: {Shift(2)}");
-        Assert.Equal(Shift(1), manifest.KeyNumbers.Single(k => k.Name == "mouse_shift_sentence1").Value, 5);
+        Assert.Equal(Shift(1), manifest.KeyNumbers.Single(k => k.Name == "mouse_shift_sentence1").Value, 1e-5);
 
         // Attention rows are probability distributions.
         var a = ParquetRead.Columns(Path.Combine(tmp.Path, "attention.parquet"));
@@ -84,7 +84,7 @@ public sealed class ExperimentScriptTests
         {
             int pos = (int)t["position"][i], dim = (int)t["dimension"][i];
             double angle = pos / Math.Pow(10000, (dim - dim % 2) / 8.0);
-            Assert.Equal(dim % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle), (float)t["value"][i], 5);
+            Assert.Equal(dim % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle), (float)t["value"][i], 1e-5);
         }
         Assert.True(manifest.KeyNumbers.Single(k => k.Name == "shift_invariance_error").Value < 1e-5);
     }
@@ -104,12 +104,12 @@ public sealed class ExperimentScriptTests
         foreach (var q in words)
         {
             // scaled = scores / √d_head; weights = causal softmax of scaled; output = weights · values.
-            foreach (var k in words) Assert.Equal(V("scores", q, k) / 2.0, V("scaled_scores", q, k), 4);
-            Assert.Equal(1.0, words.Sum(k => V("weights", q, k)), 5);
+            foreach (var k in words) Assert.Equal(V("scores", q, k) / 2.0, V("scaled_scores", q, k), 1e-4);
+            Assert.Equal(1.0, words.Sum(k => V("weights", q, k)), 1e-5);
             for (int d = 0; d < 4; d++)
-                Assert.Equal(words.Sum(k => V("weights", q, k) * V("values", k, $"d{d}")), V("output", q, $"d{d}"), 4);
+                Assert.Equal(words.Sum(k => V("weights", q, k) * V("values", k, $"d{d}")), V("output", q, $"d{d}"), 1e-4);
         }
-        Assert.Equal(0.0, V("weights", "The", "car"), 6);
+        Assert.Equal(0.0, V("weights", "The", "car"), 1e-6);
         Assert.True(V("weights", "red", "car") > 0.8, "the learned head sends 'red' to 'car'");
     }
 

@@ -25,7 +25,7 @@ public sealed class HeadDetectionExperimentTests
             .Where(i => (string)t["score"][i] == score && (int)t["layer"][i] == l && (int)t["head"][i] == h).Select(i => (float)t["value"][i]).Single();
         for (int l = 0; l < 2; l++)
             for (int h = 0; h < 2; h++)
-                Assert.Equal(Value("previous_token", l, h), Value("attend_1_back", l, h), 6);
+                Assert.Equal(Value("previous_token", l, h), Value("attend_1_back", l, h), 1e-6);
         foreach (var score in new[] { "previous_token", "duplicate_token", "induction", "attend_1_back", "attend_2_back" })
             Assert.Contains(manifest.Artifacts, a => a.File == $"head_scores_{score}.png");
     }

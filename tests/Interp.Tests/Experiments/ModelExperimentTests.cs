@@ -38,7 +38,7 @@ public sealed class ModelExperimentTests
         double Number(string name) => manifest.KeyNumbers.Single(k => k.Name == name).Value;
         Assert.Equal((ind.L, ind.H), ((int)Number("induction_head_layer"), (int)Number("induction_head")));
         Assert.Equal((prev.L, prev.H), ((int)Number("previous_token_head_layer"), (int)Number("previous_token_head")));
-        Assert.Equal(ind.V, Number("induction_score"), 5);
+        Assert.Equal(ind.V, Number("induction_score"), 1e-5);
 
         var loss = ParquetRead.Columns(Path.Combine(tmp.Path, "loss_by_position.parquet"));
         Assert.Equal((1 + 40) * (1 + 2 * 8 - 1), loss["loss"].Length);   // clean + every head, at every predicted position

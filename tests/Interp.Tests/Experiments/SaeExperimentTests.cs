@@ -29,12 +29,12 @@ public sealed class SaeExperimentTests
         double l0 = (double)eval["l0"][0];
         Assert.Equal(8L * 32, (long)eval["positions"][0]);
         // Mean features per position = Σ_f (fraction of positions feature f fires on), over the same positions.
-        Assert.Equal(l0, stats["density"].Sum(d => (double)d), 9);
-        Assert.Equal(l0, Number(manifest, "l0"), 3);
+        Assert.Equal(l0, stats["density"].Sum(d => (double)d), 1e-9);
+        Assert.Equal(l0, Number(manifest, "l0"), 1e-3);
         double clean = (double)eval["ce_loss_without_sae"][0], sae = (double)eval["ce_loss_with_sae"][0], zero = (double)eval["ce_loss_with_ablation"][0];
-        Assert.Equal((zero - sae) / (zero - clean), (double)eval["ce_loss_score"][0], 9);
-        Assert.Equal((double)eval["ce_loss_score"][0], Number(manifest, "ce_loss_score"), 3);
-        Assert.Equal(stats["active_count"].Count(c => (long)c == 0) / 256.0, (double)eval["dead_fraction"][0], 12);
+        Assert.Equal((zero - sae) / (zero - clean), (double)eval["ce_loss_score"][0], 1e-9);
+        Assert.Equal((double)eval["ce_loss_score"][0], Number(manifest, "ce_loss_score"), 1e-3);
+        Assert.Equal(stats["active_count"].Count(c => (long)c == 0) / 256.0, (double)eval["dead_fraction"][0], 1e-12);
     }
 
     [Fact]
@@ -68,7 +68,7 @@ public sealed class SaeExperimentTests
             double best = Enumerable.Range(0, contexts["feature"].Length)
                 .Where(i => (int)contexts["feature"][i] == f && (int)contexts["rank"][i] == 1 && (int)contexts["offset"][i] == 0)
                 .Select(i => (double)(float)contexts["value"][i]).Single();
-            Assert.Equal((double)stats["max"][f], best, 5);
+            Assert.Equal((double)stats["max"][f], best, 1e-5);
             Assert.True((double)stats["density"][f] <= 0.1);
         }
 
@@ -80,7 +80,7 @@ public sealed class SaeExperimentTests
         for (int i = 0; i < effects["feature"].Length; i++)
         {
             int f = (int)effects["feature"][i], token = (int)effects["token_id"][i];
-            Assert.Equal(direct[f, token].item<double>(), (double)effects["value"][i], 4);
+            Assert.Equal(direct[f, token].item<double>(), (double)effects["value"][i], 1e-4);
         }
         Assert.InRange(Number(manifest, "l0"), 1, 16);   // a TopK SAE with k = 16
     }

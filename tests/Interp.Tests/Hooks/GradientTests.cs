@@ -79,7 +79,7 @@ public sealed class GradientTests
         using var run = model.RunWithCacheAndGradients(tokens, Metric(tokens), _ => true);   // hook_result too
         Assert.Equal(model.HookPoints.Select(h => h.Name), run.Gradients.Names);
         Assert.Equal(run.Activations.Names, run.Gradients.Names);
-        Assert.Equal(Metric(tokens)(model.forward(tokens)).item<double>(), run.Metric, 12);
+        Assert.Equal(Metric(tokens)(model.forward(tokens)).item<double>(), run.Metric, 1e-12);
 
         var generator = new Generator(17);
         const double eps = 1e-5;

@@ -111,7 +111,7 @@ public sealed class SaeFeatureActivationsTests
         var acts = SaeFeatureActivations.FromActs(tensor(new float[] { 0, 2, 0, 3, -1, 0 }, [1, 2, 3]), tensor(new long[] { 5, 6 }, [1, 2]));
         Assert.Equal([(0, 0, 1, 2f), (0, 1, 0, 3f)], acts.Entries.Select(e => (e.Sequence, e.Position, e.Feature, e.Value)));
         Assert.True(acts.Stats[2].IsDead);
-        Assert.Equal(-10, acts.Stats[2].Log10Density, 9);
+        Assert.Equal(-10, acts.Stats[2].Log10Density, 1e-9);
         Assert.True(double.IsNaN(acts.Stats[2].MeanWhenActive));
         Assert.Equal(0.5, acts.Stats[0].Density);
     }

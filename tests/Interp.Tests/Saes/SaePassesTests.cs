@@ -68,8 +68,8 @@ public sealed class SaePassesTests
                 return e;
             })), tokens);
             var one = Ablation.Run(model, tokens, t, AblationKind.Zero, metric);
-            Assert.Equal(byHand, one.MetricAblated, 9);
-            Assert.Equal(byHand, rows[i].MetricAblated, 5);
+            Assert.Equal(byHand, one.MetricAblated, 1e-9);
+            Assert.Equal(byHand, rows[i].MetricAblated, 1e-5);
             Assert.Equal("sae_feature", rows[i].Component);
             Assert.Equal(t.Feature, rows[i].Feature);
             Assert.NotEqual(one.MetricClean, one.MetricAblated);
@@ -108,7 +108,7 @@ public sealed class SaePassesTests
                 else e[TensorIndex.Colon, position, feature] = cleanActs[TensorIndex.Colon, position, feature];
                 return e;
             })), corrupted);
-            Assert.Equal(byHand, patching.PatchedMetric([PatchSite.SaeFeature(sae.Config.HookName, feature, position)]), 9);
+            Assert.Equal(byHand, patching.PatchedMetric([PatchSite.SaeFeature(sae.Config.HookName, feature, position)]), 1e-9);
         }
         Assert.Throws<InterpException>(() => patching.PatchedMetric([PatchSite.SaeFeature(sae.Config.HookName, -2)]));
     }

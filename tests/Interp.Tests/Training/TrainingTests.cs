@@ -51,11 +51,11 @@ public sealed class TrainingTests
     public void Learning_rate_warms_up_then_follows_the_schedule()
     {
         var o = new TrainingOptions { Steps = 110, WarmupSteps = 10, LearningRate = 1.0, Schedule = LrSchedule.Cosine, MinLrFraction = 0.1 };
-        Assert.Equal(0.5, o.LearningRateAt(5), 12);
-        Assert.Equal(1.0, o.LearningRateAt(10), 12);
-        Assert.Equal(0.55, o.LearningRateAt(60), 12);
-        Assert.Equal(0.1, o.LearningRateAt(110), 12);
-        Assert.Equal(1.0, (o with { Schedule = LrSchedule.Constant }).LearningRateAt(80), 12);
+        Assert.Equal(0.5, o.LearningRateAt(5), 1e-12);
+        Assert.Equal(1.0, o.LearningRateAt(10), 1e-12);
+        Assert.Equal(0.55, o.LearningRateAt(60), 1e-12);
+        Assert.Equal(0.1, o.LearningRateAt(110), 1e-12);
+        Assert.Equal(1.0, (o with { Schedule = LrSchedule.Constant }).LearningRateAt(80), 1e-12);
     }
 
     [Fact]

@@ -33,17 +33,17 @@ public sealed class SaeRecipeTests
         var windows = TokenWindows.Pack(corpus.Documents(), 16, 1, true).ToArray();
         Assert.True(windows.Length >= 2);
         Assert.Equal(windows.Length * 16L, s.Positions);
-        Assert.Equal(64, s.L0, 12);
-        Assert.Equal(1.0, s.ExplainedVariance, 6);
-        Assert.Equal(s.CeLossClean, s.CeLossWithSae, 5);
-        Assert.Equal(1.0, s.CeLossScore, 4);
+        Assert.Equal(64, s.L0, 1e-12);
+        Assert.Equal(1.0, s.ExplainedVariance, 1e-6);
+        Assert.Equal(s.CeLossClean, s.CeLossWithSae, 1e-5);
+        Assert.Equal(1.0, s.CeLossScore, 1e-4);
 
         // Direct: the windows, the clean and the zero-ablated losses computed here.
         var tokens = tensor(windows.SelectMany(w => w.Select(t => (long)t)).ToArray(), [windows.Length, 16]);
         using var noGrad = no_grad();
         double Loss(Tensor logits) => nn.functional.cross_entropy(logits[.., ..^1].reshape(-1, 512), tokens[.., 1..].reshape(-1)).item<float>();
-        Assert.Equal(Loss(model.forward(tokens)), s.CeLossClean, 5);
-        Assert.Equal(Loss(model.RunWithHooks(tokens, (hook, (a, _) => zeros_like(a)))), s.CeLossZeroAblated, 5);
+        Assert.Equal(Loss(model.forward(tokens)), s.CeLossClean, 1e-5);
+        Assert.Equal(Loss(model.RunWithHooks(tokens, (hook, (a, _) => zeros_like(a)))), s.CeLossZeroAblated, 1e-5);
         Assert.True(s.CeLossZeroAblated > s.CeLossClean + 1, "zero-ablating the residual stream must hurt");
     }
 }

@@ -232,8 +232,8 @@ public sealed class SaeTrainingTests
             sae.BDec.copy_(tensor(new float[] { 0.5f, -0.5f }));
         }
         var losses = sae.Step(tensor(new float[] { 1, 2, -3, 0 }, [2, 2]), lambda, null);
-        Assert.Equal(expected, losses.Loss.item<float>(), 4);
-        Assert.Equal(expected, losses.Mse + losses.Sparsity, 4);
+        Assert.Equal(expected, losses.Loss.item<float>(), 1e-4);
+        Assert.Equal(expected, losses.Mse + losses.Sparsity, 1e-4);
     }
 
     [Fact]
