@@ -56,6 +56,11 @@ public static class LogitLens
         return (stack(logits).MoveToOuterDisposeScope(), stream.Components);
     }
 
+    /// <summary>Entry <paramref name="l"/> of the lens: the stream entering block l, or at l = n_layers the final stream.</summary>
+    private static (ResidualComponent Component, Tensor Resid) Stream(ModelConfig cfg, ActivationCache cache, int l) => l < cfg.NLayers
+        ? (new ResidualComponent(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)])
+        : (new ResidualComponent(ComponentKind.FinalPost, l), cache[ResidualStacks.FinalStreamHook(cfg)]);
+
     /// <summary>A stream [batch, pos, d_model] through the model's head, as the forward pass ends: its logits [batch, pos, d_vocab].</summary>
     private static Tensor Decode(HookedTransformer model, Tensor resid) => model.ForwardFrom(model.Config.NLayers, resid);
 
@@ -84,9 +89,7 @@ public static class LogitLens
         {
             using var step = NewDisposeScope();
             // One stream at a time: the same computation as Logits, without holding every layer.
-            var (component, resid) = l < cfg.NLayers
-                ? (new ResidualComponent(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)])
-                : (new ResidualComponent(ComponentKind.FinalPost, l), cache[ResidualStacks.FinalStreamHook(cfg)]);
+            var (component, resid) = Stream(cfg, cache, l);
             var all = Decode(model, resid).narrow(1, 0, n);                                 // [batch, n, d_vocab]
             var own = all.gather(-1, ids);                                                  // [batch, n, 1]
             layers.Add(component);
@@ -127,9 +130,7 @@ public static class LogitLens
         for (int l = 0; l <= cfg.NLayers; l++)
         {
             using var step = NewDisposeScope();
-            var (component, resid) = l < cfg.NLayers
-                ? (new ResidualComponent(ComponentKind.ResidPre, l), cache[HookNames.ResidPre(l)])
-                : (new ResidualComponent(ComponentKind.FinalPost, l), cache[ResidualStacks.FinalStreamHook(cfg)]);
+            var (component, resid) = Stream(cfg, cache, l);
             var (values, indices) = Decode(model, resid).to(ScalarType.Float64).softmax(-1).topk(k, -1);   // each [batch, pos, k]
             layers.Add(component);
             ids.Add(indices.MoveToOuterDisposeScope());

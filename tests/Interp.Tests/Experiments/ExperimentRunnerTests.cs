@@ -7,14 +7,6 @@ namespace Interp.Tests.Experiments;
 /// <summary>The runner's guarantees: a status always, finished artefacts kept, names that cannot escape the run folder.</summary>
 public sealed class ExperimentRunnerTests
 {
-    private sealed class Scripted(Func<ExperimentContext, CancellationToken, Task> body) : IExperiment
-    {
-        public string Name => "scripted";
-        public string Description => "test";
-        public bool UsesModel => false;
-        public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) => body(context, cancellationToken);
-    }
-
     private static ParquetTable Table(int n) => new ParquetTable().Add("x", Enumerable.Range(0, n).ToArray());
 
     [Fact]

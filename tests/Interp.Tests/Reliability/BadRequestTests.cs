@@ -18,14 +18,6 @@ namespace Interp.Tests.Reliability;
 /// </summary>
 public sealed class BadRequestTests
 {
-    private sealed class Scripted(Func<ExperimentContext, CancellationToken, Task> body) : IExperiment
-    {
-        public string Name => "scripted";
-        public string Description => "test";
-        public bool UsesModel => false;
-        public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) => body(context, cancellationToken);
-    }
-
     private static HookedTransformer Model() => TestModels.Random(TestModels.Gpt2Like); // 2 layers × 4 heads, vocab 50, n_ctx 24
 
     private static Tensor Tokens(params long[] ids) => tensor(ids, [1, ids.Length]);

@@ -16,14 +16,6 @@ namespace Interp.Tests.Reports;
 /// </summary>
 public sealed class ReportViewTests
 {
-    private sealed class Scripted(Func<ExperimentContext, CancellationToken, Task> body) : IExperiment
-    {
-        public string Name => "scripted";
-        public string Description => "test";
-        public bool UsesModel => false;
-        public Task RunAsync(ExperimentContext context, CancellationToken cancellationToken) => body(context, cancellationToken);
-    }
-
     private static async Task<RunManifest> Run(string dir, Func<ExperimentContext, CancellationToken, Task> body)
     {
         await new ExperimentRunner().RunAsync(new Scripted(body), new ExperimentRunOptions { OutputDirectory = dir });

@@ -63,26 +63,7 @@ internal static class ReportViewData
         var tokens = Tokens(tokenTable);
         bool causal = !Enumerable.Range(0, key.Length).Any(i => key[i] > query[i]);   // a bidirectional encoder stores every entry
         long Entries(long n) => causal ? n * (n + 1) / 2 : n * n;
-        var order = seq.Distinct().Order().ToArray();
-        long budget = limits.AttentionWeights, used = 0;
-        var shown = new List<(int Sequence, int Length)>();
-        foreach (int s in order)
-        {
-            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
-            long cost = layers * heads * Entries(n);
-            if (used + cost <= budget) { shown.Add((s, n)); used += cost; continue; }
-            if (shown.Count == 0)
-            {
-                double perHead = (double)budget / (layers * heads);
-                int m = (int)Math.Floor(causal ? (Math.Sqrt(1 + 8 * perHead) - 1) / 2 : Math.Sqrt(perHead));   // entries(m) · heads ≤ budget
-                shown.Add((s, Math.Max(1, m)));
-                notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
-            }
-            break;
-        }
-        if (shown.Count < order.Length)
-            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {budget:N0} attention weights per view); {t.Name} holds all of them.");
-
+        var shown = Fit(t, tokenTable, seq, tokens, n => layers * heads * Entries(n), limits.AttentionWeights, "attention weights", notes);
         var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
         var data = shown.Select(s => Enumerable.Range(0, layers * heads).Select(_ => Enumerable.Repeat(float.NaN, (int)Entries(s.Length)).ToArray()).ToArray()).ToArray();
         for (int i = 0; i < weight.Length; i++)
@@ -125,24 +106,7 @@ internal static class ReportViewData
         if (value.Length == 0) throw new InterpException($"{t.Name} holds no per-token values");
         var tokens = Tokens(tokenTable);
         var quantities = quantity.Distinct().ToArray();
-        var order = seq.Distinct().Order().ToArray();
-        var shown = new List<(int Sequence, int Length)>();
-        long used = 0;
-        foreach (int s in order)
-        {
-            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
-            long cost = (long)n * quantities.Length;
-            if (used + cost <= limits.TokenValues) { shown.Add((s, n)); used += cost; continue; }
-            if (shown.Count == 0)
-            {
-                int m = (int)Math.Max(1, limits.TokenValues / quantities.Length);
-                shown.Add((s, m));
-                notes.Add($"Sequence {s} is shown for its first {m} of {n} tokens (bound: {limits.TokenValues:N0} token values per view); {t.Name} holds all of them.");
-            }
-            break;
-        }
-        if (shown.Count < order.Length)
-            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {limits.TokenValues:N0} token values per view); {t.Name} holds all of them.");
+        var shown = Fit(t, tokenTable, seq, tokens, n => n * quantities.Length, limits.TokenValues, "token values", notes);
         var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
         var values = shown.Select(s => quantities.ToDictionary(q => q, _ => new float?[s.Length])).ToArray();
         for (int i = 0; i < value.Length; i++)
@@ -226,24 +190,7 @@ internal static class ReportViewData
         var tokens = Tokens(tokenTable);
         var layerIds = layer.Distinct().Order().ToArray();
         int k = rank.Max(), final = layerIds[^1];
-        var order = seq.Distinct().Order().ToArray();
-        var shown = new List<(int Sequence, int Length)>();
-        long used = 0;
-        foreach (int s in order)
-        {
-            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
-            long cost = (long)n * layerIds.Length * k;
-            if (used + cost <= limits.LensPredictions) { shown.Add((s, n)); used += cost; continue; }
-            if (shown.Count == 0)
-            {
-                int m = (int)Math.Max(1, limits.LensPredictions / ((long)layerIds.Length * k));
-                shown.Add((s, m));
-                notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {limits.LensPredictions:N0} predictions per view); {t.Name} holds all of them.");
-            }
-            break;
-        }
-        if (shown.Count < order.Length)
-            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {limits.LensPredictions:N0} predictions per view); {t.Name} holds all of them.");
+        var shown = Fit(t, tokenTable, seq, tokens, n => n * layerIds.Length * k, limits.LensPredictions, "predictions", notes);
         var index = shown.Select((s, i) => (s, i)).ToDictionary(x => x.s.Sequence, x => x.i);
         var li = layerIds.Select((l, i) => (l, i)).ToDictionary(x => x.l, x => x.i);
         var top = shown.Select(s => layerIds.Select(_ => Enumerable.Range(0, s.Length).Select(_ => new object?[k][]).ToArray()).ToArray()).ToArray();
@@ -307,6 +254,35 @@ internal static class ReportViewData
 
         float Stat(int f, float[] column) => statRow.TryGetValue(f, out int r) ? column[r]
             : throw new InterpException($"{contexts.Name} has feature {f}, which {stats.Name} does not hold");
+    }
+
+    /// <summary>
+    /// The sequences of <paramref name="seq"/> a view shows within <paramref name="budget"/> (<paramref name="cost"/> of n
+    /// positions, in <paramref name="what"/>): whole sequences in order while they fit, or, when not even the first does,
+    /// its first positions that do; a note says what was left out.
+    /// </summary>
+    private static List<(int Sequence, int Length)> Fit(Table t, Table tokenTable, int[] seq, Dictionary<int, string[]> tokens, Func<long, long> cost,
+        long budget, string what, List<string> notes)
+    {
+        var order = seq.Distinct().Order().ToArray();
+        var shown = new List<(int Sequence, int Length)>();
+        long used = 0;
+        foreach (int s in order)
+        {
+            int n = (tokens.TryGetValue(s, out var tk) ? tk : throw new InterpException($"{t.Name} has sequence {s}, which {tokenTable.Name} does not hold")).Length;
+            if (used + cost(n) <= budget) { shown.Add((s, n)); used += cost(n); continue; }
+            if (shown.Count == 0)
+            {
+                int m = n;
+                while (m > 1 && cost(m) > budget) m--;
+                shown.Add((s, m));
+                notes.Add($"Sequence {s} is shown for its first {m} of {n} positions (bound: {budget:N0} {what} per view); {t.Name} holds all of them.");
+            }
+            break;
+        }
+        if (shown.Count < order.Length)
+            notes.Add($"{shown.Count} of {order.Length} sequences are shown (bound: {budget:N0} {what} per view); {t.Name} holds all of them.");
+        return shown;
     }
 
     /// <summary>Each sequence's tokens (the text of every position 0…n−1) from a <see cref="TokenTable"/>.</summary>
