@@ -9,24 +9,20 @@ public static class ParquetTableReader
     /// <summary>Every int32, int64, float or double column of <paramref name="path"/>, by name (list columns are skipped).</summary>
     public static async Task<Dictionary<string, double[]>> ReadNumericAsync(string path, CancellationToken cancellationToken = default)
     {
-        try
+        var numeric = new Dictionary<string, double[]>();
+        foreach (var (name, column) in await ReadColumnsAsync(path, cancellationToken))
         {
-            await using var reader = await ParquetReader.CreateAsync(path, cancellationToken: cancellationToken);
-            var fields = reader.Schema.GetDataFields().Where(f => f.MaxRepetitionLevel == 0).Where(f => f.ClrType == typeof(int) || f.ClrType == typeof(long) || f.ClrType == typeof(float) || f.ClrType == typeof(double)).ToArray();
-            var columns = fields.ToDictionary(f => f.Name, _ => new List<double>());
-            for (int g = 0; g < reader.RowGroupCount; g++)
+            double[]? values = column switch
             {
-                using var group = reader.OpenRowGroupReader(g);
-                int n = checked((int)group.RowCount);
-                foreach (var field in fields)
-                    columns[field.Name].AddRange(await ReadAsync(group, field, n, cancellationToken));
-            }
-            return columns.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+                int[] a => a.Select(v => (double)v).ToArray(),
+                long[] a => a.Select(v => (double)v).ToArray(),
+                float[] a => a.Select(v => (double)v).ToArray(),
+                double[] a => a,
+                _ => null,
+            };
+            if (values is not null) numeric[name] = values;
         }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or NotSupportedException)
-        {
-            throw new InterpException($"cannot read Parquet table {path}: {ex.Message}", ex);
-        }
+        return numeric;
     }
 
     /// <summary>
@@ -66,13 +62,4 @@ public static class ParquetTableReader
         return all;
     }
 
-    private static async Task<IEnumerable<double>> ReadAsync(ParquetRowGroupReader group, DataField field, int n, CancellationToken ct) =>
-        await ParquetRecords.ReadColumnAsync(group, field, n, ct) switch
-        {
-            int[] a => a.Select(v => (double)v),
-            long[] a => a.Select(v => (double)v),
-            float[] a => a.Select(v => (double)v),
-            double[] a => a,
-            var other => throw new InterpException($"column '{field.Name}' holds {other.GetType().GetElementType()?.Name} values, not numbers"),
-        };
 }

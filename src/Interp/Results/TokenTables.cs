@@ -19,16 +19,9 @@ public static class TokenTable
         if (tokens.dim() != 2) throw new InterpException($"tokens must be [batch, pos], got [{string.Join(", ", tokens.shape)}]");
         int batch = (int)tokens.shape[0], pos = (int)tokens.shape[1];
         var ids = tokens.cpu().to(ScalarType.Int64).contiguous().data<long>().Select(i => (int)i).ToArray();
-        var sequences = new int[ids.Length];
-        var positions = new int[ids.Length];
-        var text = new string[ids.Length];
-        for (int b = 0; b < batch; b++)
-        {
-            var row = ids.AsSpan(b * pos, pos).ToArray();
-            var pieces = tokenizer?.ToStrTokens(row) ?? row.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-            for (int p = 0; p < pos; p++) { sequences[b * pos + p] = b; positions[b * pos + p] = p; text[b * pos + p] = pieces[p]; }
-        }
-        return new ParquetTable().Add(Columns.Sequence, sequences).Add(Columns.Position, positions).Add(Columns.TokenId, ids).Add(Columns.Token, text);
+        var rows = Enumerable.Range(0, batch).Select(b => (IReadOnlyList<int>)ids[(b * pos)..((b + 1) * pos)]).ToArray();
+        var pieces = rows.Select(r => (IReadOnlyList<string>)(tokenizer?.ToStrTokens(r) ?? r.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray())).ToArray();
+        return From(rows, pieces);
     }
 
     /// <summary>Builds the table from sequences of different lengths: each one's ids and their text (as many of each).</summary>
