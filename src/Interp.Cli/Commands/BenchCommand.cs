@@ -21,7 +21,7 @@ public sealed class BenchCommand(CliConsole console, IOptions<RunDefaults> optio
         var reps = new Option<int?>("--reps") { Description = "Timed repetitions per variant (default 5; 3 with --quick)" };
         var noPeer = new Option<bool>("--no-peer") { Description = "Skip the PyTorch-eager peer" };
         var installPeer = new Option<bool>("--install-peer") { Description = "Install the peer first if it is missing (benchmarks/setup-peer.sh: apt-get python3-torch on OpenBLAS, as root)" };
-        var only = new Option<string[]>("--only") { Description = "Run only these sections: gpt2, models, sweep, copying, memory, parquet, leak, generation, sae, eap, archs, soak (soak runs only when named; archs in a quick run only when named; repeatable)" };
+        var only = new Option<string[]>("--only") { Description = "Run only these sections: gpt2, models, sweep, copying, memory, parquet, leak, generation, sae, lstm, eap, archs, soak (soak runs only when named; archs in a quick run only when named; repeatable)" };
         var calls = new Option<int?>("--calls") { Description = $"Calls of the soak section (default {BenchOptions.DefaultSoakCalls:N0})" };
         var command = new Command("bench", "Benchmark the toolkit against its own plain forward and against PyTorch eager") { quick, output, reps, noPeer, installPeer, only, calls };
         command.SetAction((parse, ct) => Guard(async () =>

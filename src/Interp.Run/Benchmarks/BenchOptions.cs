@@ -24,7 +24,7 @@ public sealed record BenchOptions
     /// <summary>
     /// Sections to run (null: all): <c>gpt2</c> (matmul peak, GPT-2 forwards vs the peer), <c>models</c> (stories260K and
     /// the built-in model), <c>sweep</c>, <c>copying</c>, <c>memory</c>, <c>parquet</c>, <c>leak</c>, <c>generation</c> (the
-    /// key/value cache vs one forward and vs the cache-less loop), <c>sae</c> (SAE training throughput vs the forward rate), <c>eap</c> (edge attribution patching vs the forward), <c>archs</c> (Pythia-160m, Llama-3.2-1B
+    /// key/value cache vs one forward and vs the cache-less loop), <c>sae</c> (SAE training throughput vs the forward rate), <c>lstm</c> (training lstm_analogy's LSTM vs the built-in transformer, same recipe), <c>eap</c> (edge attribution patching vs the forward), <c>archs</c> (Pythia-160m, Llama-3.2-1B
     /// and Gemma-2-2B shapes: a few minutes and 8 GB of checkpoints written once; in a quick run only when named); and <c>soak</c>, which
     /// runs only when named (<see cref="SoakCalls"/> calls under allocation pressure, a few minutes).
     /// </summary>

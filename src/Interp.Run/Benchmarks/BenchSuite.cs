@@ -165,6 +165,9 @@ public static class BenchSuite
         using (var builtIn = BuiltInModel.Load())
             foreach (var row in SaeTrainingThroughput(builtIn.Model, options, reps, warm, ct)) Add(row);
 
+        // 10b. Training the LSTM of lstm_analogy vs training the built-in transformer, by the same recipe.
+        if (options.Runs("lstm")) Add(LstmVsTransformerTraining(options.Quick ? 20 : 300, Math.Min(reps, 3), ct));
+
         // 11. Edge attribution patching (EAP, EAP-IG with 30 steps) over every edge vs one forward.
         if (options.Runs("eap"))
             foreach (var row in EdgeAttributionCost(gpt!.Model, shape.Name, options.Quick, reps, warm, ct)) Add(row);
@@ -317,6 +320,37 @@ public static class BenchSuite
     /// included, the corpus generated beforehand — as activations trained on per second, against the model's plain forward
     /// rate over the windows the buffer runs ([32, 64] tokens per forward), timed before and after the run.
     /// </summary>
+    /// <summary>
+    /// Seconds of <paramref name="steps"/> steps of the built-in model's recipe for the LSTM (<see cref="LstmRecipe"/>)
+    /// and for the transformer (<see cref="InductionRecipe"/>, head dropout included), each from a fresh model on one
+    /// thread as both are trained, interleaved; the row is the LSTM's time ÷ the transformer's (target ≤ 1).
+    /// </summary>
+    private static BenchRow LstmVsTransformerTraining(int steps, int reps, CancellationToken ct)
+    {
+        int threads = get_num_threads();
+        set_num_threads(1);
+        try
+        {
+            var timing = new Interleaved()
+                .Add("lstm", () =>
+                {
+                    using var model = LstmRecipe.CreateModel();
+                    return InductionTrainer.Train(model, LstmRecipe.Data, LstmRecipe.Training with { Steps = steps, LogInterval = 0 }, cancellationToken: ct).Elapsed.TotalSeconds;
+                })
+                .Add("transformer", () =>
+                {
+                    using var model = InductionRecipe.CreateModel();
+                    return InductionTrainer.Train(model, InductionRecipe.Data, InductionRecipe.Training with { Steps = steps, LogInterval = 0 }, cancellationToken: ct).Elapsed.TotalSeconds;
+                })
+                .Medians(0, reps, ct);
+            double lstm = timing["lstm"], transformer = timing["transformer"];
+            return new BenchRow("lstm_training_vs_transformer", $"{LstmRecipe.ModelConfig.Name} vs builtin", $"{steps} steps", lstm / transformer, "x", 1.0, "<=", lstm, transformer,
+                $"median seconds of {steps} training steps (batch {LstmRecipe.Training.BatchSize}, one thread): LSTM {lstm:F2} s, transformer {transformer:F2} s; " +
+                $"full run {LstmRecipe.Training.Steps} steps ≈ {lstm / steps * LstmRecipe.Training.Steps:F0} s vs {transformer / steps * InductionRecipe.Training.Steps:F0} s");
+        }
+        finally { set_num_threads(threads); }
+    }
+
     private static BenchRow[] SaeTrainingThroughput(HookedTransformer model, BenchOptions options, int reps, int warm, CancellationToken ct)
     {
         const int context = 64, prompts = 32;

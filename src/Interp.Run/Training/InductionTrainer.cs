@@ -15,7 +15,7 @@ public enum LrSchedule
     Linear,
 }
 
-/// <summary>Hyperparameters of <see cref="InductionTrainer.Train"/>; the defaults are <see cref="InductionRecipe"/>'s, except
+/// <summary>Hyperparameters of <see cref="InductionTrainer"/>; the defaults are <see cref="InductionRecipe"/>'s, except
 /// <see cref="HeadDropout"/> (none by default).</summary>
 public sealed record TrainingOptions
 {
@@ -85,9 +85,9 @@ public sealed record TrainingProgress(int Step, int Steps, double Loss, double L
 public sealed record TrainingResult(float[] Loss, int[] EvalSteps, float[] FirstHalfLoss, float[] RepeatedHalfLoss, TimeSpan Elapsed);
 
 /// <summary>
-/// Trains a <see cref="HookedTransformer"/> on <see cref="InductionDataGenerator"/> batches with AdamW and next-token
-/// cross-entropy on every position. The model's weights are trained in place; initialise them first
-/// (<see cref="HookedTransformer.InitWeights"/>). Deterministic for fixed options, model initialisation and
+/// Trains a <see cref="HookedTransformer"/> (or a <see cref="HookedLstm"/>) on <see cref="InductionDataGenerator"/> batches
+/// with AdamW and next-token cross-entropy on every position. The model's weights are trained in place; initialise them
+/// first (<see cref="HookedTransformer.InitWeights"/>, <see cref="HookedLstm.InitWeights"/>). Deterministic for fixed options, model initialisation and
 /// TorchSharp thread count (<c>torch.set_num_threads</c>, which this method leaves alone).
 /// </summary>
 public static class InductionTrainer
@@ -96,22 +96,44 @@ public static class InductionTrainer
     public static TrainingResult Train(HookedTransformer model, InductionDataOptions data, TrainingOptions options,
         Action<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.Steps, 1);
         if (data.VocabSize != model.Config.DVocab || data.SequenceLength > model.Config.NCtx)
             throw new ArgumentException($"data (vocab {data.VocabSize}, length {data.SequenceLength}) does not fit the model " +
                 $"(vocab {model.Config.DVocab}, n_ctx {model.Config.NCtx})", nameof(data));
         foreach (var rule in options.HeadDropout) rule.Validate(model.Config);
+        var dropoutGenerator = new Generator(options.Seed ^ 0x5EED_D809UL);
+        var dropout = options.HeadDropout.Select(rule => rule.ToHook(dropoutGenerator)).ToArray();
+        return Run(model, tokens => model.RunWithHooks(tokens, dropout), data, options, progress, cancellationToken);
+    }
+
+    /// <summary>
+    /// Trains an LSTM language model on the same data, with the same optimiser, schedule, seeds and evaluation as the
+    /// transformer (<see cref="TrainingOptions.HeadDropout"/> must be empty: an LSTM has no heads). Its passes are
+    /// TorchSharp's fused LSTM (no hooks are attached).
+    /// </summary>
+    public static TrainingResult Train(HookedLstm model, InductionDataOptions data, TrainingOptions options,
+        Action<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        if (data.VocabSize != model.Config.DVocab)
+            throw new ArgumentException($"data (vocab {data.VocabSize}) does not fit {model.Config.Name} (vocab {model.Config.DVocab})", nameof(data));
+        if (options.HeadDropout.Count > 0)
+            throw new ArgumentException($"head dropout ({options.HeadDropout.Count} rules) drops attention heads; {model.Config.Name} is an LSTM and has none", nameof(options));
+        return Run(model, model.forward, data, options, progress, cancellationToken);
+    }
+
+    /// <summary>The training loop every model shares: <paramref name="trainForward"/> is the pass of a training step.</summary>
+    private static TrainingResult Run(nn.Module<Tensor, Tensor> model, Func<Tensor, Tensor> trainForward, InductionDataOptions data,
+        TrainingOptions options, Action<TrainingProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.Steps, 1);
         // Grad mode is per thread: make sure it is on here, whatever the caller's thread was doing.
         using var gradMode = enable_grad();
         manual_seed((long)options.Seed);
         var generator = new InductionDataGenerator(data, options.Seed);
-        var dropoutGenerator = new Generator(options.Seed ^ 0x5EED_D809UL);
-        var dropout = options.HeadDropout.Select(rule => rule.ToHook(dropoutGenerator)).ToArray();
         using var evalTokens = InductionDataGenerator.RepeatedRandomTokens(options.EvalBatchSize, options.EvalHalfLength,
             data.VocabSize, options.EvalSeed);
         using var optimizer = new AdamWOptimizer(model.parameters(), options.LearningRate, options.Beta1, options.Beta2,
             weightDecay: options.WeightDecay);
-        int vocab = model.Config.DVocab;
+        int vocab = data.VocabSize;
         var losses = new float[options.Steps];
         var evalSteps = new List<int>();
         var firstHalf = new List<float>();
@@ -126,7 +148,7 @@ public static class InductionTrainer
             using (NewDisposeScope())
             {
                 var tokens = generator.NextBatch(options.BatchSize);
-                var logits = model.RunWithHooks(tokens, dropout);
+                var logits = trainForward(tokens);
                 var loss = nn.functional.cross_entropy(logits[.., ..^1].reshape(-1, vocab), tokens[.., 1..].reshape(-1));
                 optimizer.ZeroGrad();
                 loss.backward();
@@ -145,7 +167,7 @@ public static class InductionTrainer
         return new TrainingResult(losses, evalSteps.ToArray(), firstHalf.ToArray(), repeated.ToArray(), clock.Elapsed);
     }
 
-    private static (double, double) EvalLosses(HookedTransformer model, Tensor tokens, int halfLength)
+    private static (double, double) EvalLosses(nn.Module<Tensor, Tensor> model, Tensor tokens, int halfLength)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();

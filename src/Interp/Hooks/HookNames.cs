@@ -174,6 +174,38 @@ public static class HookNames
         };
     }
     /// <summary>
+    /// The hook points of a recurrent model (<c>HookedLstm</c>): layer <c>l</c>'s gates, cell state and hidden state at
+    /// each step, <c>lstm.{l}.hook_…</c>, [batch, pos, d_hidden] once cached. The recurrence runs one position at a time,
+    /// so a hook function sees [batch, 1, d_hidden] per call, position by position.
+    /// </summary>
+    public static class Lstm
+    {
+        /// <summary>Input gate i_t = σ(W_ii x_t + b_ii + W_hi h_{t−1} + b_hi).</summary>
+        public static string InputGate(int layer) => $"lstm.{layer}.hook_input_gate";
+        /// <summary>Forget gate f_t = σ(W_if x_t + b_if + W_hf h_{t−1} + b_hf).</summary>
+        public static string ForgetGate(int layer) => $"lstm.{layer}.hook_forget_gate";
+        /// <summary>Cell candidate g_t = tanh(W_ig x_t + b_ig + W_hg h_{t−1} + b_hg): what the input gate lets in.</summary>
+        public static string CellCandidate(int layer) => $"lstm.{layer}.hook_cell_candidate";
+        /// <summary>Output gate o_t = σ(W_io x_t + b_io + W_ho h_{t−1} + b_ho).</summary>
+        public static string OutputGate(int layer) => $"lstm.{layer}.hook_output_gate";
+        /// <summary>Cell state c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t: the long-term memory.</summary>
+        public static string Cell(int layer) => $"lstm.{layer}.hook_cell";
+        /// <summary>Hidden state h_t = o_t ⊙ tanh(c_t): what the layer passes on (to the next layer, the next step and the unembedding).</summary>
+        public static string Hidden(int layer) => $"lstm.{layer}.hook_hidden";
+
+        /// <summary>The layer of a hook name <c>lstm.{layer}.…</c>, or null for any other name.</summary>
+        public static int? LayerOf(string name)
+        {
+            ArgumentNullException.ThrowIfNull(name);
+            const string prefix = "lstm.";
+            if (!name.StartsWith(prefix, StringComparison.Ordinal)) return null;
+            int dot = name.IndexOf('.', prefix.Length);
+            return dot > prefix.Length && int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, null, out int layer)
+                ? layer : null;
+        }
+    }
+
+    /// <summary>
     /// The hook points inside a sparse autoencoder spliced in at a model hook point (SAELens's
     /// <c>HookedSAETransformer.add_sae</c>): <c>{hookName}.{leaf}</c>.
     /// </summary>

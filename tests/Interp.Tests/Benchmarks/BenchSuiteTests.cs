@@ -27,7 +27,7 @@ public sealed class BenchSuiteTests
             "forward_fraction_of_peak", "ablation_sweep_vs_forwards", "copying_scores_seconds", "copying_scores_peak_memory",
             "cache_peak_memory_ratio", "parquet_write_vs_disk", "cache_loop_rss_growth",
             "generation_vs_forward", "generation_cacheless_vs_forward", "generation_cache_speedup", "generation_step_vs_weight_products",
-            "sae_training_activations_per_s", "sae_training_vs_forward", "eap_vs_forward", "eap_ig_vs_forward",
+            "sae_training_activations_per_s", "sae_training_vs_forward", "lstm_training_vs_transformer", "eap_vs_forward", "eap_ig_vs_forward",
         ];
         foreach (var name in expected) Assert.Contains(rows, r => r.Benchmark == name);
         Assert.Equal(["gpt2-tiny-bench", "stories260K", "builtin"], rows.Where(r => r.Benchmark == "cache_overhead").Select(r => r.Model));
@@ -44,6 +44,9 @@ public sealed class BenchSuiteTests
         var eap = rows.First(r => r.Benchmark == "eap_vs_forward");
         Assert.Equal(eap.A / eap.B, eap.Value, 1e-12);
         Assert.Equal("1x16", eap.Input);
+        var lstm = rows.Single(r => r.Benchmark == "lstm_training_vs_transformer");
+        Assert.Equal(lstm.A / lstm.B, lstm.Value, 1e-12);
+        Assert.Equal("20 steps", lstm.Input);
 
         var columns = ParquetRead.Columns(Path.Combine(options.OutDir, "bench.parquet"));
         foreach (var c in new[] { "benchmark", "model", "input", "value", "unit", "target", "comparison", "met", "a", "b", "detail", "machine" })

@@ -47,6 +47,7 @@ public sealed class AnalysisReportTests
     [InlineData("pattern_vs_message", new[] { "batch=8", "baseline_samples=20" }, new[] { "heatmap" })]
     [InlineData("residual_writes", new[] { "batch=8" }, new[] { "tokens", "logit-lens", "heatmap" })]
     [InlineData("circuit_discovery", new[] { "batch=4", "half=8", "steps=3" }, new[] { "heatmap", "tokens" })]
+    [InlineData("lstm_analogy", new[] { "batch=8", "lstm_steps=50", "probe_batch=32" }, new[] { "tokens", "heatmap" })]
     [InlineData("head_detection", new[] { "--model", "stories260K", "batch=4", "half=128" }, new[] { "heatmap", "attention" })]   // 1,028 tokens: the views cut, and say so
     [InlineData("encoder_context", new[] { "--model", "all-MiniLM-L6-v2" }, new[] { "attention" })]   // bidirectional: every entry
     [InlineData("sae_features", new[] { "training_tokens=65536", "sequences=12", "context_size=64", "top_features=6" }, new[] { "tokens", "feature" })]
