@@ -287,18 +287,9 @@ static async Task<(HookedLstm Model, TrainingResult? Training)> GetLstmAsync(Exp
             ["final_loss_first_half"] = Fmt(result.FirstHalfLoss[^1]), ["final_loss_repeated_half"] = Fmt(result.RepeatedHalfLoss[^1]),
             ["training_seconds"] = Fmt(result.Elapsed.TotalSeconds),
         });
-        var table = new ParquetTable()
-            .Add("step", result.EvalSteps)
-            .Add("loss", result.EvalSteps.Select(s => result.Loss[s - 1]).ToArray())
-            .Add("loss_first_half", result.FirstHalfLoss)
-            .Add("loss_repeated_half", result.RepeatedHalfLoss);
-        await context.WriteTableAsync("lstm_training.parquet", table,
+        await context.WriteTableAsync("lstm_training.parquet", result.ToTable(),
             "the LSTM's training (the built-in model's recipe): the batch loss and the fixed evaluation batch's first- and repeated-half losses at every 25th step", ct);
-        var xs = result.EvalSteps.Select(s => (double)s).ToArray();
-        context.SaveFigure("lstm_training.png", Figures.Lines("Training the LSTM on the built-in model's recipe", "step", "loss", xs,
-                ("training batch", result.EvalSteps.Select(s => (double)result.Loss[s - 1]).ToArray()),
-                ("first copy (random)", result.FirstHalfLoss.Select(v => (double)v).ToArray()),
-                ("repeated copy", result.RepeatedHalfLoss.Select(v => (double)v).ToArray())),
+        context.SaveFigure("lstm_training.png", result.Figure("Training the LSTM on the built-in model's recipe"),
             "The LSTM's training curve on the built-in model's data: the evaluation batch's first copy (unpredictable) and repeated copy.", 1000, 500);
         context.AddText($"The LSTM ({config.NLayers} layer(s), d_hidden {config.DHidden}, {config.ParameterCount:N0} parameters) was trained here for {settings.LstmSteps:N0} steps " +
                         $"in {result.Elapsed.TotalSeconds:F1} s on one thread by the built-in model's recipe, and saved in `lstm/` (pass `--set lstm=RUN/lstm` to reuse it).");

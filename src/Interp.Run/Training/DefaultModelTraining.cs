@@ -52,17 +52,8 @@ public static class DefaultModelTraining
         Directory.CreateDirectory(directory);
         InterpModelFormat.Save(model, directory, tokenizer: null, metadata);
 
-        var table = new ParquetTable()
-            .Add("step", result.EvalSteps)
-            .Add("loss", result.EvalSteps.Select(s => result.Loss[s - 1]).ToArray())
-            .Add("loss_first_half", result.FirstHalfLoss)
-            .Add("loss_repeated_half", result.RepeatedHalfLoss);
-        await table.WriteAsync(Path.Combine(directory, "training_loss.parquet"), cancellationToken);
-        var xs = result.EvalSteps.Select(s => (double)s).ToArray();
-        var plot = Figures.Lines("Training the built-in model", "step", "loss", xs,
-            ("training batch", result.EvalSteps.Select(s => (double)result.Loss[s - 1]).ToArray()),
-            ("first copy (random)", result.FirstHalfLoss.Select(v => (double)v).ToArray()),
-            ("repeated copy", result.RepeatedHalfLoss.Select(v => (double)v).ToArray()));
+        await result.ToTable().WriteAsync(Path.Combine(directory, "training_loss.parquet"), cancellationToken);
+        var plot = result.Figure("Training the built-in model");
         Figures.SavePng(plot, Path.Combine(directory, "training_loss.png"), 1000, 500);
         return new DefaultModelReport(directory, result, scores);
     }

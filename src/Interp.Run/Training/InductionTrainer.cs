@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using Interp.Models;
+using Interp.Plots;
+using Interp.Results;
 using static TorchSharp.torch;
 
 namespace Interp.Training;
@@ -82,7 +84,25 @@ public sealed record TrainingProgress(int Step, int Steps, double Loss, double L
 /// <param name="FirstHalfLoss">Evaluation first-copy loss at each of <paramref name="EvalSteps"/>.</param>
 /// <param name="RepeatedHalfLoss">Evaluation repeated-copy loss at each of <paramref name="EvalSteps"/>.</param>
 /// <param name="Elapsed">Total wall time of the run, evaluations included.</param>
-public sealed record TrainingResult(float[] Loss, int[] EvalSteps, float[] FirstHalfLoss, float[] RepeatedHalfLoss, TimeSpan Elapsed);
+public sealed record TrainingResult(float[] Loss, int[] EvalSteps, float[] FirstHalfLoss, float[] RepeatedHalfLoss, TimeSpan Elapsed)
+{
+    /// <summary>The curves at the evaluation steps (<c>training_loss.parquet</c>'s schema): step, loss, loss_first_half, loss_repeated_half.</summary>
+    public ParquetTable ToTable() => new ParquetTable()
+        .Add("step", EvalSteps)
+        .Add("loss", EvalSteps.Select(s => Loss[s - 1]).ToArray())
+        .Add("loss_first_half", FirstHalfLoss)
+        .Add("loss_repeated_half", RepeatedHalfLoss);
+
+    /// <summary>The curves as a figure: the training batch's loss and the evaluation batch's two halves per step.</summary>
+    public ScottPlot.Plot Figure(string title)
+    {
+        var xs = EvalSteps.Select(s => (double)s).ToArray();
+        return Figures.Lines(title, "step", "loss", xs,
+            ("training batch", EvalSteps.Select(s => (double)Loss[s - 1]).ToArray()),
+            ("first copy (random)", FirstHalfLoss.Select(v => (double)v).ToArray()),
+            ("repeated copy", RepeatedHalfLoss.Select(v => (double)v).ToArray()));
+    }
+}
 
 /// <summary>
 /// Trains a <see cref="HookedTransformer"/> (or a <see cref="HookedLstm"/>) on <see cref="InductionDataGenerator"/> batches

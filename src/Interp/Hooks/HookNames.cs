@@ -192,17 +192,6 @@ public static class HookNames
         public static string Cell(int layer) => $"lstm.{layer}.hook_cell";
         /// <summary>Hidden state h_t = o_t ⊙ tanh(c_t): what the layer passes on (to the next layer, the next step and the unembedding).</summary>
         public static string Hidden(int layer) => $"lstm.{layer}.hook_hidden";
-
-        /// <summary>The layer of a hook name <c>lstm.{layer}.…</c>, or null for any other name.</summary>
-        public static int? LayerOf(string name)
-        {
-            ArgumentNullException.ThrowIfNull(name);
-            const string prefix = "lstm.";
-            if (!name.StartsWith(prefix, StringComparison.Ordinal)) return null;
-            int dot = name.IndexOf('.', prefix.Length);
-            return dot > prefix.Length && int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, null, out int layer)
-                ? layer : null;
-        }
     }
 
     /// <summary>

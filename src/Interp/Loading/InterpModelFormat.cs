@@ -48,19 +48,25 @@ public static class InterpModelFormat
     /// </summary>
     public static void Save(HookedTransformer model, string directory, string? tokenizer = null, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        var config = JsonSerializer.SerializeToNode(model.Config, Json);
+        SaveFiles(directory, model.state_dict(), ManifestFile, FormatTag, Version, config, metadata, Json, ("tokenizer", tokenizer));
+    }
+
+    /// <summary>
+    /// Writes <paramref name="weights"/> to <see cref="WeightsFile"/>, then the manifest (format, version, config, the
+    /// <paramref name="extra"/> entries, the weights' SHA-256, metadata): the shared layout of the project's model folders.
+    /// </summary>
+    internal static void SaveFiles(string directory, IEnumerable<KeyValuePair<string, torch.Tensor>> weights, string manifestFile, string format, int version,
+        JsonNode? config, IReadOnlyDictionary<string, string>? metadata, JsonSerializerOptions json, params (string Key, string? Value)[] extra)
+    {
         Directory.CreateDirectory(directory);
-        string weights = Path.Combine(directory, WeightsFile);
-        SafeTensorsWriter.Write(weights, model.state_dict(), metadata);
-        var manifest = new JsonObject
-        {
-            ["format"] = FormatTag,
-            ["version"] = Version,
-            ["config"] = JsonSerializer.SerializeToNode(model.Config, Json),
-            ["tokenizer"] = tokenizer,
-            ["weights_sha256"] = ModelHash.Compute(weights),
-            ["metadata"] = JsonSerializer.SerializeToNode(metadata ?? new Dictionary<string, string>(), Json),
-        };
-        AtomicFile.WriteAllText(Path.Combine(directory, ManifestFile), manifest.ToJsonString(Json));
+        string weightsPath = Path.Combine(directory, WeightsFile);
+        SafeTensorsWriter.Write(weightsPath, weights, metadata);
+        var manifest = new JsonObject { ["format"] = format, ["version"] = version, ["config"] = config };
+        foreach (var (key, value) in extra) manifest[key] = value;
+        manifest["weights_sha256"] = ModelHash.Compute(weightsPath);
+        manifest["metadata"] = JsonSerializer.SerializeToNode(metadata ?? new Dictionary<string, string>(), json);
+        AtomicFile.WriteAllText(Path.Combine(directory, manifestFile), manifest.ToJsonString(json));
     }
 
     /// <summary>Reads the manifest: the config and the tokenizer entry.</summary>

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Interp.Models;
 using TorchSharp;
@@ -32,18 +31,7 @@ public static class LstmModelFormat
     /// <summary>Saves <paramref name="model"/> into <paramref name="directory"/> (created if needed); weights first, manifest last, each atomically.</summary>
     public static void Save(HookedLstm model, string directory, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        Directory.CreateDirectory(directory);
-        string weights = Path.Combine(directory, WeightsFile);
-        SafeTensorsWriter.Write(weights, model.state_dict(), metadata);
-        var manifest = new JsonObject
-        {
-            ["format"] = FormatTag,
-            ["version"] = Version,
-            ["config"] = JsonSerializer.SerializeToNode(model.Config with { }, Json),
-            ["weights_sha256"] = ModelHash.Compute(weights),
-            ["metadata"] = JsonSerializer.SerializeToNode(metadata ?? new Dictionary<string, string>(), Json),
-        };
-        AtomicFile.WriteAllText(Path.Combine(directory, ManifestFile), manifest.ToJsonString(Json));
+        InterpModelFormat.SaveFiles(directory, model.state_dict(), ManifestFile, FormatTag, Version, JsonSerializer.SerializeToNode(model.Config, Json), metadata, Json);
     }
 
     /// <summary>Loads a model saved by <see cref="Save"/>; a wrong, missing, extra or damaged entry is an error naming it.</summary>

@@ -175,23 +175,8 @@ public sealed class HookedLstm : nn.Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>Checks tokens and returns them as int64 [batch, pos]: 1-D input gains a batch axis; ids must lie in [0, d_vocab).</summary>
-    public Tensor ValidateTokens(Tensor tokens)
-    {
-        if (tokens.dim() == 1) tokens = tokens.unsqueeze(0);
-        if (tokens.dim() != 2)
-            throw new InvalidTokensException($"tokens must have shape [batch, pos], got [{string.Join(", ", tokens.shape)}]");
-        if (tokens.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
-            throw new InvalidTokensException($"tokens must be an integer tensor, got {tokens.dtype}");
-        if (tokens.shape[1] < 1) throw new InvalidTokensException("tokens must hold at least one position");
-        if (tokens.NumberOfElements > 0)
-        {
-            long min = tokens.min().item<long>(), max = tokens.max().item<long>();
-            if (min < 0 || max >= Config.DVocab)
-                throw new InvalidTokensException($"token ids must lie in [0, {Config.DVocab}) for {Config.Name}, got {(min < 0 ? min : max)}");
-        }
-        return tokens.to(ScalarType.Int64);
-    }
+    /// <summary>Checks tokens and returns them as int64 [batch, pos] on the model's device: 1-D input gains a batch axis; ids must lie in [0, d_vocab).</summary>
+    public Tensor ValidateTokens(Tensor tokens) => TokenChecks.Validate(tokens, Config.DVocab, null, W_E.device);
 
     /// <summary>Tokens [batch, pos] → logits [batch, pos, d_vocab].</summary>
     public override Tensor forward(Tensor tokens)

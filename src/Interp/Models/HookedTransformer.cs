@@ -690,32 +690,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// Checks tokens and returns them as int64 [batch, pos] on the model's device: 1-D input gains a batch axis;
     /// ids must lie in [0, d_vocab) and the length in [1, n_ctx].
     /// </summary>
-    public Tensor ValidateTokens(Tensor tokens)
-    {
-        if (tokens.dim() == 1) tokens = tokens.unsqueeze(0);
-        if (tokens.dim() != 2)
-            throw new InvalidTokensException($"tokens must have shape [batch, pos], got [{string.Join(", ", tokens.shape)}]");
-        if (tokens.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
-            throw new InvalidTokensException($"tokens must be an integer tensor, got {tokens.dtype}");
-        long pos = tokens.shape[1];
-        if (pos == 0 || tokens.shape[0] == 0) throw new InvalidTokensException("tokens are empty: need at least one position");
-        if (pos > Config.NCtx)
-            throw new InvalidTokensException($"sequence of {pos} tokens is longer than the model's context n_ctx = {Config.NCtx}");
-        tokens = tokens.to(ScalarType.Int64, Device);
-        using (NewDisposeScope())
-        {
-            using var vocab = Config.DVocab.ToScalar();
-            var bad = tokens.lt(Scalars.Zero).logical_or(tokens.ge(vocab));
-            if (bad.any().item<bool>())
-            {
-                long flat = bad.reshape(-1).to(ScalarType.Int32).argmax().item<long>();
-                long id = tokens.reshape(-1)[flat].item<long>();
-                throw new InvalidTokensException(
-                    $"token id {id} at [batch {flat / pos}, pos {flat % pos}] is outside the vocabulary [0, {Config.DVocab})");
-            }
-        }
-        return tokens;
-    }
+    public Tensor ValidateTokens(Tensor tokens) => TokenChecks.Validate(tokens, Config.DVocab, Config.NCtx, Device);
 
     /// <summary>
     /// Random initialisation as TransformerLens does by default: weights ~ N(0, std) with std = 0.8/√d_model
