@@ -30,6 +30,8 @@ return await Experiment.RunAsync<LstmAnalogySettings>(args, new("lstm_analogy", 
     if (cfg.DVocab != LstmRecipe.Data.VocabSize || !cfg.Causal)
         throw new InterpException($"lstm_analogy compares a causal transformer with an LSTM trained on the built-in model's recipe (vocabulary {LstmRecipe.Data.VocabSize}); " +
                                   $"{cfg.Name} has d_vocab {cfg.DVocab}{(cfg.Causal ? "" : " and is not causal")}. Run it on the built-in model or one of the same vocabulary.");
+    foreach (var (key, value, least) in new[] { ("lstm_steps", settings.LstmSteps, 1), ("lstm_hidden", settings.LstmHidden, 1), ("lstm_layers", settings.LstmLayers, 1), ("probe_batch", settings.ProbeBatch, 1), ("batch", settings.Batch, 1) })
+        if (value < least) throw new InterpException($"setting '{key}' must be at least {least}, got {value}");
     using var scope = NewDisposeScope();
 
     // 1. The LSTM: trained here by the built-in model's recipe, or loaded from an earlier run.
@@ -141,10 +143,10 @@ return await Experiment.RunAsync<LstmAnalogySettings>(args, new("lstm_analogy", 
     context.ReportProgress("probes", 0.8);
     // On [BOS] r r the token half positions back is the current one, so the probes read i.i.d. random sequences instead
     // (fitted on one draw, scored on another, or on the --prompts sequences).
-    int probeLength = 2 * settings.Half + 1;
+    int probeLength = 2 * (halves is not null ? half : Math.Min(settings.Half, (cfg.NCtx - 1) / 2)) + 1;   // half capped by the context, as the input's
     int maxLag = settings.MaxLag;
     if (maxLag < 0 || probeLength < maxLag + 2)
-        throw new InterpException($"setting 'max_lag': a probe at lag {maxLag} needs sequences of at least {maxLag + 2} tokens, but half = {settings.Half} gives {probeLength}");
+        throw new InterpException($"setting 'max_lag': a probe at lag {maxLag} needs sequences of at least {maxLag + 2} tokens, but half = {settings.Half} gives {probeLength} (BOS + 2 · half, capped by n_ctx {cfg.NCtx})");
     var fitTokens = RandomSequences(settings.ProbeBatch, probeLength, cfg.DVocab, context.Seed + 1);
     var probeTokens = mask is null ? RandomSequences(batch, probeLength, cfg.DVocab, context.Seed + 2) : tokens;
     if (mask is not null && positions < maxLag + 2)

@@ -48,6 +48,13 @@ public static class Experiment
     {
         NativeEnvironment.Apply();   // before anything loads libtorch
         LauncherWatch.Start();
+        // Ctrl+C and SIGTERM cancel the run from the first instruction on. System.CommandLine registers its own handler
+        // only once the action first awaits — after the manifest says "running" and libtorch has loaded (up to a second):
+        // a signal in that window ended the process under the run, leaving a manifest that still said "running".
+        using var interrupted = new CancellationTokenSource();
+        void Interrupt(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; interrupted.Cancel(); }
+        using var sigint = OperatingSystem.IsWindows() ? null : System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Interrupt);
+        using var sigterm = OperatingSystem.IsWindows() ? null : System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Interrupt);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddEnvironmentVariables("INTERP_");
         builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
@@ -69,8 +76,10 @@ public static class Experiment
         var merge = new Option<string?>("--merge") { Description = "Merge the completed shards in DIR (the settings, seed and model are the shards')" };
         var command = new RootCommand($"{info.Name}: {info.Description}\n\nSettings (--set key=value; defaults in parentheses):\n{ExperimentSettings.List<TSettings>()}")
             { model, outDir, seed, device, prompts, sae, set, shard, merge };
-        command.SetAction(async (parse, ct) =>
+        command.SetAction(async (parse, invocationToken) =>
         {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(invocationToken, interrupted.Token);
+            var ct = linked.Token;
             try
             {
                 var pairs = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -146,12 +146,16 @@ public sealed class LstmAnalogyExperimentTests
     }
 
     [Fact]
-    public async Task A_model_of_another_vocabulary_is_refused_before_training()
+    public async Task A_model_of_another_vocabulary_and_a_bad_setting_are_refused_before_training()
     {
         using var tmp = new TempDir();
         var (code, _, err, _) = await ExperimentScriptTests.Run(tmp.Path, "run", "lstm_analogy", "--model", TestModels.StoriesBin);
         Assert.NotEqual(0, code);
         Assert.Contains("vocabulary 64", err);
         Assert.Contains("d_vocab 512", err);
+        using var zero = new TempDir();
+        var (zeroCode, _, zeroErr, _) = await ExperimentScriptTests.Run(zero.Path, "run", "lstm_analogy", "--set", "lstm_steps=0");
+        Assert.NotEqual(0, zeroCode);
+        Assert.Contains("setting 'lstm_steps' must be at least 1, got 0", zeroErr);
     }
 }
