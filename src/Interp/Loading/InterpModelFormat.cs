@@ -52,6 +52,13 @@ public static class InterpModelFormat
         SaveFiles(directory, model.state_dict(), ManifestFile, FormatTag, Version, config, metadata, Json, ("tokenizer", tokenizer));
     }
 
+    /// <summary>Throws when the weights file's SHA-256 is not the one <paramref name="manifestFile"/> recorded.</summary>
+    internal static void VerifyWeights(string weightsPath, string sha, string manifestFile)
+    {
+        if (ModelHash.Compute(weightsPath) is var actual && !string.Equals(actual, sha, StringComparison.OrdinalIgnoreCase))
+            throw new ModelFileException(weightsPath, null, $"its SHA-256 {actual} differs from the weights_sha256 {sha} recorded in {manifestFile}: the file was changed or damaged after it was saved");
+    }
+
     /// <summary>
     /// Writes <paramref name="weights"/> to <see cref="WeightsFile"/>, then the manifest (format, version, config, the
     /// <paramref name="extra"/> entries, the weights' SHA-256, metadata): the shared layout of the project's model folders.
@@ -129,8 +136,7 @@ public static class InterpModelFormat
         using var file = SafeTensorsFile.Open(weightsPath);
         // The manifest records the weights' hash: a damaged or swapped weights file is an error, not a silently different model.
         string? sha = File.Exists(Path.Combine(directory, ManifestFile)) ? ReadEntries(directory).WeightsSha256 : null;
-        if (sha is not null && ModelHash.Compute(weightsPath) is var actual && !string.Equals(actual, sha, StringComparison.OrdinalIgnoreCase))
-            throw new ModelFileException(weightsPath, null, $"its SHA-256 {actual} differs from the weights_sha256 {sha} recorded in {ManifestFile}: the file was changed or damaged after it was saved");
+        if (sha is not null) VerifyWeights(weightsPath, sha, ManifestFile);
         // Before the model allocates anything: the config must not ask for more than the weights can justify.
         LoadBudget.Check(config, file.Tensors.Sum(t => t.ElementCount), Path.Combine(directory, ManifestFile));
         var model = new HookedTransformer(config);

@@ -41,8 +41,7 @@ public static class LstmModelFormat
         var (config, sha) = ReadManifest(path);
         string weightsPath = Path.Combine(directory, WeightsFile);
         if (!File.Exists(weightsPath)) throw new ModelFileException(weightsPath, null, "not found");
-        if (ModelHash.Compute(weightsPath) is var actual && !string.Equals(actual, sha, StringComparison.OrdinalIgnoreCase))
-            throw new ModelFileException(weightsPath, null, $"its SHA-256 {actual} differs from the weights_sha256 {sha} recorded in {ManifestFile}: the file was changed or damaged after it was saved");
+        InterpModelFormat.VerifyWeights(weightsPath, sha, ManifestFile);
         using var file = SafeTensorsFile.Open(weightsPath);
         var model = new HookedLstm(config);
         try

@@ -129,13 +129,7 @@ public sealed class HookedLstm : nn.Module<Tensor, Tensor>
         _hooks.TryGetValue(name, out var h) ? h : throw new UnknownHookException(name, NameSuggestions.Closest(name, _hooks.Keys));
 
     /// <summary>Attaches hooks until the returned scope is disposed. Unknown names fail before anything is attached.</summary>
-    public HookScope Hooks(params (string Name, HookFunction Hook)[] hooks)
-    {
-        var points = hooks.Select(h => GetHookPoint(h.Name)).ToArray();
-        var scope = new HookScope();
-        for (int i = 0; i < hooks.Length; i++) scope.Add(points[i].Add(hooks[i].Hook));
-        return scope;
-    }
+    public HookScope Hooks(params (string Name, HookFunction Hook)[] hooks) => HookScope.Attach(GetHookPoint, hooks);
 
     /// <summary>The forward pass with <paramref name="hooks"/> attached for its duration (removed even if it throws).</summary>
     public Tensor RunWithHooks(Tensor tokens, params (string Name, HookFunction Hook)[] hooks)

@@ -672,13 +672,7 @@ public sealed partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Attaches hooks until the returned scope is disposed. Unknown names fail before anything is attached.</summary>
-    public HookScope Hooks(params (string Name, HookFunction Hook)[] hooks)
-    {
-        var points = hooks.Select(h => GetHookPoint(h.Name)).ToArray();
-        var scope = new HookScope();
-        for (int i = 0; i < hooks.Length; i++) scope.Add(points[i].Add(hooks[i].Hook));
-        return scope;
-    }
+    public HookScope Hooks(params (string Name, HookFunction Hook)[] hooks) => HookScope.Attach(GetHookPoint, hooks);
 
     /// <summary>Detaches every hook from every hook point.</summary>
     public void ResetHooks()
