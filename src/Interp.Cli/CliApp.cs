@@ -28,9 +28,7 @@ public static class CliApp
             // Outside System.CommandLine's invocation: Ctrl+C and SIGTERM must cancel (and reach the script) here too,
             // not end this process under it.
             using var interrupted = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            void Cancel(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; interrupted.Cancel(); }
-            using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Cancel);
-            using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Cancel);
+            using var signals = Interp.Experiments.InterruptSignals.Cancel(interrupted);
             return await services.GetRequiredService<RunCommand>().RunScriptAsync(args[1], args[2..], interrupted.Token);
         }
         var root = new RootCommand("Interp: mechanistic interpretability for transformer language models.")

@@ -52,9 +52,7 @@ public static class Experiment
         // only once the action first awaits — after the manifest says "running" and libtorch has loaded (up to a second):
         // a signal in that window ended the process under the run, leaving a manifest that still said "running".
         using var interrupted = new CancellationTokenSource();
-        void Interrupt(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; interrupted.Cancel(); }
-        using var sigint = OperatingSystem.IsWindows() ? null : System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Interrupt);
-        using var sigterm = OperatingSystem.IsWindows() ? null : System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Interrupt);
+        using var signals = InterruptSignals.Cancel(interrupted);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddEnvironmentVariables("INTERP_");
         builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
