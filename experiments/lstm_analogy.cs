@@ -73,14 +73,14 @@ return await Experiment.RunAsync<LstmAnalogySettings>(args, new("lstm_analogy", 
     var lossRows = new ParquetColumns();
     var loss = new Dictionary<string, Tensor>();
     var predicts = real[.., 1..];                                                                   // [batch, pos − 1]: the target is real
+    var predictsMatrix = TensorData.ToMatrix(predicts);
     foreach (var (name, logits) in models)
     {
         loss[name] = nn.functional.cross_entropy(logits[.., ..^1].permute(0, 2, 1), tokens[.., 1..], reduction: nn.Reduction.None).to(ScalarType.Float64);   // [batch, pos − 1]
         var values = TensorData.ToMatrix(loss[name]);
-        var ok = TensorData.ToMatrix(predicts);
         for (int b = 0; b < batch; b++)
             for (int p = 0; p < positions - 1; p++)
-                if (ok[b, p] > 0) lossRows.Row(("model", name), (Columns.Sequence, b), (Columns.Position, p), ("segment", Segment(halves, p)), ("loss", values[b, p]));
+                if (predictsMatrix[b, p] > 0) lossRows.Row(("model", name), (Columns.Sequence, b), (Columns.Position, p), ("segment", Segment(halves, p)), ("loss", values[b, p]));
     }
     await context.WriteTableAsync("lstm_analogy_loss.parquet", lossRows.ToTable(),
         $"per sequence and position: each model's next-token loss at position (predicting position + 1) on {inputLabel}; " +
@@ -89,13 +89,13 @@ return await Experiment.RunAsync<LstmAnalogySettings>(args, new("lstm_analogy", 
     // 4. The writes: ‖c_t − c_{t−1}‖ and its cosine with c_{t−1} (c_{−1} = 0) beside each transformer component's write.
     context.ReportProgress("writes", 0.7);
     var writeRows = new ParquetColumns();
+    var realMatrix = TensorData.ToMatrix(real);                                                     // [batch, pos]
     void AddWrites(string model, string component, int layer, int head, string metric, Tensor values, int from = 0)
     {
         var m = TensorData.ToMatrix(values);                                                        // [batch, pos]
-        var ok = TensorData.ToMatrix(real);
         for (int b = 0; b < batch; b++)
             for (int p = from; p < positions; p++)
-                if (ok[b, p] > 0 && double.IsFinite(m[b, p]))
+                if (realMatrix[b, p] > 0 && double.IsFinite(m[b, p]))
                     writeRows.Row(("model", model), ("component", component), (Columns.Layer, layer), (Columns.Head, head), (Columns.Sequence, b), (Columns.Position, p), (Columns.Metric, metric), ("value", m[b, p]));
     }
     var cellUpdates = new List<(int Layer, Tensor Relative, Tensor Cosine)>();
@@ -244,8 +244,8 @@ return await Experiment.RunAsync<LstmAnalogySettings>(args, new("lstm_analogy", 
 
     // 8. The numbers, the figures, and what they say about the analogy.
     context.ReportProgress("figures", 0.95);
-    Summarise(context, settings, cfg, lstm, training, halves, half, inputLabel, loss, predicts, probe, streams, cellUpdates, streamWrites, gateMeans,
-        inductionCurve, previousCurve, real, scores);
+    Summarise(context, cfg, lstm, training, halves, half, inputLabel, loss, predicts, probe, streams, cellUpdates, streamWrites, gateMeans,
+        inductionCurve, real, scores);
     DrawFigures(context, halves, positions, loss, predicts, probe, streams, cellUpdates, streamWrites, gateMeans, inductionCurve, real);
     context.ReportProgress("done", 1.0);
 });
@@ -334,11 +334,11 @@ static double MeanAt(Tensor values, Tensor real, IEnumerable<int>? positions = n
     return values.nan_to_num(0, 0, 0).mul(keep).sum().div(keep.sum()).item<double>();
 }
 
-static void Summarise(ExperimentContext context, LstmAnalogySettings settings, ModelConfig cfg, HookedLstm lstm, TrainingResult? training, RepeatedHalves? halves, int half,
+static void Summarise(ExperimentContext context, ModelConfig cfg, HookedLstm lstm, TrainingResult? training, RepeatedHalves? halves, int half,
     string inputLabel, Dictionary<string, Tensor> loss, Tensor predicts, Dictionary<string, IReadOnlyList<ProbeAccuracy>> probe,
     List<(string Model, string State, int Layer)> streams, List<(int Layer, Tensor Relative, Tensor Cosine)> cellUpdates,
     List<(string Label, Tensor Relative, Tensor Cosine)> streamWrites, Dictionary<string, double[]> gates,
-    (int Layer, int Head, double[] Curve) induction, (int Layer, int Head, double[] Curve) previous, Tensor real, HeadScores? scores)
+    (int Layer, int Head, double[] Curve) induction, Tensor real, HeadScores? scores)
 {
     var lines = new List<string>();
     string F(double v) => double.IsFinite(v) ? v.ToString("0.000", CultureInfo.InvariantCulture) : "n/a";

@@ -65,7 +65,7 @@ public static class TokenProbe
     /// <summary>Rows [state at t, 1] and targets token[t − k] for every usable t, float64 / int64.</summary>
     private static (Tensor X, Tensor Y) Samples(Tensor states, Tensor tokens, int k, int firstPosition, Tensor? mask)
     {
-        long batch = states.shape[0], pos = states.shape[1], d = states.shape[2];
+        long pos = states.shape[1], d = states.shape[2];
         int start = firstPosition + k;                                                  // t − k ≥ firstPosition
         if (start >= pos) return (zeros(0, d + 1, dtype: ScalarType.Float64), zeros(0, dtype: ScalarType.Int64));
         var x = states[.., start..].to(ScalarType.Float64).reshape(-1, d);             // [batch·(pos − start), d]
