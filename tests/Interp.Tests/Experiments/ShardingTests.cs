@@ -225,6 +225,18 @@ public sealed class ShardingTests
         string partition = Path.Combine(dir, ShardFiles.Partition("ablation_units", 1));
         var complete = ParquetRead.Columns(partition);
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+        // Processes started by the launcher `pid` (their environment names it, as the script's watch reads it).
+        static int ScriptsOf(int pid)
+        {
+            byte[] marker = System.Text.Encoding.ASCII.GetBytes($"{Interp.Experiments.Experiment.LauncherVariable}={pid}\0");
+            int count = 0;
+            foreach (var proc in Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))
+            {
+                try { if (File.ReadAllBytes(Path.Combine(proc, "environ")).AsSpan().IndexOf(marker) >= 0) count++; }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // gone meanwhile, or not ours
+            }
+            return count;
+        }
         System.Diagnostics.Process StartShard()
         {
             var psi = new System.Diagnostics.ProcessStartInfo(dotnet, [Path.Combine(AppContext.BaseDirectory, "Interp.Cli.dll"), "run", "ablation", .. settings, "--shard", "1/2", "--out", dir])
@@ -258,10 +270,15 @@ public sealed class ShardingTests
             using (var p = StartShard())
             {
                 Thread.Sleep(TimeSpan.FromSeconds(seconds * (0.05 + 0.7 * random.NextDouble())));
+                int launcher = p.Id;
                 p.Kill();
                 Assert.True(p.WaitForExit(30_000));
+                // The script sees its launcher gone (it polls every 50 ms) and stops itself: wait until it has, rather
+                // than for a fixed time a loaded machine can overrun (the script then completed under the checks below).
+                var gone = System.Diagnostics.Stopwatch.StartNew();
+                while (ScriptsOf(launcher) > 0 && gone.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
+                Assert.True(ScriptsOf(launcher) == 0, $"the script outlived its killed launcher {launcher} by {gone.Elapsed.TotalSeconds:F1} s");
             }
-            Thread.Sleep(500);   // the script sees its launcher gone within 50 ms and stops itself
             // Whatever is under a final name is complete: the partition is the earlier run's or the killed run's, in full.
             var visible = Directory.GetFiles(Path.GetDirectoryName(partition)!).Where(f => !Path.GetFileName(f).StartsWith('.')).ToArray();
             Assert.Equal([partition], visible);
